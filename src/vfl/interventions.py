@@ -1,0 +1,221 @@
+"""Interventions on the visual tokens' KV cache, one decoder layer set per batch row.
+
+An intervention is data: a name and the decoder layers it touches. The engine prefills the shared
+prefix (every token up to the last visual token) once per image, builds one batched cache whose row v
+carries intervention v, and decodes all rows together through the rest of the prompt:
+
+* swap: row v is A's cache with the visual positions' keys and values at layers S_v taken from B's;
+* drop: at layers S_v the prompt's later tokens cannot attend to the visual positions (an attention
+  function registered with transformers' `AttentionInterface`, set on the language model alone).
+
+The visual span is every position from the first to the last visual token, so layout tokens that some
+families interleave with image tiles travel with the image.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from vfl.errors import VflError
+from vfl.models import Adapter, Prompt
+
+ATTENTION = "vfl_sdpa"
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Where to intervene: ``layers`` (decoder indices), under a ``name`` such as "layer 7" or "none"."""
+
+    name: str
+    layers: tuple[int, ...]
+
+
+def layer_windows(num_layers: int, window: int = 1) -> list[Intervention]:
+    """One intervention per window of ``window`` consecutive layers: k..k+window-1 for every k."""
+    if not 1 <= window <= num_layers:
+        raise VflError(f"--window must be between 1 and the model's {num_layers} layers, got {window}")
+    return [Intervention(f"layer {k}", tuple(range(k, k + window))) for k in range(num_layers - window + 1)]
+
+
+def controls(num_layers: int) -> list[Intervention]:
+    """No layer (must give A's own answer) and every layer (must give B's, or for drop: no image at all)."""
+    return [Intervention("none", ()), Intervention("all", tuple(range(num_layers)))]
+
+
+def last_layers(num_layers: int) -> list[Intervention]:
+    """Intervention on the last N layers, N = 0..L (the vision-token-dropping curve)."""
+    return [Intervention(f"last {n}", tuple(range(num_layers - n, num_layers))) for n in range(num_layers + 1)]
+
+
+def check_layers(layers: list[int], num_layers: int) -> None:
+    bad = [k for k in layers if not 0 <= k < num_layers]
+    if bad:
+        raise VflError(f"layer index {bad[0]} is out of range: the model has layers 0..{num_layers - 1}")
+
+
+def _layer_table(interventions: list[Intervention], num_layers: int) -> torch.Tensor:
+    table = torch.zeros(len(interventions), num_layers, dtype=torch.bool)
+    for row, intervention in enumerate(interventions):
+        check_layers(list(intervention.layers), num_layers)
+        table[row, list(intervention.layers)] = True
+    return table
+
+
+# -- the prefix ------------------------------------------------------------------------------------
+@torch.inference_mode()
+def prefill(adapter: Adapter, prompt: Prompt) -> DynamicCache:
+    """Run the image and every token up to the last visual one; return the cache (batch 1)."""
+    end = prompt.prefix_length
+    if end >= prompt.input_ids.shape[1]:
+        raise VflError("the prompt ends with the image; the question must follow it")
+    cache = DynamicCache(config=adapter.model.config)
+    adapter.model(input_ids=prompt.input_ids[:, :end],
+                  position_ids=adapter.model_positions(prompt.positions[..., :end]),
+                  past_key_values=cache, use_cache=True, logits_to_keep=1, **prompt.image_inputs)
+    return cache
+
+
+def swap_visual_kv(cache_a: DynamicCache, cache_b: DynamicCache, span: tuple[int, int],
+                   interventions: list[Intervention], config) -> DynamicCache:
+    """A cache with one row per intervention: A's keys and values, except the span's at its layers, which are B's.
+
+    One `torch.where` per layer builds every row at once; neither input cache is copied or changed.
+    """
+    num_layers = len(cache_a.layers)
+    rows = _layer_table(interventions, num_layers)
+    length = cache_a.layers[0].keys.shape[-2]
+    visual = torch.zeros(length, dtype=torch.bool)
+    visual[span[0]:span[1]] = True
+    batched = DynamicCache(config=config)
+    for layer in range(num_layers):
+        a, b = cache_a.layers[layer], cache_b.layers[layer]
+        take_b = (rows[:, layer].view(-1, 1, 1, 1) & visual.view(1, 1, -1, 1)).to(a.keys.device)
+        batched.update(torch.where(take_b, b.keys, a.keys), torch.where(take_b, b.values, a.values), layer)
+    return batched
+
+
+def repeat_cache(cache: DynamicCache, rows: int, config) -> DynamicCache:
+    """``rows`` copies of a batch-1 cache (the rows then decode under different drops)."""
+    return swap_visual_kv(cache, cache, (0, 0), [Intervention("copy", ())] * rows, config)
+
+
+# -- dropping visual KV through the attention interface --------------------------------------------
+@dataclass
+class _DropPlan:
+    layers: torch.Tensor  # (rows, num_layers) bool: row r drops the visual keys at these layers
+    span: tuple[int, int]
+
+
+_PLAN: ContextVar[_DropPlan | None] = ContextVar("vfl_drop_plan", default=None)
+
+
+def _attention(module, query, key, value, attention_mask, **kwargs):
+    """SDPA, except that rows of the active drop plan cannot attend to the visual keys at this layer."""
+    plan = _PLAN.get()
+    if plan is not None:
+        rows = plan.layers[:, module.layer_idx].to(query.device)
+        if bool(rows.any()):
+            q_len, k_len = query.shape[2], key.shape[2]
+            if attention_mask is None:  # plain causal: queries are the last q_len positions
+                q_pos = torch.arange(k_len - q_len, k_len, device=query.device)
+                attention_mask = q_pos.view(-1, 1) >= torch.arange(k_len, device=query.device).view(1, -1)
+            visual = torch.zeros(k_len, dtype=torch.bool, device=query.device)
+            visual[plan.span[0]:plan.span[1]] = True
+            attention_mask = attention_mask.bool() & ~(rows.view(-1, 1, 1, 1) & visual.view(1, 1, 1, -1))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, _attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+@contextmanager
+def visual_kv_dropped(adapter: Adapter, interventions: list[Intervention], span: tuple[int, int]):
+    """Within the block, batch row r of the language model cannot read the visual span at its layers."""
+    language_model = adapter.language_model
+    previous = language_model.config._attn_implementation
+    language_model.set_attn_implementation(ATTENTION)
+    token = _PLAN.set(_DropPlan(_layer_table(interventions, adapter.num_layers), span))
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+        language_model.set_attn_implementation(previous)
+
+
+# -- decoding --------------------------------------------------------------------------------------
+@torch.inference_mode()
+def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: int,
+                  max_new_tokens: int) -> list[list[int]]:
+    """Feed the prompt's suffix to every cache row and decode greedily; each row ends at its first EOS."""
+    start = prompt.prefix_length
+    input_ids = prompt.input_ids[:, start:].expand(rows, -1)
+    positions = prompt.positions[..., start:].expand(-1, rows, -1).to(adapter.device)
+    last = prompt.positions[..., -1:].expand(-1, rows, -1).to(adapter.device)
+    eos = torch.tensor(sorted(adapter.eos_token_ids), device=adapter.device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=adapter.device)
+    steps = []
+    for step in range(max_new_tokens):
+        logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        token = logits.argmax(-1)
+        steps.append(token)
+        finished |= torch.isin(token, eos)
+        if bool(finished.all()):
+            break
+        input_ids = token[:, None]
+        positions = last + step + 1
+    tokens = torch.stack(steps, dim=1).tolist()
+    eos_ids = adapter.eos_token_ids
+    return [_cut_at_eos(row, eos_ids) for row in tokens]
+
+
+def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: i + 1]
+    return tokens
+
+
+def _chunks(items: list, size: int | None):
+    size = size or len(items)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def check_pair(probe_id: str, prompt_a: Prompt, prompt_b: Prompt) -> None:
+    if not prompt_a.same_layout(prompt_b):
+        raise VflError(f"probe {probe_id}: images A and B give different visual token layouts "
+                       f"({prompt_a.input_ids.shape[1]} vs {prompt_b.input_ids.shape[1]} tokens); give both images "
+                       "the same size or pass --resize")
+
+
+def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
+               max_new_tokens: int, batch_size: int | None = None) -> list[list[int]]:
+    """Answer tokens of A's prompt for every swap intervention; two prefills in all, rows batched."""
+    cache_a, cache_b = prefill(adapter, prompt_a), prefill(adapter, prompt_b)
+    config = adapter.model.config
+    answers = []
+    for chunk in _chunks(interventions, batch_size):
+        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, chunk, config)
+        answers += greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens)
+    return answers
+
+
+def drop_sweep(adapter: Adapter, prompt: Prompt, interventions: list[Intervention], max_new_tokens: int,
+               batch_size: int | None = None) -> list[list[int]]:
+    """Answer tokens of the prompt with the visual KV dropped at each intervention's layers; one prefill."""
+    cache = prefill(adapter, prompt)
+    answers = []
+    for chunk in _chunks(interventions, batch_size):
+        with visual_kv_dropped(adapter, chunk, prompt.visual_span):
+            answers += greedy_decode(adapter, repeat_cache(cache, len(chunk), adapter.model.config), prompt,
+                                     len(chunk), max_new_tokens)
+    return answers

@@ -1,0 +1,112 @@
+"""What the engine needs to know about a model family, and the logic every family shares.
+
+An adapter answers three questions about a loaded Hugging Face MLLM: where its decoder layers are,
+which input positions hold the visual tokens, and how a prompt is built with the model's own
+processor and chat template. Families override only what differs (e.g. Qwen2-VL's 3-D positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from vfl.errors import VflError
+
+# Processor outputs that describe the text; everything else (pixel values, grids, masks) feeds the image.
+_TEXT_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"}
+
+
+@dataclass
+class Prompt:
+    """One tokenised image+question prompt, ready for a prefix/suffix split.
+
+    ``positions`` has shape ``(R, 1, T)``: R = 1 for ordinary RoPE, 3 for multimodal RoPE.
+    ``visual_span`` is ``(start, end)``: the first visual token and one past the last one.
+    """
+
+    input_ids: torch.Tensor
+    image_inputs: dict
+    positions: torch.Tensor
+    visual_span: tuple[int, int]
+
+    @property
+    def prefix_length(self) -> int:
+        """Every token up to and including the last visual token."""
+        return self.visual_span[1]
+
+    def same_layout(self, other: "Prompt") -> bool:
+        """True when two prompts differ only in the image content (so their caches can be exchanged)."""
+        return (self.input_ids.shape == other.input_ids.shape and torch.equal(self.input_ids, other.input_ids)
+                and torch.equal(self.positions, other.positions))
+
+
+class Adapter:
+    """Shared behaviour; a family subclass lists its model classes and overrides what differs."""
+
+    family = "base"
+    model_classes: tuple[str, ...] = ()
+    # How the family writes boxes in answers: "unit" (0-1), "thousand" (0-1000) or "pixel".
+    box_format = "unit"
+
+    def __init__(self, model, processor):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.text_config = model.config.get_text_config()
+        self.image_token_id = model.config.image_token_id
+
+    # -- where things are -------------------------------------------------------------------------
+    @property
+    def language_model(self):
+        """The decoder stack (a `PreTrainedModel` whose attention implementation can be set alone)."""
+        return self.model.model.language_model
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        for source in (self.model.generation_config.eos_token_id, self.text_config.eos_token_id,
+                       self.tokenizer.eos_token_id):
+            if source is not None:
+                ids.update(source if isinstance(source, (list, tuple)) else [source])
+        return ids
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def chat_text(self, question: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if getattr(self.processor, "chat_template", None) is None:
+            raise VflError(f"the processor of this {self.family} model has no chat template")
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def build_prompt(self, image: Image.Image, question: str) -> Prompt:
+        inputs = self.processor(images=[image], text=[self.chat_text(question)], return_tensors="pt")
+        input_ids = inputs["input_ids"]
+        visual = (input_ids[0] == self.image_token_id).nonzero().flatten()
+        if len(visual) == 0:
+            raise VflError(f"the {self.family} processor put no image token in the prompt")
+        image_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v
+                        for k, v in inputs.items() if k not in _TEXT_KEYS}
+        for key, value in image_inputs.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                image_inputs[key] = value.to(self.model.dtype)
+        return Prompt(input_ids.to(self.device), image_inputs, self.positions(inputs).to(self.device),
+                      (int(visual[0]), int(visual[-1]) + 1))
+
+    def positions(self, inputs) -> torch.Tensor:
+        """Position ids of the whole prompt, shape (R, 1, T)."""
+        length = inputs["input_ids"].shape[1]
+        return torch.arange(length).view(1, 1, length)
+
+    @staticmethod
+    def model_positions(positions: torch.Tensor) -> torch.Tensor:
+        """(R, B, T) positions in the form the model's forward takes them."""
+        return positions[0] if positions.shape[0] == 1 else positions

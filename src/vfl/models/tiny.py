@@ -1,0 +1,159 @@
+"""Tiny randomly initialised MLLMs of every supported family, built from configs alone.
+
+Tests, the benchmark and the fallback demo need real model classes with real processors but
+no downloads; these builders give exactly that (a byte-level tokenizer, the family's own image
+processor and chat-template layout, random weights seeded for determinism).
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+
+_SPECIAL = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+]
+
+_TEMPLATES = {
+    # LLaVA-1.5 layout: "USER: <image>\n{question} ASSISTANT:"
+    "llava": (
+        "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+        " {% else %}ASSISTANT: {{ m['content'][0]['text'] }}</s>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    ),
+    # Qwen2-VL layout: ChatML with <|vision_start|><|image_pad|><|vision_end|>
+    "qwen": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    # Idefics3 / SmolVLM layout: "User:<image>{question}<end_of_utterance>\nAssistant:"
+    "idefics3": (
+        "{% for m in messages %}{{ m['role'] | capitalize }}:"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+        "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+    ),
+}
+
+
+def _without_video(processor_class):
+    """The Qwen processors' class check needs torchvision's video processor even for images only
+    (transformers 5.23); images are all the tiny models take, so accept a missing video processor."""
+
+    class ImageOnly(processor_class):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnly.__name__ = processor_class.__name__
+    return ImageOnly
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + the families' special tokens), built offline."""
+    byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": _SPECIAL[1:]})
+    fast.add_tokens([f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)], special_tokens=True)
+    return fast
+
+
+def _text_config(kind: str, tok, layers: int, hidden: int, heads: int, kv_heads: int, **extra) -> dict:
+    return dict(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
+        eos_token_id=tok.convert_tokens_to_ids(extra.pop("eos", "<|endoftext|>")), pad_token_id=tok.pad_token_id,
+        bos_token_id=None, tie_word_embeddings=False, initializer_range=0.2, **extra,
+    )
+
+
+def build_tiny(family: str, num_layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+               image_size: int = 32, patch: int = 8, vision_layers: int = 2, vision_hidden: int = 32,
+               seed: int = 0, dtype: torch.dtype = torch.float32):
+    """Return ``(model, processor)`` of ``family`` with random weights (std 0.2, so images matter)."""
+    from transformers import AutoModelForImageTextToText
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+                  num_attention_heads=2, initializer_range=0.2)
+    if family == "llava":
+        from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaProcessor
+
+        config = LlavaConfig(
+            vision_config=dict(model_type="clip_vision_model", image_size=image_size, patch_size=patch,
+                               projection_dim=vision_hidden, **vision),
+            text_config=dict(model_type="llama", **_text_config("llama", tok, num_layers, hidden, heads, kv_heads)),
+            image_token_id=tok.convert_tokens_to_ids("<image>"), projector_hidden_act="gelu",
+            vision_feature_layer=-1, vision_feature_select_strategy="default",
+        )
+        image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                                crop_size={"height": image_size, "width": image_size})
+        processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+                                   vision_feature_select_strategy="default", chat_template=_TEMPLATES["llava"],
+                                   num_additional_image_tokens=1)
+    elif family in ("qwen2_vl", "qwen2_5_vl"):
+        from transformers import Qwen2VLImageProcessorPil
+
+        head_dim = hidden // heads
+        quarter = head_dim // 4
+        text = _text_config("qwen2", tok, num_layers, hidden, heads, kv_heads, eos="<|im_end|>",
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                             "mrope_section": [head_dim // 2 - 2 * quarter, quarter, quarter]})
+        ids = dict(image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                   video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                   vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                   vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
+        qv = dict(depth=vision_layers, num_heads=2, patch_size=patch, spatial_merge_size=2, temporal_patch_size=2,
+                  initializer_range=0.2)
+        if family == "qwen2_vl":
+            from transformers import Qwen2VLConfig as Config, Qwen2VLProcessor as Processor
+
+            vconf = dict(embed_dim=vision_hidden, hidden_size=hidden, mlp_ratio=2, **qv)
+        else:
+            from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLProcessor as Processor
+
+            vconf = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, out_hidden_size=hidden,
+                         window_size=2 * patch * 2, fullatt_block_indexes=[vision_layers - 1], **qv)
+        config = Config(text_config=dict(model_type=family + "_text", **text), vision_config=vconf, **ids)
+        pixels = image_size * image_size
+        image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
+                                                   min_pixels=pixels, max_pixels=pixels)
+        processor = _without_video(Processor)(image_processor=image_processor, tokenizer=tok,
+                                              video_processor=None, chat_template=_TEMPLATES["qwen"])
+    else:
+        from transformers import Idefics3ImageProcessorPil
+
+        if family == "idefics3":
+            from transformers import Idefics3Config as Config, Idefics3Processor as Processor
+        else:
+            # SmolVLM's own processor cannot be built without torchvision; Idefics3's lays out a
+            # single unsplit image the same way.
+            from transformers import Idefics3Processor as Processor, SmolVLMConfig as Config
+        config = Config(
+            vision_config=dict(image_size=image_size, patch_size=patch, **vision),
+            text_config=dict(model_type="llama", **_text_config("llama", tok, num_layers, hidden, heads, kv_heads,
+                                                                 eos="<end_of_utterance>")),
+            image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+        )
+        image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
+                                                    max_image_size={"longest_edge": image_size})
+        processor = Processor(image_processor=image_processor, tokenizer=tok, chat_template=_TEMPLATES["idefics3"],
+                              image_seq_len=(image_size // patch) ** 2 // 4)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = config.get_text_config().eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, processor

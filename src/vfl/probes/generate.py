@@ -1,0 +1,92 @@
+"""Built-in counterfactual pairs: two images that differ in exactly one function-relevant attribute."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from vfl.errors import VflError
+from vfl.probes.render import COLOURS, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
+from vfl.probes.schema import Probe, save_probes
+
+MAX_COUNT = 6
+
+
+def _thing_size(size: int) -> int:
+    return max(4, size // 6)
+
+
+def make_pair(function: str, index: int, size: int, seed: int):
+    """Return ``(question, image_a, image_b, answer_a, answer_b, box_a, box_b)`` for one pair.
+
+    The RNG is seeded by (function, seed, index) alone, so any pair can be regenerated on its own.
+    """
+    rng = random.Random(f"{function}:{seed}:{index}")
+    side = _thing_size(size)
+    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+    box_a = box_b = None
+    if function == "count":
+        n_a, n_b = rng.sample(range(1, MAX_COUNT + 1), 2)
+        boxes = place_boxes(rng, max(n_a, n_b), size, side)
+        image_a = render_scene([Thing(shape, colour, b) for b in boxes[:n_a]], size)
+        image_b = render_scene([Thing(shape, colour, b) for b in boxes[:n_b]], size)
+        question = f"How many {colour} {shape}s are in the image? Answer with a number."
+        answer_a, answer_b = str(n_a), str(n_b)
+    elif function == "ground":
+        while True:
+            first, second = place_boxes(rng, 2, size, 2 * side)
+            if abs(first[0] - second[0]) + abs(first[1] - second[1]) >= 2 * side:
+                break
+        box_a, box_b = list(first), list(second)
+        image_a = render_scene([Thing(shape, colour, first)], size)
+        image_b = render_scene([Thing(shape, colour, second)], size)
+        question = f"Where is the {colour} {shape}? Answer with its bounding box."
+        answer_a, answer_b = _box_text(box_a), _box_text(box_b)
+    elif function == "ocr":
+        word_a, word_b = rng.sample(WORDS, 2)
+        image_a, image_b = render_word(word_a, size), render_word(word_b, size)
+        question = "What word is written in the image?"
+        answer_a, answer_b = word_a, word_b
+    elif function == "recog":
+        others = [(s, c) for s in SHAPES for c in COLOURS if s != shape and c != colour]
+        distractors = rng.sample(others, rng.randint(1, 3))
+        boxes = place_boxes(rng, len(distractors) + 1, size, side)
+        scene = [Thing(s, c, b) for (s, c), b in zip(distractors, boxes[1:])]
+        image_a = render_scene([Thing(shape, colour, boxes[0])] + scene, size)
+        image_b = render_scene(scene, size)
+        article = "an" if colour[0] in "aeiou" else "a"
+        question = f"Is there {article} {colour} {shape} in the image? Answer yes or no."
+        answer_a, answer_b = "yes", "no"
+    else:
+        raise VflError(f"unknown function {function!r}")
+    return question, image_a, image_b, answer_a, answer_b, box_a, box_b
+
+
+def _box_text(box: list[int]) -> str:
+    return "[" + ", ".join(str(v) for v in box) + "]"
+
+
+def make_probes(function: str, n: int, size: int, seed: int, out: Path) -> list[Probe]:
+    """Write ``n`` pairs of ``function`` as ``out/probes.jsonl`` + ``out/images/`` and return them."""
+    if n < 1:
+        raise VflError(f"--n must be at least 1, got {n}")
+    if size < 24:
+        raise VflError(f"--size must be at least 24 pixels, got {size}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    probes = []
+    for index in range(n):
+        question, image_a, image_b, answer_a, answer_b, box_a, box_b = make_pair(function, index, size, seed)
+        pid = f"{function}-{seed}-{index:04d}"
+        names = [f"images/{pid}_{which}.png" for which in "ab"]
+        image_a.save(out / names[0])
+        image_b.save(out / names[1])
+        probes.append(Probe(pid, function, question, names[0], names[1], answer_a, answer_b, box_a, box_b, out))
+    return probes
+
+
+def make_probe_set(functions: list[str], n: int, size: int, seed: int, out: Path) -> Path:
+    """All functions' pairs in one ``out/probes.jsonl``; returns its path."""
+    probes = [p for f in functions for p in make_probes(f, n, size, seed, out)]
+    save_probes(probes, Path(out) / "probes.jsonl")
+    return Path(out) / "probes.jsonl"

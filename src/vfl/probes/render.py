@@ -1,0 +1,86 @@
+"""Draw the synthetic scenes behind every probe (and, later, `nano`'s training data).
+
+Only PIL and its built-in FreeType font: no system fonts, fully deterministic for a given RNG.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont
+
+SHAPES = ("circle", "square", "triangle", "diamond")
+COLOURS = {
+    "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
+    "purple": (140, 60, 180), "orange": (240, 130, 20), "black": (20, 20, 20),
+}
+BACKGROUND = (245, 245, 245)
+# A closed vocabulary of short common English words (OCR probes and training data draw from it).
+WORDS = (
+    "apple", "bread", "chair", "dance", "eagle", "flame", "grape", "house", "input", "juice", "knife", "lemon",
+    "money", "night", "ocean", "paper", "queen", "river", "stone", "table", "uncle", "voice", "water", "youth",
+    "zebra", "cloud", "dream", "earth", "field", "glass", "heart", "image", "light", "music", "north", "plant",
+    "radio", "smile", "train", "value", "world", "bird", "cake", "door", "fish", "gold", "hill", "king", "lamp",
+    "moon", "nose", "rain", "ship", "tree", "wind", "star", "snow", "road", "sand", "wolf",
+)
+
+
+@dataclass(frozen=True)
+class Thing:
+    """One drawn object: its shape, colour and pixel box (x0, y0, x1, y1), right/bottom exclusive."""
+
+    shape: str
+    colour: str
+    box: tuple[int, int, int, int]
+
+
+def draw_thing(draw: ImageDraw.ImageDraw, thing: Thing) -> None:
+    x0, y0, x1, y1 = thing.box
+    fill = COLOURS[thing.colour]
+    if thing.shape == "circle":
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    elif thing.shape == "square":
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    elif thing.shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+    elif thing.shape == "diamond":
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        draw.polygon([(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)], fill=fill)
+    else:
+        raise ValueError(f"unknown shape {thing.shape!r}")
+
+
+def render_scene(things: list[Thing], size: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for thing in things:
+        draw_thing(draw, thing)
+    return image
+
+
+def render_word(word: str, size: int, font_size: int | None = None) -> Image.Image:
+    """The word in black, centred, in PIL's built-in font: only the word differs between two renders."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size or max(8, size // 5))
+    left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
+    draw.text(((size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top), word, fill=(0, 0, 0), font=font)
+    return image
+
+
+def place_boxes(rng: random.Random, count: int, size: int, thing_size: int) -> list[tuple[int, int, int, int]]:
+    """``count`` square boxes of side ``thing_size`` on distinct cells of a grid, so they never overlap."""
+    cells_per_side = size // thing_size
+    margin = (size - cells_per_side * thing_size) // 2
+    cells = [(r, c) for r in range(cells_per_side) for c in range(cells_per_side)]
+    if count > len(cells):
+        raise ValueError(f"{count} objects of {thing_size}px do not fit a {size}px image")
+    return [_cell_box(cell, thing_size, margin) for cell in rng.sample(cells, count)]
+
+
+def _cell_box(cell: tuple[int, int], side: int, margin: int) -> tuple[int, int, int, int]:
+    r, c = cell
+    pad = max(1, side // 8)
+    x0, y0 = margin + c * side + pad, margin + r * side + pad
+    return (x0, y0, x0 + side - 2 * pad, y0 + side - 2 * pad)

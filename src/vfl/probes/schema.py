@@ -1,0 +1,128 @@
+"""The probe: a counterfactual image pair, stored as JSONL with image files beside it.
+
+One JSON object per line::
+
+    {"id": "count-0007", "function": "count", "question": "How many ...?",
+     "image_a": "images/count-0007_a.png", "image_b": "images/count-0007_b.png",
+     "answer_a": "3", "answer_b": "5", "box_a": null, "box_b": null}
+
+Image paths are relative to the JSONL file's folder (absolute paths work too). ``box_a``/``box_b``
+are pixel boxes ``[x0, y0, x1, y1]`` and required for ``ground`` probes only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from vfl.errors import VflError
+
+FUNCTIONS = ("recog", "count", "ground", "ocr")
+ALIASES = {"recognition": "recog", "counting": "count", "grounding": "ground", "text": "ocr"}
+REQUIRED = ("id", "function", "question", "image_a", "image_b", "answer_a", "answer_b")
+
+
+def parse_function(name: str) -> str:
+    """Canonical function name, or a clear error listing the known ones."""
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in FUNCTIONS:
+        raise VflError(f"unknown function {name!r}; choose from {', '.join(FUNCTIONS)}")
+    return key
+
+
+def parse_functions(names: str) -> list[str]:
+    functions = [parse_function(n) for n in names.split(",") if n.strip()]
+    if not functions:
+        raise VflError("no function given; choose from " + ", ".join(FUNCTIONS))
+    return list(dict.fromkeys(functions))
+
+
+@dataclass
+class Probe:
+    id: str
+    function: str
+    question: str
+    image_a: str
+    image_b: str
+    answer_a: str
+    answer_b: str
+    box_a: list[float] | None = None
+    box_b: list[float] | None = None
+    root: Path = Path(".")
+
+    def image(self, which: str) -> Image.Image:
+        """Image ``a`` or ``b`` as RGB; a missing or unreadable file is a `VflError` naming the probe."""
+        path = self.path(which)
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:
+            raise VflError(f"probe {self.id}: image {path} does not exist") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise VflError(f"probe {self.id}: image {path} cannot be read ({err})") from None
+
+    def path(self, which: str) -> Path:
+        name = Path(self.image_a if which == "a" else self.image_b)
+        return name if name.is_absolute() else self.root / name
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        del record["root"]
+        return record
+
+
+def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Probe]:
+    """Read and check a probe file; every problem is one `VflError` naming the file, line or probe."""
+    path = Path(path)
+    if not path.is_file():
+        raise VflError(f"probe file {path} does not exist")
+    probes, seen = [], set()
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise VflError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise VflError(f"{path}:{lineno} is not a JSON object")
+            missing = [key for key in REQUIRED if key not in record]
+            if missing:
+                raise VflError(f"{path}:{lineno} lacks the field(s) {', '.join(missing)}")
+            unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
+            if unknown:
+                raise VflError(f"{path}:{lineno} has unknown field(s) {', '.join(sorted(unknown))}")
+            record["id"] = str(record["id"])
+            record["function"] = parse_function(str(record["function"]))
+            if record["id"] in seen:
+                raise VflError(f"{path}:{lineno} repeats the probe id {record['id']}")
+            seen.add(record["id"])
+            if record["function"] == "ground":
+                for key in ("box_a", "box_b"):
+                    box = record.get(key)
+                    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                        raise VflError(f"{path}:{lineno}: grounding probe {record['id']} needs {key} as [x0, y0, x1, y1]")
+            probes.append(Probe(root=path.parent, **{k: (str(v) if k.startswith("answer") else v)
+                                                      for k, v in record.items()}))
+    if not probes:
+        raise VflError(f"probe file {path} holds no probes")
+    if functions is not None:
+        probes = [p for p in probes if p.function in functions]
+        if not probes:
+            raise VflError(f"probe file {path} holds no probes of the function(s) {', '.join(functions)}")
+    for probe in probes:
+        for which in "ab":
+            if not probe.path(which).is_file():
+                raise VflError(f"probe {probe.id}: image {probe.path(which)} does not exist")
+    return probes
+
+
+def save_probes(probes: list[Probe], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for probe in probes:
+            handle.write(json.dumps(probe.to_json()) + "\n")
