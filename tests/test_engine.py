@@ -1,0 +1,159 @@
+"""The swap/drop engine on tiny random models of every family: invariants and an independent check."""
+
+import pytest
+import torch
+
+from vfl.errors import VflError
+from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, prefill,
+                               swap_sweep, swap_visual_kv)
+from vfl.models.tiny import FAMILIES
+from vfl.probes.generate import make_pair
+
+NEW = 6
+
+
+def generate(adapter, prompt):
+    """The reference: transformers' own greedy `generate` on the full prompt."""
+    extra = {}
+    if adapter.family == "qwen2_vl":
+        extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
+    out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
+                                 **prompt.image_inputs, **extra, max_new_tokens=NEW, do_sample=False)
+    tokens = out[0, prompt.input_ids.shape[1]:].tolist()
+    for i, token in enumerate(tokens):
+        if token in adapter.eos_token_ids:
+            return tokens[: i + 1]
+    return tokens
+
+
+def prompts(adapter, index, function="count"):
+    question, image_a, image_b, *_ = make_pair(function, index, 32, 0)
+    return adapter.build_prompt(image_a, question), adapter.build_prompt(image_b, question)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_swap_gives_a_and_all_layers_give_b(adapters, family):
+    adapter = adapters(family)
+    differing = 0
+    for index in range(6):
+        prompt_a, prompt_b = prompts(adapter, index)
+        check_pair("p", prompt_a, prompt_b)
+        ref_a, ref_b = generate(adapter, prompt_a), generate(adapter, prompt_b)
+        none, every = swap_sweep(adapter, prompt_a, prompt_b, controls(adapter.num_layers), NEW)
+        assert none == ref_a
+        assert every == ref_b
+        differing += ref_a != ref_b
+    assert differing > 0, "no pair gave different answers, so the invariants were not tested"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_rows_equal_one_run_per_intervention(adapters, family):
+    adapter = adapters(family)
+    prompt_a, prompt_b = prompts(adapter, 1)
+    interventions = controls(adapter.num_layers) + layer_windows(adapter.num_layers, 2)
+    batched = swap_sweep(adapter, prompt_a, prompt_b, interventions, NEW)
+    assert [swap_sweep(adapter, prompt_a, prompt_b, [i], NEW)[0] for i in interventions] == batched
+    assert swap_sweep(adapter, prompt_a, prompt_b, interventions, NEW, batch_size=2) == batched
+
+
+def _hooked_generate(adapter, prompt_a, prompt_b, layer):
+    """Swap by another route, with forward hooks during a plain `generate` of A's full prompt:
+    layer k's k_proj/v_proj outputs at the visual rows are B's (RoPE comes after, at equal positions),
+    and the visual rows leaving every layer >= k are reset to A's clean ones, since the intervention
+    changes what later tokens read, not the visual tokens' own states."""
+    layers = adapter.language_model.layers
+    attention = layers[layer].self_attn
+    start, end = prompt_a.visual_span
+    length = prompt_a.input_ids.shape[1]
+    captured = {}
+
+    def hidden(output):
+        return output[0] if isinstance(output, tuple) else output
+
+    def capture(name):
+        def hook(module, args, output):
+            if hidden(output).shape[1] == length:  # the prefill, not a decoding step
+                captured[name] = hidden(output)[:, start:end].clone()
+        return hook
+
+    def replace(name):
+        def hook(module, args, output):
+            if hidden(output).shape[1] != length:
+                return output
+            states = hidden(output).clone()
+            states[:, start:end] = captured[name]
+            return (states, *output[1:]) if isinstance(output, tuple) else states
+        return hook
+
+    def hooked(modules, make, prompt):
+        handles = [module.register_forward_hook(make(name)) for name, module in modules]
+        try:
+            return generate(adapter, prompt)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    projections = [(name, getattr(attention, name)) for name in ("k_proj", "v_proj")]
+    later = [(f"layer{j}", layers[j]) for j in range(layer, len(layers))]
+    hooked(projections, capture, prompt_b)
+    hooked(later, capture, prompt_a)
+    return hooked(projections + later, replace, prompt_a)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_single_layer_swap_matches_an_independent_hook_implementation(adapters, family):
+    adapter = adapters(family)
+    changed = 0
+    for index in range(4):
+        prompt_a, prompt_b = prompts(adapter, index)
+        swept = swap_sweep(adapter, prompt_a, prompt_b, layer_windows(adapter.num_layers), NEW)
+        for layer in range(adapter.num_layers):
+            assert swept[layer] == _hooked_generate(adapter, prompt_a, prompt_b, layer)
+        changed += any(row != swept[0] for row in swept)
+    assert changed, "swapping never changed an answer, so the comparison was vacuous"
+
+
+def test_swap_leaves_the_source_caches_untouched(adapters):
+    adapter = adapters("llava")
+    prompt_a, prompt_b = prompts(adapter, 0)
+    cache_a, cache_b = prefill(adapter, prompt_a), prefill(adapter, prompt_b)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache_a.layers]
+    batched = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span,
+                             [Intervention("x", (1,)), Intervention("y", ())], adapter.model.config)
+    for (keys, values), layer in zip(before, cache_a.layers):
+        assert torch.equal(keys, layer.keys) and torch.equal(values, layer.values)
+    start, end = prompt_a.visual_span
+    assert torch.equal(batched.layers[1].keys[0, :, start:end], cache_b.layers[1].keys[0, :, start:end])
+    assert torch.equal(batched.layers[1].keys[1], cache_a.layers[1].keys[0])
+    assert torch.equal(batched.layers[0].keys[0], cache_a.layers[0].keys[0])
+    assert not torch.equal(cache_a.layers[1].keys, cache_b.layers[1].keys)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_drop_nothing_is_plain_and_drop_everything_makes_the_image_invisible(adapters, family):
+    adapter = adapters(family)
+    for index in range(3):
+        prompt_a, prompt_b = prompts(adapter, index)
+        none_a, all_a = drop_sweep(adapter, prompt_a, controls(adapter.num_layers), NEW)
+        none_b, all_b = drop_sweep(adapter, prompt_b, controls(adapter.num_layers), NEW)
+        assert none_a == generate(adapter, prompt_a)
+        assert all_a == all_b
+    # the attention implementation is restored afterwards
+    assert adapter.language_model.config._attn_implementation != "vfl_sdpa"
+
+
+def test_drop_at_one_layer_changes_only_what_reads_that_layer(adapters):
+    adapter = adapters("llava")
+    prompt_a, _ = prompts(adapter, 2)
+    rows = drop_sweep(adapter, prompt_a, controls(adapter.num_layers) + layer_windows(adapter.num_layers), NEW)
+    assert rows[0] == generate(adapter, prompt_a)
+    assert any(row != rows[0] for row in rows[2:]), "dropping single layers never mattered: vacuous"
+
+
+def test_pairs_with_different_layouts_are_refused(adapters):
+    adapter = adapters("qwen2_vl")
+    question, image_a, _, *_ = make_pair("count", 0, 32, 0)
+    prompt_a = adapter.build_prompt(image_a, question)
+    prompt_b = adapter.build_prompt(image_a.resize((32, 96)), question)  # another aspect ratio, another grid
+    with pytest.raises(VflError, match="probe p7: images A and B give different visual token layouts"):
+        check_pair("p7", prompt_a, prompt_b)

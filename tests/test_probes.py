@@ -1,0 +1,85 @@
+import json
+
+import pytest
+from PIL import Image
+
+from vfl.errors import VflError
+from vfl.probes.generate import make_pair, make_probe_set
+from vfl.probes.render import WORDS
+from vfl.probes.schema import FUNCTIONS, load_probes, parse_function
+
+
+def test_same_seed_same_files_other_seed_other_images(tmp_path):
+    a = make_probe_set(list(FUNCTIONS), 3, 64, 7, tmp_path / "a")
+    b = make_probe_set(list(FUNCTIONS), 3, 64, 7, tmp_path / "b")
+    c = make_probe_set(list(FUNCTIONS), 3, 64, 8, tmp_path / "c")
+    assert a.read_text() == b.read_text()
+    for name in sorted(p.name for p in (tmp_path / "a" / "images").iterdir()):
+        assert (tmp_path / "a" / "images" / name).read_bytes() == (tmp_path / "b" / "images" / name).read_bytes()
+    assert a.read_text() != c.read_text()
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_pairs_differ_in_the_one_attribute(function):
+    for index in range(10):
+        question, image_a, image_b, answer_a, answer_b, box_a, box_b = make_pair(function, index, 96, 0)
+        assert image_a.size == image_b.size == (96, 96)
+        assert answer_a != answer_b
+        assert list(image_a.getdata()) != list(image_b.getdata())
+        if function == "ground":
+            assert box_a != box_b
+            # the object sits inside its box: the box's centre pixel is not background
+            cx, cy = (box_b[0] + box_b[2]) // 2, (box_b[1] + box_b[3]) // 2
+            assert image_b.getpixel((cx, cy)) != image_a.getpixel((cx, cy))
+        if function == "ocr":
+            assert answer_a in WORDS and answer_b in WORDS
+        if function == "count":
+            assert 1 <= int(answer_a) <= 6 and 1 <= int(answer_b) <= 6
+
+
+def test_recognition_pair_only_removes_the_target():
+    _, image_a, image_b, *_ = make_pair("recog", 3, 96, 0)
+    a, b = list(image_a.getdata()), list(image_b.getdata())
+    background = (245, 245, 245)
+    # every pixel that changed went to background (the target vanished; nothing else moved)
+    assert all(pb == background for pa, pb in zip(a, b) if pa != pb)
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_loader_errors_name_the_problem(tmp_path):
+    good = make_probe_set(["count"], 2, 32, 0, tmp_path)
+    records = [json.loads(line) for line in good.read_text().splitlines()]
+    cases = {
+        "missing.jsonl": (None, "does not exist"),
+        "empty.jsonl": ([], "holds no probes"),
+        "bad.jsonl": (["{not json"], "not valid JSON"),
+        "field.jsonl": ([json.dumps({k: v for k, v in records[0].items() if k != "question"})], "question"),
+        "function.jsonl": ([json.dumps({**records[0], "function": "smell"})], "unknown function 'smell'"),
+        "box.jsonl": ([json.dumps({**records[0], "function": "ground"})], "needs box_a"),
+        "image.jsonl": ([json.dumps({**records[0], "image_b": "images/nope.png"})], "nope.png does not exist"),
+        "dup.jsonl": ([json.dumps(records[0])] * 2, "repeats the probe id"),
+    }
+    for name, (lines, message) in cases.items():
+        path = tmp_path / name
+        if lines is not None:
+            _write(path, lines)
+        with pytest.raises(VflError, match=message):
+            load_probes(path)
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path):
+    path = make_probe_set(["ocr"], 1, 32, 0, tmp_path)
+    probe = load_probes(path)[0]
+    probe.path("a").write_bytes(b"not a png")
+    with pytest.raises(VflError, match="cannot be read"):
+        probe.image("a")
+
+
+def test_function_aliases():
+    assert parse_function("Counting") == "count" and parse_function("OCR") == "ocr"
+    with pytest.raises(VflError, match="choose from"):
+        parse_function("colour")
