@@ -29,7 +29,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def _probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--functions", default="recog,count,ground,ocr", help="comma-separated: recog,count,ground,ocr")
     parser.add_argument("--probes", type=Path, help="a probe JSONL of your own (default: generate built-in pairs)")
-    parser.add_argument("--n", type=int, default=20, help="built-in pairs per function")
+    parser.add_argument("--n", "--num-probes", dest="n", type=int, default=20,
+                        help="built-in pairs per function (spell it --num-probes under torchrun/accelerate launch, "
+                             "whose own parsers take --n for theirs)")
     parser.add_argument("--size", type=int, default=224, help="built-in image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="built-in probe seed")
     parser.add_argument("--out", type=Path, required=True, help="run folder (rerun the same command to resume)")
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_new_tokens < 1:
                 raise VflError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
             probes, probe_settings = _probes(args)
+            jobs.check_probe_images(probes, resize=args.command == "drop" or args.resize)  # fail before loading
             adapter = load(args.model, args.dtype, _device(args), args.device_map)
             if args.command == "locate":
                 settings = _settings(args, probe_settings, window=args.window, layers=args.layers, resize=args.resize)

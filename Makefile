@@ -1,0 +1,38 @@
+# Two commands a newcomer runs on a fresh machine; each sets up what it needs first.
+#   make demo   – locate the Vision Function Layers of a model and draw the curves
+#   make test   – the test suite (offline, CPU, a few minutes)
+# GPU: `make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu124"` installs a CUDA build
+# instead of the CPU one; then pass --device cuda to vfl commands.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow bench
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	@echo "NOTE: until the trained 'nano' model lands, this demo runs on a tiny RANDOMLY INITIALISED LLaVA:"
+	@echo "      its curves show the tool working end to end, not real Vision Function Layers."
+	@test -f runs/tiny-llava/config.json || $(BIN)/vfl make-tiny --family llava --layers 8 --out runs/tiny-llava
+	$(BIN)/vfl locate --model runs/tiny-llava --n 10 --size 64 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python bench/sweep.py
