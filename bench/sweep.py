@@ -5,10 +5,10 @@
     prefills, then all variants batched through the suffix;
 (c) naive: the same sweep with a full prefill of both images for every variant.
 
-The model is a randomly initialised LLaVA whose language model has SmolLM2-135M's shape (width 576,
-9 heads, 3 KV heads) with 24 layers, and 256 visual tokens (224 px, patch 14). Timing does not depend
-on the weights' values. Plain generation is held to exactly --new-tokens tokens; the sweep stops only
-when every one of its rows has ended, which with random weights is the same limit.
+The model is nano's architecture with real pretrained parts: SmolLM2-135M-Instruct (30 layers, its
+own BPE tokenizer) fed by DINOv2-S at 224 px without the pixel shuffle, so 256 visual tokens. Its
+projector is untrained: timing does not depend on it. Every path decodes exactly --new-tokens tokens
+(end-of-answer tokens are ignored), so the three timings compare the same work.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 
 from vfl.interventions import controls, layer_windows, swap_sweep
 from vfl.models import adapter_for
-from vfl.models.tiny import build_tiny
 from vfl.probes.generate import make_pair
 
 
@@ -36,21 +35,21 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model, processor = build_tiny("llava", num_layers=args.layers, hidden=576, heads=9, kv_heads=3,
-                                  image_size=224, patch=14, vision_layers=4, vision_hidden=192)
+    from vfl.nano.model import NanoSpec, build_untrained
+
+    model, processor = build_untrained(NanoSpec(vision_layers=[12], shuffle=1))
     adapter = adapter_for(model, processor)
+    adapter.eos_token_ids = set()  # fixed-length decoding on every path
     question, image_a, image_b, *_ = make_pair("count", 0, 224, 0)
     prompt_a, prompt_b = adapter.build_prompt(image_a, question), adapter.build_prompt(image_b, question)
     visual = prompt_a.visual_span[1] - prompt_a.visual_span[0]
     interventions = controls(adapter.num_layers) + layer_windows(adapter.num_layers)
     new = args.new_tokens
-    print(f"model: LLaVA, {adapter.num_layers} layers, width 576, {visual} visual tokens, "
+    print(f"model: nano-256 (DINOv2-S + SmolLM2-135M), {adapter.num_layers} layers, {visual} visual tokens, "
           f"{prompt_a.input_ids.shape[1]} prompt tokens, {new} new tokens, {torch.get_num_threads()} threads")
 
     def plain():

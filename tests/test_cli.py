@@ -177,3 +177,26 @@ def test_unsupported_model_class_lists_the_supported_ones(tmp_path):
     result = run_cli("locate", "--model", tmp_path, "--n", 1, "--size", 32, "--out", tmp_path / "out")
     assert result.returncode == 2
     assert "LlavaForConditionalGeneration" in result.stderr and "Qwen2VLForConditionalGeneration" in result.stderr
+
+
+def test_eval_scores_a_jsonl_set_and_rejects_bad_records(tiny_llava_dir, tmp_path):
+    from vfl.nano.data import make_sample
+
+    records = []
+    for i, function in enumerate(["count", "recog", "ground", "ocr"]):
+        sample = make_sample(function, i, 0, size=32)
+        sample.image.save(tmp_path / f"{i}.png")
+        metric = {"count": "number", "recog": "yes-no", "ground": "box-iou", "ocr": "exact"}[function]
+        records.append({"image": f"{i}.png", "question": sample.question, "answer": sample.answer, "metric": metric,
+                        "box": sample.box})
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_cli("eval", "--model", tiny_llava_dir, "--data", data, "--out", tmp_path / "acc.json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "acc.json").read_text())
+    assert set(summary) == {"recog", "count", "ground", "ocr"} and all(row["n"] == 1 for row in summary.values())
+    lines = (tmp_path / "acc.records.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all("answer" in json.loads(line) for line in lines)
+    data.write_text(json.dumps({**records[0], "metric": "bleu"}) + "\n")
+    bad = run_cli("eval", "--model", tiny_llava_dir, "--data", data)
+    assert bad.returncode == 2 and "unknown metric 'bleu'" in bad.stderr

@@ -19,8 +19,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="hub id or local directory of a supported MLLM, or tiny:<family> (random, for tests)")
+    parser.add_argument("--model", default="nano",
+                        help="nano (default: vfl's offline reference model), a hub id or local directory of a "
+                             "supported MLLM, or tiny:<family> (random, for tests)")
     parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16, float16, float64")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto (multi-GPU)")
@@ -62,6 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(drop)
     _probe_options(drop)
 
+    nano = commands.add_parser("nano", help="the offline reference model").add_subparsers(dest="action", required=True)
+    train = nano.add_parser("train", help="train nano's projector and LoRA (resumes from --out)")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--per-function", type=int, default=1000, help="training images per function")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--vision-layers", type=_int_list, default=[6, 9, 12],
+                       help="DINOv2 layers (1-12) concatenated into the projector")
+    train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only")
+    train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
+    train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
+    nano_eval = nano.add_parser("eval", help="nano's held-out accuracy per function")
+    nano_eval.add_argument("--n", type=int, default=200, help="held-out samples per function")
+    nano_eval.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
+    nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
+    nano_eval.add_argument("--dtype", default="auto")
+    nano_eval.add_argument("--device", default="cpu")
+
+    evaluate = commands.add_parser("eval", help="accuracy on a JSONL evaluation set")
+    _model_options(evaluate)
+    evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
+    evaluate.add_argument("--out", type=Path, help="write the summary as JSON here (records beside it)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=24)
+
+    layers = commands.add_parser("vision-layers", help="layer-by-layer similarity of a vision encoder, grouped")
+    layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
+                                                         "supported MLLM (its vision tower)")
+    source = layers.add_mutually_exclusive_group()
+    source.add_argument("--images", type=Path, help="a folder of images (png, jpg)")
+    source.add_argument("--probes", action="store_true", help="built-in probe images (the default)")
+    layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
+    layers.add_argument("--out", type=Path, required=True)
+
     tiny = commands.add_parser("make-tiny", help="save a tiny random model of a family (for tests and demos)")
     tiny.add_argument("--family", default="llava")
     tiny.add_argument("--layers", type=int, default=8)
@@ -95,6 +130,75 @@ def _print_table(path: Path) -> None:
     print(path.read_text())
 
 
+def _nano(args) -> None:
+    if args.action == "train":
+        from vfl.nano.model import WEIGHTS, NanoSpec
+        from vfl.nano.train import TrainConfig, ship, train
+
+        spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
+        config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
+                             seed=args.seed, save_every=args.save_every, spec=spec)
+        weights = train(args.out, config)
+        if args.ship:
+            ship(weights, WEIGHTS)
+            print(f"shipped into {WEIGHTS}")
+    elif args.action == "eval":
+        from vfl.evaluate import Item, evaluate
+        from vfl.models import load
+        from vfl.nano.data import FUNCTIONS, make_sample
+
+        if args.n < 1:
+            raise VflError(f"--n must be at least 1, got {args.n}")
+        samples = [make_sample(f, i, args.seed) for f in FUNCTIONS for i in range(args.n)]
+        items = [Item(f"{s.function}-{i}", s.function, s.image, s.question, s.answer, s.box)
+                 for i, s in enumerate(samples)]
+        summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
+        _report_eval((summary, records), args.out, flat=True)
+
+
+def _vision_layers(args) -> None:
+    from PIL import Image
+
+    from vfl.vision_layers import analyse
+
+    if args.images is not None:
+        if not args.images.is_dir():
+            raise VflError(f"{args.images} is not a folder of images")
+        paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+        if not paths:
+            raise VflError(f"{args.images} holds no png/jpg/webp images")
+        images = []
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+            except OSError:
+                raise VflError(f"image {path} cannot be read") from None
+    else:
+        from vfl.probes.generate import make_pair
+        from vfl.probes.schema import FUNCTIONS
+
+        images = [img for f in FUNCTIONS for i in range(args.n) for img in make_pair(f, i, 224, 0)[1:3]]
+    record = analyse(args.encoder, images, args.out)
+    for name, members in record["groups"].items():
+        print(f"{name:8s} layers {members[0]}-{members[-1]} (representative {record['representatives'][name]})")
+    print(f"wrote {args.out / 'heatmap.png'}, {args.out / 'groups.json'}, {args.out / 'similarity.json'}")
+
+
+def _report_eval(result, out: Path | None, flat: bool = False) -> None:
+    from vfl.evaluate import table
+
+    summary, records = result
+    print(table(summary))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        body = {f: round(row["accuracy"], 4) for f, row in summary.items()} if flat else summary
+        out.write_text(json.dumps(body, indent=2) + "\n")
+        with out.with_suffix(".records.jsonl").open("w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+        print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -104,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
 
             path = make_probe_set(parse_functions(args.function), args.n, args.size, args.seed, args.out)
             print(f"wrote {path}")
+        elif args.command == "nano":
+            _nano(args)
+        elif args.command == "eval":
+            from vfl.evaluate import evaluate, load_items
+            from vfl.models import load
+
+            items = load_items(args.data)
+            _report_eval(evaluate(load(args.model, args.dtype, _device(args), args.device_map), items,
+                                  args.max_new_tokens), args.out)
+        elif args.command == "vision-layers":
+            _vision_layers(args)
         elif args.command == "make-tiny":
             from vfl.models.tiny import build_tiny
 

@@ -27,10 +27,15 @@ def adapter_for(model, processor) -> Adapter:
 
 
 def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | None = None) -> Adapter:
-    """Load a model and its processor from a hub id, a local directory or ``tiny:<family>``.
+    """Load a model and its processor: ``nano`` (vfl's own), a hub id, a local directory or ``tiny:<family>``.
 
     ``dtype="auto"`` means float32 on CPU (fast and exact there) and the checkpoint's dtype elsewhere.
     """
+    if spec == "nano":
+        from vfl.nano.model import load_nano
+
+        model, processor = load_nano(dtype=DTYPES.get(dtype, torch.float32), device=device)
+        return adapter_for(model, processor)
     if spec.startswith("tiny:"):
         from vfl.models.tiny import build_tiny
 

@@ -56,6 +56,7 @@ class Adapter:
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.text_config = model.config.get_text_config()
         self.image_token_id = model.config.image_token_id
+        self.eos_token_ids = self._eos_token_ids()
 
     # -- where things are -------------------------------------------------------------------------
     @property
@@ -71,8 +72,8 @@ class Adapter:
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
-    @property
-    def eos_token_ids(self) -> set[int]:
+    def _eos_token_ids(self) -> set[int]:
+        """Tokens that end an answer: the generation config's, the text config's and the tokenizer's."""
         ids = set()
         for source in (self.model.generation_config.eos_token_id, self.text_config.eos_token_id,
                        self.tokenizer.eos_token_id):

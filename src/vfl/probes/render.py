@@ -59,13 +59,17 @@ def render_scene(things: list[Thing], size: int) -> Image.Image:
     return image
 
 
-def render_word(word: str, size: int, font_size: int | None = None) -> Image.Image:
-    """The word in black, centred, in PIL's built-in font: only the word differs between two renders."""
+def render_word(word: str, size: int, font_size: int | None = None, offset: tuple[int, int] = (0, 0),
+                colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """The word centred (then shifted by ``offset``) in PIL's built-in font: with the defaults, only the
+    word differs between two renders."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=font_size or max(8, size // 5))
     left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
-    draw.text(((size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top), word, fill=(0, 0, 0), font=font)
+    x = (size - (right - left)) / 2 - left + offset[0]
+    y = (size - (bottom - top)) / 2 - top + offset[1]
+    draw.text((x, y), word, fill=colour, font=font)
     return image
 
 

@@ -1,0 +1,98 @@
+"""Accuracy of a model on image-question-answer sets: `vfl eval` (a user's JSONL) and `vfl nano eval`.
+
+A JSONL evaluation record: ``{"image": "img/1.png", "question": "...", "answer": "...", "function": "count"}``
+(image path relative to the file). ``metric`` may replace ``function``: ``number`` (= count),
+``yes-no`` (= recog), ``box-iou`` (= ground; needs ``box`` in pixels), ``exact`` (= ocr: normalised text).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from vfl.errors import VflError
+from vfl.interventions import greedy_decode, prefill
+from vfl.metrics import matches, wilson
+from vfl.models import Adapter
+from vfl.probes.schema import FUNCTIONS, parse_function
+
+METRICS = {"number": "count", "yes-no": "recog", "box-iou": "ground", "exact": "ocr"}
+
+
+@dataclass
+class Item:
+    id: str
+    function: str
+    image: Image.Image
+    question: str
+    answer: str
+    box: list[float] | None = None
+
+
+def load_items(path: Path) -> list[Item]:
+    path = Path(path)
+    if not path.is_file():
+        raise VflError(f"evaluation file {path} does not exist")
+    items = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise VflError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
+        missing = [k for k in ("image", "question", "answer") if k not in record]
+        if missing or not ("function" in record or "metric" in record):
+            raise VflError(f"{path}:{lineno} needs image, question, answer and function (or metric)")
+        if "metric" in record and record["metric"] not in METRICS:
+            raise VflError(f"{path}:{lineno}: unknown metric {record['metric']!r}; choose from {', '.join(METRICS)}")
+        function = METRICS[record["metric"]] if "metric" in record else parse_function(record["function"])
+        image_path = Path(record["image"]) if Path(record["image"]).is_absolute() else path.parent / record["image"]
+        try:
+            with Image.open(image_path) as image:
+                image = image.convert("RGB")
+        except OSError:
+            raise VflError(f"{path}:{lineno}: image {image_path} cannot be read") from None
+        if function == "ground" and not record.get("box"):
+            raise VflError(f"{path}:{lineno}: a box-iou record needs its box")
+        items.append(Item(str(record.get("id", lineno)), function, image, record["question"], str(record["answer"]),
+                          record.get("box")))
+    if not items:
+        raise VflError(f"evaluation file {path} holds no records")
+    return items
+
+
+def answer(adapter: Adapter, image: Image.Image, question: str, max_new_tokens: int = 24) -> str:
+    """The model's greedy answer (the same prefix + decode path as the swap engine, one row)."""
+    prompt = adapter.build_prompt(image, question)
+    tokens = greedy_decode(adapter, prefill(adapter, prompt), prompt, 1, max_new_tokens)[0]
+    return adapter.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 24) -> tuple[dict, list[dict]]:
+    """Per-function accuracy (with 95% Wilson intervals) and one record per item."""
+    records = []
+    for item in tqdm(items, desc="eval", unit="item", dynamic_ncols=True):
+        said = answer(adapter, item.image, item.question, max_new_tokens)
+        records.append({"id": item.id, "function": item.function, "question": item.question, "answer": said,
+                        "target": item.answer, "correct": matches(item.function, said, item.answer, item.box,
+                                                                  box_format=adapter.box_format,
+                                                                  image_size=item.image.size)})
+    summary = {}
+    for function in FUNCTIONS:
+        mine = [r for r in records if r["function"] == function]
+        if mine:
+            hits = sum(r["correct"] for r in mine)
+            summary[function] = {"accuracy": hits / len(mine), "n": len(mine), "ci": list(wilson(hits, len(mine)))}
+    return summary, records
+
+
+def table(summary: dict) -> str:
+    lines = ["| function | n | accuracy | 95% CI |", "|---|---|---|---|"]
+    for function, row in summary.items():
+        lines.append(f"| {function} | {row['n']} | {row['accuracy']:.3f} | {row['ci'][0]:.3f}-{row['ci'][1]:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""`nano`'s multi-task instruction data, drawn with the probes' renderer.
+
+Every sample is seeded by (function, seed, index): training and evaluation use different seeds.
+The questions are the probes' questions; the scenes vary more than the probes' (object sizes, word
+size, place and ink), so a model that passes has learnt to read, not memorised 60 word images.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image
+
+from vfl.probes.generate import MAX_COUNT
+from vfl.probes.render import COLOURS, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
+
+FUNCTIONS = ("recog", "count", "ground", "ocr")
+
+
+@dataclass
+class Sample:
+    function: str
+    image: Image.Image
+    question: str
+    answer: str
+    box: list[float] | None = None  # pixels, for grounding
+
+
+def unit_box(box: list[float], size: int) -> str:
+    """A box as the model writes it: fractions of the image side with two decimals."""
+    return "[" + ", ".join(f"{v / size:.2f}" for v in box) + "]"
+
+
+def make_sample(function: str, index: int, seed: int, size: int = 224) -> Sample:
+    rng = random.Random(f"nano:{function}:{seed}:{index}")
+    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+    side = max(4, size // 6)
+    if function == "recog":
+        others = [(s, c) for s in SHAPES for c in COLOURS if s != shape and c != colour]
+        scene_kinds = rng.sample(others, rng.randint(1, 3))
+        present = rng.random() < 0.5
+        boxes = place_boxes(rng, len(scene_kinds) + 1, size, side)
+        things = [Thing(s, c, b) for (s, c), b in zip(scene_kinds, boxes[1:])]
+        if present:
+            things.append(Thing(shape, colour, boxes[0]))
+        article = "an" if colour[0] in "aeiou" else "a"
+        return Sample(function, render_scene(things, size),
+                      f"Is there {article} {colour} {shape} in the image? Answer yes or no.", "yes" if present else "no")
+    if function == "count":
+        n = rng.randint(1, MAX_COUNT)
+        boxes = place_boxes(rng, n, size, side)
+        return Sample(function, render_scene([Thing(shape, colour, b) for b in boxes], size),
+                      f"How many {colour} {shape}s are in the image? Answer with a number.", str(n))
+    if function == "ground":
+        extent = int(2 * side * rng.uniform(0.8, 1.2))
+        x0, y0 = rng.randint(0, size - extent), rng.randint(0, size - extent)
+        box = [x0, y0, x0 + extent, y0 + extent]
+        return Sample(function, render_scene([Thing(shape, colour, tuple(box))], size),
+                      f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box)
+    if function == "ocr":
+        word = rng.choice(WORDS)
+        font = int(size // 5 * rng.uniform(0.8, 1.2))
+        offset = (rng.randint(-size // 10, size // 10), rng.randint(-size // 8, size // 8))
+        ink = tuple(rng.randint(0, 80) for _ in range(3))
+        return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word)
+    raise ValueError(f"unknown function {function!r}")

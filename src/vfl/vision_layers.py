@@ -1,0 +1,162 @@
+"""Which encoder layers are alike: per-layer similarity (cosine, linear CKA) and shallow/middle/deep groups.
+
+For every layer of a vision encoder, the patch-token representations of a set of images; two matrices
+over layer pairs:
+* cosine: the mean cosine similarity of the same token's vectors in the two layers;
+* linear CKA (Kornblith et al. 2019): ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) on centred token
+  matrices, invariant to rotations and isotropic scaling of either layer's features.
+Grouping rule: each layer is described by its row of the CKA matrix; the three contiguous blocks are the
+split that minimises the within-block sum of squared distances to the block's mean row (an exhaustive
+search over all splits, so the result is the optimum, not a heuristic).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vfl.errors import VflError
+
+GROUP_NAMES = ("shallow", "middle", "deep")
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA between two (samples, features) matrices."""
+    x = x.double() - x.double().mean(0, keepdim=True)
+    y = y.double() - y.double().mean(0, keepdim=True)
+    cross = (y.T @ x).pow(2).sum()
+    return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()))
+
+
+def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=-1).mean())
+
+
+def similarity_matrices(states: list[torch.Tensor]) -> tuple[list[list[float]], list[list[float]]]:
+    """Cosine and CKA matrices over layers; ``states[l]`` is (samples, features) for layer l."""
+    count = len(states)
+    cosine = [[1.0] * count for _ in range(count)]
+    cka = [[1.0] * count for _ in range(count)]
+    for i, j in combinations(range(count), 2):
+        cosine[i][j] = cosine[j][i] = mean_cosine(states[i], states[j]) if states[i].shape == states[j].shape else float("nan")
+        cka[i][j] = cka[j][i] = linear_cka(states[i], states[j])
+    return cosine, cka
+
+
+def group_layers(similarity: list[list[float]], groups: int = 3) -> list[list[int]]:
+    """Contiguous blocks of layer indices (0-based) minimising within-block scatter of similarity rows."""
+    rows = torch.tensor(similarity, dtype=torch.float64)
+    count = rows.shape[0]
+    if count < groups:
+        raise VflError(f"{count} layers cannot form {groups} groups")
+
+    def scatter(start: int, end: int) -> float:
+        block = rows[start:end]
+        return float((block - block.mean(0)).pow(2).sum())
+
+    best = None
+    for cuts in combinations(range(1, count), groups - 1):
+        bounds = (0, *cuts, count)
+        cost = sum(scatter(a, b) for a, b in zip(bounds, bounds[1:]))
+        if best is None or cost < best[0] - 1e-12:
+            best = (cost, bounds)
+    bounds = best[1]
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def load_encoder(spec: str):
+    """(encoder, image processor) for ``nano`` (its DINOv2), a vision model, or a supported MLLM's tower."""
+    if spec == "nano":
+        from transformers import CLIPImageProcessorPil
+
+        from vfl.nano.model import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+        from vfl.nano.parts import dinov2
+
+        processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,
+                                          image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        return dinov2(), processor
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise VflError(f"cannot load encoder {spec!r} ({str(err).splitlines()[0]})") from None
+    if hasattr(config, "vision_config") and getattr(config, "text_config", None) is not None and \
+            config.architectures and "ForConditionalGeneration" in config.architectures[0]:
+        from vfl.models import load
+
+        adapter = load(spec)
+        return adapter.model.model.vision_tower, adapter.processor.image_processor
+    model = AutoModel.from_pretrained(spec).eval()
+    model = getattr(model, "vision_model", model)  # CLIP / SigLIP dual encoders: the image side
+    return model, AutoImageProcessor.from_pretrained(spec)
+
+
+@torch.inference_mode()
+def layer_states(encoder, processor, images: list[Image.Image], max_rows: int = 4096, seed: int = 0):
+    """Per layer (1..L), a (rows, features) matrix of patch tokens, the same sampled tokens in every layer."""
+    collected = None
+    for start in range(0, len(images), 16):
+        pixels = processor(images[start:start + 16], return_tensors="pt")["pixel_values"]
+        hidden = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[1:]
+        tokens = hidden[0].shape[1]
+        grid = int(tokens ** 0.5)
+        skip = tokens - grid * grid  # CLS / register tokens come first
+        flat = [h[:, skip:].reshape(-1, h.shape[-1]) for h in hidden]
+        collected = flat if collected is None else [torch.cat([a, b]) for a, b in zip(collected, flat)]
+    rows = collected[0].shape[0]
+    if rows > max_rows:
+        keep = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))[:max_rows]
+        collected = [c[keep] for c in collected]
+    return collected
+
+
+def analyse(spec: str, images: list[Image.Image], out: Path) -> dict:
+    """Write similarity.json, groups.json and heatmap.png into ``out``; return the groups record."""
+    if not images:
+        raise VflError("no images to analyse")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder, processor = load_encoder(spec)
+    states = layer_states(encoder, processor, images)
+    cosine, cka = similarity_matrices(states)
+    blocks = group_layers(cka)
+    layers = list(range(1, len(states) + 1))
+    groups = {name: [layers[i] for i in block] for name, block in zip(GROUP_NAMES, blocks)}
+    record = {"encoder": spec, "layers": layers, "images": len(images), "metric": "linear CKA",
+              "rule": "contiguous 3-way split of the layers minimising the within-group sum of squared distances "
+                      "between each layer's CKA row and its group's mean row (exhaustive search)",
+              "groups": groups,
+              "representatives": {name: members[len(members) // 2] for name, members in groups.items()}}
+    (out / "similarity.json").write_text(json.dumps({"layers": layers, "cosine": cosine, "cka": cka}) + "\n")
+    (out / "groups.json").write_text(json.dumps(record, indent=2) + "\n")
+    _heatmap(out / "heatmap.png", spec, layers, cosine, cka, blocks)
+    return record
+
+
+def _heatmap(path: Path, spec: str, layers, cosine, cka, blocks) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), dpi=120)
+    for ax, matrix, title in ((axes[0], cosine, "mean token cosine"), (axes[1], cka, "linear CKA")):
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
+        ax.set(title=title, xlabel="layer", ylabel="layer", xticks=range(len(layers)), yticks=range(len(layers)))
+        ax.set_xticklabels(layers, fontsize=7)
+        ax.set_yticklabels(layers, fontsize=7)
+        for block in blocks[1:]:
+            edge = block[0] - 0.5
+            ax.axhline(edge, color="white", lw=1.5)
+            ax.axvline(edge, color="white", lw=1.5)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    names = ", ".join(f"{n} {layers[b[0]]}-{layers[b[-1]]}" for n, b in zip(GROUP_NAMES, blocks))
+    fig.suptitle(f"{spec}: layer similarity ({names})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+"""`nano`: its parts convert exactly, the engine's invariants hold on it, and it answers held-out probes."""
+
+import numpy as np
+import pytest
+import torch
+
+from vfl.interventions import controls, swap_sweep
+from vfl.models import load
+from vfl.nano.vision import pixel_shuffle
+
+
+def test_pixel_shuffle_folds_2x2_blocks_into_one_token():
+    grid = torch.arange(4 * 4 * 3, dtype=torch.float32).view(1, 16, 3)  # 4x4 patches, 3 channels
+    out = pixel_shuffle(grid, 2)
+    assert out.shape == (1, 4, 12)
+    # token 1 = the block of rows 0-1, columns 2-3: patches 2, 3, 6, 7 in that order
+    assert torch.equal(out[0, 1], torch.cat([grid[0, 2], grid[0, 3], grid[0, 6], grid[0, 7]]))
+
+
+def test_dinov2_conversion_matches_onnxruntime():
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from vfl.nano.parts import ONNX_FILE, ONNX_PACKAGE, dinov2, package_file
+
+    graph = onnx.load(str(package_file(ONNX_PACKAGE, ONNX_FILE)))
+    final = next(node for node in graph.graph.node if "backbone.layernorm.bias" in node.input).output[0]
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(final, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    reference = session.run([final], {"input_image": pixels})[0]
+    with torch.no_grad():
+        ours = dinov2()(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    assert ours.shape == reference.shape == (2, 257, 384)
+    assert np.abs(ours - reference).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return load("nano")
+
+
+def test_engine_invariants_hold_on_nano(nano):
+    from vfl.probes.generate import make_pair
+
+    for function, index in (("count", 0), ("ocr", 1), ("ground", 2)):
+        question, image_a, image_b, *_ = make_pair(function, index, 224, 3)
+        prompt_a, prompt_b = nano.build_prompt(image_a, question), nano.build_prompt(image_b, question)
+        none, every = swap_sweep(nano, prompt_a, prompt_b, controls(nano.num_layers), 32)
+        for prompt, row in ((prompt_a, none), (prompt_b, every)):
+            out = nano.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
+                                      **prompt.image_inputs, max_new_tokens=32, do_sample=False)
+            assert row == out[0, prompt.input_ids.shape[1]:].tolist()
+
+
+def test_nano_answers_held_out_probes(nano):
+    from vfl.evaluate import Item, evaluate
+    from vfl.nano.data import FUNCTIONS, make_sample
+
+    samples = [make_sample(f, i, 7) for f in FUNCTIONS for i in range(8)]
+    items = [Item(str(i), s.function, s.image, s.question, s.answer, s.box) for i, s in enumerate(samples)]
+    summary, records = evaluate(nano, items, 32)
+    assert summary["recog"]["accuracy"] >= 0.75, records
+    assert min(row["accuracy"] for row in summary.values()) >= 0.5, summary
+
+
+def test_a_variant_feeds_the_projector_from_its_configured_encoder_layers():
+    from vfl.nano.model import NanoSpec, build_untrained
+    from vfl.probes.generate import make_pair
+
+    model, processor = build_untrained(NanoSpec(vision_layers=[3, 7]))
+    image = make_pair("count", 0, 224, 0)[1]
+    pixels = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    seen = {}
+
+    def keep_input(module, args, output):
+        seen["input"] = args[0]
+
+    handle = model.model.multi_modal_projector.linear_1.register_forward_hook(keep_input)
+    with torch.no_grad():
+        model.model.get_image_features(pixel_values=pixels, vision_feature_layer=model.config.vision_feature_layer,
+                                       vision_feature_select_strategy="full")
+        hidden = model.model.vision_tower(pixels).hidden_states
+    handle.remove()
+    assert seen["input"].shape == (1, 64, 2 * 1536)
+    assert torch.equal(seen["input"], torch.cat([hidden[3], hidden[7]], dim=-1))
+    assert not torch.equal(seen["input"][..., :1536], hidden[12])
