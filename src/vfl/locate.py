@@ -15,14 +15,18 @@ from vfl.models import Adapter
 from vfl.probes.schema import Probe
 
 
+def _size_mismatch(probe: Probe, size_a, size_b) -> VflError:
+    return VflError(f"probe {probe.id}: images A {size_a} and B {size_b} differ in size, so their visual tokens "
+                    "cannot be exchanged; pass --resize to resize B to A's size")
+
+
 def load_pair(probe: Probe, resize: bool) -> tuple[Image.Image, Image.Image, list | None]:
     """Both images of a probe (B resized to A's size with ``resize``) and B's box in B's final pixels."""
     image_a, image_b = probe.image("a"), probe.image("b")
     box_b = probe.box_b
     if image_a.size != image_b.size:
         if not resize:
-            raise VflError(f"probe {probe.id}: images A {image_a.size} and B {image_b.size} differ in size, so their "
-                           "visual tokens cannot be exchanged; pass --resize to resize B to A's size")
+            raise _size_mismatch(probe, image_a.size, image_b.size)
         if box_b is not None:
             sx, sy = image_a.width / image_b.width, image_a.height / image_b.height
             box_b = [box_b[0] * sx, box_b[1] * sy, box_b[2] * sx, box_b[3] * sy]
@@ -33,19 +37,9 @@ def load_pair(probe: Probe, resize: bool) -> tuple[Image.Image, Image.Image, lis
 def check_probe_images(probes: list[Probe], resize: bool) -> None:
     """Read every image header before any work, so bad input fails before anything is written."""
     for probe in probes:
-        sizes = []
-        for which in "ab":
-            path = probe.path(which)
-            try:
-                with Image.open(path) as image:
-                    sizes.append(image.size)
-            except FileNotFoundError:
-                raise VflError(f"probe {probe.id}: image {path} does not exist") from None
-            except OSError as err:
-                raise VflError(f"probe {probe.id}: image {path} cannot be read ({err})") from None
-        if sizes[0] != sizes[1] and not resize:
-            raise VflError(f"probe {probe.id}: images A {sizes[0]} and B {sizes[1]} differ in size, so their visual "
-                           "tokens cannot be exchanged; pass --resize to resize B to A's size")
+        size_a, size_b = probe.size("a"), probe.size("b")
+        if size_a != size_b and not resize:
+            raise _size_mismatch(probe, size_a, size_b)
 
 
 def locate(adapter: Adapter, probes: list[Probe], out: Path, settings: dict, window: int = 1,

@@ -55,10 +55,17 @@ class Probe:
 
     def image(self, which: str) -> Image.Image:
         """Image ``a`` or ``b`` as RGB; a missing or unreadable file is a `VflError` naming the probe."""
+        return self._open(which, lambda image: image.convert("RGB"))
+
+    def size(self, which: str) -> tuple[int, int]:
+        """Image ``a`` or ``b``'s size, from its header alone."""
+        return self._open(which, lambda image: image.size)
+
+    def _open(self, which: str, read):
         path = self.path(which)
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
+                return read(image)
         except FileNotFoundError:
             raise VflError(f"probe {self.id}: image {path} does not exist") from None
         except (UnidentifiedImageError, OSError) as err:
