@@ -36,7 +36,7 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="built-in image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="built-in probe seed")
     parser.add_argument("--out", type=Path, required=True, help="run folder (rerun the same command to resume)")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=None, help="interventions decoded together (default: all)")
 
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     nano = commands.add_parser("nano", help="the offline reference model").add_subparsers(dest="action", required=True)
     train = nano.add_parser("train", help="train nano's projector and LoRA (resumes from --out)")
     train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--steps", type=int, default=320)
     train.add_argument("--per-function", type=int, default=1000, help="training images per function")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(evaluate)
     evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
     evaluate.add_argument("--out", type=Path, help="write the summary as JSON here (records beside it)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=24)
+    evaluate.add_argument("--max-new-tokens", type=int, default=32)
 
     layers = commands.add_parser("vision-layers", help="layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "

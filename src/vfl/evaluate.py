@@ -66,14 +66,14 @@ def load_items(path: Path) -> list[Item]:
     return items
 
 
-def answer(adapter: Adapter, image: Image.Image, question: str, max_new_tokens: int = 24) -> str:
+def answer(adapter: Adapter, image: Image.Image, question: str, max_new_tokens: int = 32) -> str:
     """The model's greedy answer (the same prefix + decode path as the swap engine, one row)."""
     prompt = adapter.build_prompt(image, question)
     tokens = greedy_decode(adapter, prefill(adapter, prompt), prompt, 1, max_new_tokens)[0]
     return adapter.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
-def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 24) -> tuple[dict, list[dict]]:
+def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 32) -> tuple[dict, list[dict]]:
     """Per-function accuracy (with 95% Wilson intervals) and one record per item."""
     records = []
     for item in tqdm(items, desc="eval", unit="item", dynamic_ncols=True):

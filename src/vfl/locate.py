@@ -43,7 +43,7 @@ def check_probe_images(probes: list[Probe], resize: bool) -> None:
 
 
 def locate(adapter: Adapter, probes: list[Probe], out: Path, settings: dict, window: int = 1,
-           layers: list[int] | None = None, max_new_tokens: int = 24, batch_size: int | None = None,
+           layers: list[int] | None = None, max_new_tokens: int = 32, batch_size: int | None = None,
            resize: bool = False) -> dict | None:
     """Swap sweep over every layer window (or the windows starting at ``layers``) for every probe;
     returns the summary (rank 0) or None."""
@@ -89,7 +89,7 @@ def locate(adapter: Adapter, probes: list[Probe], out: Path, settings: dict, win
     return summary
 
 
-def drop(adapter: Adapter, probes: list[Probe], out: Path, settings: dict, max_new_tokens: int = 24,
+def drop(adapter: Adapter, probes: list[Probe], out: Path, settings: dict, max_new_tokens: int = 32,
          batch_size: int | None = None) -> dict | None:
     """Accuracy with the visual KV dropped from the last N layers, N = 0..L, on both images of every probe."""
     out = Path(out)

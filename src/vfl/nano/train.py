@@ -27,12 +27,13 @@ from vfl.nano.model import NanoSpec, add_lora, build_untrained
 
 @dataclass
 class TrainConfig:
-    per_function: int = 1500  # training images per function
-    steps: int = 600
+    per_function: int = 1000  # training images per function
+    steps: int = 320
     batch_size: int = 16
     lr_projector: float = 1e-3
-    lr_lora: float = 4e-4
+    lr_lora: float = 1e-4
     warmup: float = 0.03
+    lora_start: float = 0.4  # share of the steps trained on the projector alone before the LoRA joins
     seed: int = 0
     save_every: int = 20
     spec: NanoSpec = field(default_factory=NanoSpec)
@@ -101,16 +102,23 @@ def _batch(data, order: list[int], pad_id: int):
     return tensor, label_tensor, attention, data["features"][order]
 
 
-def _schedule(config: TrainConfig):
+def _schedules(config: TrainConfig):
+    """Learning-rate factors of the projector and the LoRA: warmup then cosine; the LoRA is held at zero
+    for the first `lora_start` share of the steps, so the language model cannot learn to answer from
+    priors alone before the projector carries the image."""
     warmup = max(1, int(config.warmup * config.steps))
+    lora_from = int(config.lora_start * config.steps)
 
-    def factor(step: int) -> float:
+    def projector(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, config.steps - warmup)
         return 0.5 * (1 + math.cos(math.pi * progress))
 
-    return factor
+    def lora(step: int) -> float:
+        return 0.0 if step < lora_from else projector(step)
+
+    return [projector, lora]
 
 
 def trainable_state(base, peft_model) -> tuple[dict, dict]:
@@ -142,7 +150,7 @@ def train(run: Path, config: TrainConfig) -> Path:
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
                                    {"params": lora, "lr": config.lr_lora}], weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses = 0, []
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():

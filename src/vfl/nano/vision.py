@@ -2,9 +2,12 @@
 
 At 224 px DINOv2-S/14 gives 16x16 patches; folding each 2x2 block into one token (4 x 384 features)
 keeps the encoder's full resolution while the language model sees only 64 visual tokens, as in
-SmolVLM / nanoVLM. It is registered with transformers' Auto classes, so `LlavaForConditionalGeneration`
-builds and loads it like any vision tower and picks `vision_feature_layer` from its hidden states
-(index k = the output of encoder layer k; 0 = the embeddings).
+SmolVLM / nanoVLM. Every exported layer passes through DINOv2's own final LayerNorm first (as DINOv2's
+`get_intermediate_layers(norm=True)` does): raw layers differ in scale by 20x (std 0.1 at layer 6, 2.4
+at layer 12, outlier channels near 21), which let a projector trained on them blow up and drown the
+image. It is registered with transformers' Auto classes, so `LlavaForConditionalGeneration` builds and
+loads it like any vision tower and picks `vision_feature_layer` from its hidden states (index k = the
+output of encoder layer k; 0 = the embeddings).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class NanoVisionModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         out = self.encoder(pixel_values=pixel_values, output_hidden_states=True)
-        hidden = tuple(pixel_shuffle(h[:, 1:], self.config.shuffle) for h in out.hidden_states)
+        norm = self.encoder.layernorm
+        hidden = tuple(pixel_shuffle(norm(h)[:, 1:], self.config.shuffle) for h in out.hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=hidden[-1], hidden_states=hidden)
 
 
