@@ -1,7 +1,6 @@
 import json
 
 import pytest
-from PIL import Image
 
 from vfl.errors import VflError
 from vfl.probes.generate import make_pair, make_probe_set

@@ -7,7 +7,6 @@ A JSONL evaluation record: ``{"image": "img/1.png", "question": "...", "answer":
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vfl.errors import VflError
+from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
 from vfl.metrics import matches, wilson
 from vfl.models import Adapter
@@ -35,16 +35,8 @@ class Item:
 
 def load_items(path: Path) -> list[Item]:
     path = Path(path)
-    if not path.is_file():
-        raise VflError(f"evaluation file {path} does not exist")
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise VflError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
+    for lineno, record in json_objects(path, "evaluation file"):
         missing = [k for k in ("image", "question", "answer") if k not in record]
         if missing or not ("function" in record or "metric" in record):
             raise VflError(f"{path}:{lineno} needs image, question, answer and function (or metric)")

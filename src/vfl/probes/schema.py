@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from vfl.errors import VflError
+from vfl.jsonl import json_objects
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
 ALIASES = {"recognition": "recog", "counting": "count", "grounding": "ground", "text": "ocr"}
@@ -84,37 +85,26 @@ class Probe:
 def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Probe]:
     """Read and check a probe file; every problem is one `VflError` naming the file, line or probe."""
     path = Path(path)
-    if not path.is_file():
-        raise VflError(f"probe file {path} does not exist")
     probes, seen = [], set()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise VflError(f"{path}:{lineno} is not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise VflError(f"{path}:{lineno} is not a JSON object")
-            missing = [key for key in REQUIRED if key not in record]
-            if missing:
-                raise VflError(f"{path}:{lineno} lacks the field(s) {', '.join(missing)}")
-            unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
-            if unknown:
-                raise VflError(f"{path}:{lineno} has unknown field(s) {', '.join(sorted(unknown))}")
-            record["id"] = str(record["id"])
-            record["function"] = parse_function(str(record["function"]))
-            if record["id"] in seen:
-                raise VflError(f"{path}:{lineno} repeats the probe id {record['id']}")
-            seen.add(record["id"])
-            if record["function"] == "ground":
-                for key in ("box_a", "box_b"):
-                    box = record.get(key)
-                    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                        raise VflError(f"{path}:{lineno}: grounding probe {record['id']} needs {key} as [x0, y0, x1, y1]")
-            probes.append(Probe(root=path.parent, **{k: (str(v) if k.startswith("answer") else v)
-                                                      for k, v in record.items()}))
+    for lineno, record in json_objects(path, "probe file"):
+        missing = [key for key in REQUIRED if key not in record]
+        if missing:
+            raise VflError(f"{path}:{lineno} lacks the field(s) {', '.join(missing)}")
+        unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
+        if unknown:
+            raise VflError(f"{path}:{lineno} has unknown field(s) {', '.join(sorted(unknown))}")
+        record["id"] = str(record["id"])
+        record["function"] = parse_function(str(record["function"]))
+        if record["id"] in seen:
+            raise VflError(f"{path}:{lineno} repeats the probe id {record['id']}")
+        seen.add(record["id"])
+        if record["function"] == "ground":
+            for key in ("box_a", "box_b"):
+                box = record.get(key)
+                if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                    raise VflError(f"{path}:{lineno}: grounding probe {record['id']} needs {key} as [x0, y0, x1, y1]")
+        probes.append(Probe(root=path.parent, **{k: (str(v) if k.startswith("answer") else v)
+                                                  for k, v in record.items()}))
     if not probes:
         raise VflError(f"probe file {path} holds no probes")
     if functions is not None:
