@@ -87,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
     evaluate.add_argument("--out", type=Path, help="write the summary as JSON here (records beside it)")
     evaluate.add_argument("--max-new-tokens", type=int, default=32)
+    evaluate.add_argument("--adapter", type=Path, help="a LoRA adapter folder (from vfl lora) to merge in first")
+
+    lora = commands.add_parser("lora", help="LoRA on chosen decoder layers only (VFL-LoRA and its baselines)")
+    _model_options(lora)
+    lora.add_argument("--data", type=Path, required=True, help="LLaVA conversation JSON/JSONL, or a vfl probe file")
+    lora.add_argument("--image-folder", type=Path, help="where the data's image paths start (default: its folder)")
+    lora.add_argument("--layers", default=None, help="all, vfl, reversed, random, or layer numbers (default: vfl "
+                                                     "with --vfl, else all)")
+    lora.add_argument("--vfl", type=Path, help="a vfl locate summary.json")
+    lora.add_argument("--function", help="whose VFL to use: recog, count, ground, ocr")
+    lora.add_argument("--margin", type=int, default=0, help="widen the VFL by this many layers on each side")
+    lora.add_argument("--rank", type=int, default=64)
+    lora.add_argument("--alpha", type=int, default=64)
+    lora.add_argument("--dropout", type=float, default=0.05)
+    lora.add_argument("--lr", type=float, default=2e-4)
+    lora.add_argument("--steps", type=int, default=100)
+    lora.add_argument("--batch-size", type=int, default=8, help="samples per optimizer step and process")
+    lora.add_argument("--seed", type=int, default=0)
+    lora.add_argument("--save-every", type=int, default=25)
+    lora.add_argument("--merge", action="store_true", help="also save the model with the LoRA merged in")
+    lora.add_argument("--out", type=Path, required=True)
 
     layers = commands.add_parser("vision-layers", help="layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
@@ -156,6 +177,32 @@ def _nano(args) -> None:
         _report_eval((summary, records), args.out, flat=True)
 
 
+def _lora(args) -> None:
+    from vfl import lora
+    from vfl.models import load
+    from vfl.probes.schema import parse_function
+
+    samples = lora.load_conversations(args.data, args.image_folder)
+    vfl = None
+    if args.vfl is not None:
+        if not args.function:
+            raise VflError("--vfl needs --function: whose VFL to train")
+        vfl = lora.vfl_layers(args.vfl, parse_function(args.function), args.margin)
+    adapter = load(args.model, args.dtype, _device(args), args.device_map)
+    layers = lora.choose_layers(args.layers or ("vfl" if vfl else "all"), adapter.num_layers, vfl, args.seed)
+    run = lora.LoraRun(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, steps=args.steps,
+                       batch_size=args.batch_size, seed=args.seed, save_every=args.save_every)
+    settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl}
+    adapter_dir = lora.train(adapter, samples, layers, run, args.out, settings)
+    if adapter_dir is not None:
+        print(f"adapter: {adapter_dir}")
+        if args.merge:
+            merged = lora.with_adapter(load(args.model, args.dtype, _device(args), args.device_map), adapter_dir)
+            merged.model.save_pretrained(args.out / "merged")
+            merged.processor.save_pretrained(args.out / "merged")
+            print(f"merged model: {args.out / 'merged'}")
+
+
 def _vision_layers(args) -> None:
     from PIL import Image
 
@@ -215,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             from vfl.models import load
 
             items = load_items(args.data)
-            _report_eval(evaluate(load(args.model, args.dtype, _device(args), args.device_map), items,
-                                  args.max_new_tokens), args.out)
+            adapter = load(args.model, args.dtype, _device(args), args.device_map)
+            if args.adapter is not None:
+                from vfl.lora import with_adapter
+
+                adapter = with_adapter(adapter, args.adapter)
+            _report_eval(evaluate(adapter, items, args.max_new_tokens), args.out)
+        elif args.command == "lora":
+            _lora(args)
         elif args.command == "vision-layers":
             _vision_layers(args)
         elif args.command == "make-tiny":

@@ -204,10 +204,12 @@ def train(run: Path, config: TrainConfig) -> Path:
 
 
 def ship(weights: Path, target: Path) -> None:
-    """Replace the package's weights with a run's (projector, LoRA if any, spec)."""
+    """Replace the package's weights with a run's: projector, LoRA if any, spec, and the run's settings
+    (train.json) and loss curve, so that the shipped model says how to retrain it."""
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.safetensors"):
         old.unlink()
-    for name in ("projector.safetensors", "lora.safetensors", "spec.json"):
-        if (weights / name).exists():
-            shutil.copy2(weights / name, target / name)
+    for source in (weights / "projector.safetensors", weights / "lora.safetensors", weights / "spec.json",
+                   weights.parent / "train.json", weights.parent / "losses.json"):
+        if source.exists():
+            shutil.copy2(source, target / source.name)

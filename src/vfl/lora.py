@@ -1,0 +1,247 @@
+"""VFL-LoRA: LoRA (through PEFT) on the linear layers of chosen decoder layers only.
+
+The layers come from a list, from a `vfl locate` summary (a function's VFL, optionally widened), or
+from a baseline rule of the same size: `all`, `reversed` (the VFL mirrored in depth, avoiding the VFL)
+and `random` (seeded, outside the VFL). Targets are the full names of the `nn.Linear` modules inside
+those decoder layers of the language model, so the vision tower and projector never carry LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from vfl.errors import VflError
+from vfl.models import Adapter
+
+
+def vfl_layers(summary_path: Path, function: str, margin: int = 0) -> list[int]:
+    """A function's VFL from a `vfl locate` summary.json, widened by ``margin`` layers on each side."""
+    try:
+        summary = json.loads(Path(summary_path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise VflError(f"cannot read the locate summary {summary_path} ({err})") from None
+    data = summary.get("functions", {}).get(function)
+    if data is None or not data.get("vfl"):
+        raise VflError(f"{summary_path} has no VFL for {function!r} (functions: {', '.join(summary.get('functions', {}))})")
+    layers = data["vfl"]
+    widened = range(min(layers) - margin, max(layers) + margin + 1)
+    return [k for k in widened if 0 <= k < summary["num_layers"]]
+
+
+def choose_layers(rule: str, num_layers: int, vfl: list[int] | None = None, seed: int = 0) -> list[int]:
+    """Decoder layers for LoRA: ``all``, ``vfl``, ``reversed``, ``random`` or a comma-separated list."""
+    if rule == "all":
+        return list(range(num_layers))
+    if rule in ("vfl", "reversed", "random"):
+        if not vfl:
+            raise VflError(f"--layers {rule} needs the VFL: pass --vfl SUMMARY --function F")
+        if rule == "vfl":
+            return sorted(vfl)
+        outside = [k for k in range(num_layers) if k not in vfl]
+        if len(outside) < len(vfl):
+            raise VflError(f"the VFL covers {len(vfl)} of {num_layers} layers: too many for a same-size baseline")
+        if rule == "random":
+            return sorted(random.Random(seed).sample(outside, len(vfl)))
+        mirrored = []
+        for k in sorted(vfl):  # the mirror image in depth, moved to the nearest free layer outside the VFL
+            target = num_layers - 1 - k
+            free = [j for j in outside if j not in mirrored]
+            mirrored.append(min(free, key=lambda j: (abs(j - target), j)))
+        return sorted(mirrored)
+    try:
+        layers = sorted({int(v) for v in rule.split(",") if v.strip()})
+    except ValueError:
+        raise VflError(f"--layers takes all, vfl, reversed, random or layer numbers, not {rule!r}") from None
+    bad = [k for k in layers if not 0 <= k < num_layers]
+    if bad or not layers:
+        raise VflError(f"layer index {bad[0] if bad else '(none)'} is out of range: the model has layers "
+                       f"0..{num_layers - 1}")
+    return layers
+
+
+def lora_targets(adapter: Adapter, layers: list[int]) -> list[str]:
+    """Full names of every nn.Linear inside the chosen decoder layers of the language model."""
+    prefix = next(name for name, module in adapter.model.named_modules() if module is adapter.language_model)
+    blocks = adapter.language_model.layers
+    return [f"{prefix}.layers.{k}.{name}" for k in layers for name, module in blocks[k].named_modules()
+            if isinstance(module, torch.nn.Linear)]
+
+
+def add_vfl_lora(adapter: Adapter, layers: list[int], rank: int = 64, alpha: int = 64, dropout: float = 0.05):
+    """Wrap the model with PEFT LoRA on the chosen layers; everything else is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(adapter, layers))
+    return get_peft_model(adapter.model, config)
+
+
+def trainable_share(model) -> tuple[int, float]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, trainable / total
+
+
+# -- training data -----------------------------------------------------------------------------------
+def load_conversations(path: Path, image_folder: Path | None = None) -> list[dict]:
+    """Samples ``{"id", "image", "turns": [(question, answer), ...]}`` from LLaVA-format data (a JSON list or
+    JSONL of ``{"image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``)
+    or from a vfl probe file (each probe gives two samples, one per image)."""
+    from vfl.jsonl import json_objects
+
+    path = Path(path)
+    if not path.is_file():
+        raise VflError(f"training data {path} does not exist")
+    folder = Path(image_folder) if image_folder else path.parent
+    if path.suffix == ".json":
+        try:
+            records = list(enumerate(json.loads(path.read_text(encoding="utf-8")), 1))
+        except json.JSONDecodeError as err:
+            raise VflError(f"{path} is not valid JSON ({err.msg})") from None
+    else:
+        records = list(json_objects(path, "training data"))
+    samples = []
+    for index, record in records:
+        if "image_a" in record:  # a vfl probe
+            for which in "ab":
+                samples.append({"id": f"{record['id']}/{which}", "image": folder / record[f"image_{which}"],
+                                "turns": [(record["question"], str(record[f"answer_{which}"]))]})
+            continue
+        turns, conversation = [], record.get("conversations")
+        if not isinstance(conversation, list) or len(conversation) < 2 or "image" not in record:
+            raise VflError(f"{path} record {index} needs image and conversations (human, gpt, ...)")
+        for human, gpt in zip(conversation[::2], conversation[1::2]):
+            if human.get("from") != "human" or gpt.get("from") != "gpt":
+                raise VflError(f"{path} record {index}: conversations must alternate human and gpt")
+            turns.append((human["value"].replace("<image>", "").strip(), gpt["value"]))
+        samples.append({"id": str(record.get("id", index)), "image": folder / record["image"], "turns": turns})
+    if not samples:
+        raise VflError(f"training data {path} holds no samples")
+    for sample in samples:
+        if not sample["image"].is_file():
+            raise VflError(f"sample {sample['id']}: image {sample['image']} does not exist")
+    return samples
+
+
+def encode(adapter: Adapter, image, turns: list[tuple[str, str]]) -> tuple[dict, torch.Tensor]:
+    """Model inputs for a conversation and labels that cover the assistant's tokens only."""
+    messages, spans = [], []
+    for i, (question, answer) in enumerate(turns):
+        content = [{"type": "image"}] if i == 0 else []
+        messages.append({"role": "user", "content": content + [{"type": "text", "text": question}]})
+        before = adapter.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        through = adapter.processor.apply_chat_template(messages, tokenize=False)
+        spans.append((before, through))
+    full = adapter.processor(images=[image], text=[spans[-1][1]], return_tensors="pt")
+    ids = full["input_ids"][0]
+    labels = torch.full_like(ids, -100)
+    for before, through in spans:
+        start = adapter.processor(images=[image], text=[before], return_tensors="pt")["input_ids"].shape[1]
+        end = adapter.processor(images=[image], text=[through], return_tensors="pt")["input_ids"].shape[1]
+        labels[start:end] = ids[start:end]
+    return dict(full), labels.unsqueeze(0)
+
+
+# -- training --------------------------------------------------------------------------------------
+@dataclass
+class LoraRun:
+    """The paper's recipe by default: rank 64, alpha 64, dropout 0.05, lr 2e-4, cosine, 3% warmup."""
+
+    rank: int = 64
+    alpha: int = 64
+    dropout: float = 0.05
+    lr: float = 2e-4
+    warmup: float = 0.03
+    steps: int = 100
+    batch_size: int = 8
+    seed: int = 0
+    save_every: int = 25
+
+
+def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun, out: Path,
+          settings: dict | None = None) -> Path | None:
+    """Train LoRA on ``layers`` into ``out`` (resuming from its checkpoint); data parallel under
+    `accelerate launch` / `torchrun` (each rank takes every world-th sample, gradients are averaged).
+    Returns the adapter folder on the main process."""
+    from accelerate import Accelerator
+    from PIL import Image
+    from tqdm import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from vfl.runner import check_settings
+
+    out = Path(out)
+    check_settings(out, {**(settings or {}), "layers": layers, **asdict(run)})
+    torch.manual_seed(run.seed)
+    model = add_vfl_lora(adapter, layers, run.rank, run.alpha, run.dropout)
+    count, share = trainable_share(model)
+    accelerator = Accelerator(cpu=adapter.device.type == "cpu")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=0.0)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(run.warmup * run.steps)), run.steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if accelerator.is_main_process:
+        print(f"LoRA on layers {layers}: {count:,} trainable parameters ({100 * share:.2f}% of {count / share:,.0f})")
+    progress_file, state_dir = out / "progress.json", out / "checkpoint"
+    step, losses = 0, []
+    if progress_file.exists():
+        accelerator.load_state(str(state_dir))
+        progress = json.loads(progress_file.read_text())
+        step, losses = progress["step"], progress["losses"]
+    mine = samples[accelerator.process_index::accelerator.num_processes]
+    encoded: dict[int, tuple] = {}
+
+    def example(index: int):
+        if index not in encoded:
+            with Image.open(mine[index]["image"]) as image:
+                encoded[index] = encode(adapter, image.convert("RGB"), mine[index]["turns"])
+        return encoded[index]
+
+    model.train()
+    with tqdm(total=run.steps, initial=step, desc="lora", unit="step", disable=not accelerator.is_main_process,
+              dynamic_ncols=True) as bar:
+        while step < run.steps:
+            total = 0.0
+            for micro in range(run.batch_size):
+                epoch, offset = divmod(step * run.batch_size + micro, len(mine))
+                order = list(range(len(mine)))
+                random.Random(run.seed * 1000 + epoch).shuffle(order)
+                inputs, labels = example(order[offset])
+                sync = micro == run.batch_size - 1
+                with nullcontext() if sync else accelerator.no_sync(model):
+                    loss = model(**inputs, labels=labels).loss / run.batch_size
+                    accelerator.backward(loss)
+                total += loss.item()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(round(total, 4))
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+            bar.update(1)
+            if step % run.save_every == 0 or step == run.steps:
+                accelerator.save_state(str(state_dir))
+                if accelerator.is_main_process:
+                    progress_file.write_text(json.dumps({"step": step, "losses": losses}) + "\n")
+                accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return None
+    adapter_dir = out / "adapter"
+    accelerator.unwrap_model(model).save_pretrained(adapter_dir)
+    (out / "trainable.json").write_text(json.dumps({"layers": layers, "trainable": count, "share": share}) + "\n")
+    return adapter_dir
+
+
+def with_adapter(adapter: Adapter, adapter_dir: Path) -> Adapter:
+    """The adapter's model with a trained LoRA merged in."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").exists():
+        raise VflError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json)")
+    adapter.model = PeftModel.from_pretrained(adapter.model, str(adapter_dir)).merge_and_unload().eval()
+    return adapter

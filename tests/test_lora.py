@@ -1,0 +1,133 @@
+"""VFL-LoRA layer choice and targeting on a tiny LLaVA: only the chosen layers carry LoRA and learn."""
+
+import json
+
+import pytest
+import torch
+
+from vfl.errors import VflError
+from vfl.lora import add_vfl_lora, choose_layers, trainable_share, vfl_layers
+from vfl.models import adapter_for
+from vfl.models.tiny import build_tiny
+from vfl.probes.generate import make_pair
+
+
+def test_layer_rules():
+    assert choose_layers("all", 6) == list(range(6))
+    assert choose_layers("3,1", 6) == [1, 3]
+    assert choose_layers("vfl", 12, [4, 5, 6]) == [4, 5, 6]
+    assert choose_layers("reversed", 12, [4, 5, 6]) == [3, 7, 8]  # mirrors 7, 6, 5 -> nearest free 7, 8, 3
+    reversed_ = choose_layers("reversed", 12, [8, 9, 10])
+    assert reversed_ == [1, 2, 3] and not set(reversed_) & {8, 9, 10}
+    random_ = choose_layers("random", 12, [4, 5, 6], seed=1)
+    assert len(random_) == 3 and not set(random_) & {4, 5, 6}
+    assert random_ == choose_layers("random", 12, [4, 5, 6], seed=1)
+    with pytest.raises(VflError, match="layer index 12 is out of range"):
+        choose_layers("11,12", 12)
+    with pytest.raises(VflError, match="needs the VFL"):
+        choose_layers("reversed", 12)
+
+
+def test_vfl_layers_from_a_summary(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"num_layers": 10, "functions": {"count": {"vfl": [4, 5]}}}))
+    assert vfl_layers(path, "count") == [4, 5]
+    assert vfl_layers(path, "count", margin=1) == [3, 4, 5, 6]
+    with pytest.raises(VflError, match="no VFL for 'ocr'"):
+        vfl_layers(path, "ocr")
+
+
+def test_only_the_chosen_layers_carry_lora_and_receive_gradients():
+    adapter = adapter_for(*build_tiny("llava", num_layers=6))
+    model = add_vfl_lora(adapter, [2, 4], rank=4, alpha=8, dropout=0.0)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    assert {n.split(".layers.")[1].split(".")[0] for n in names} == {"2", "4"}
+    assert all("language_model" in n for n in names)  # never the vision tower or the projector
+    # every linear layer of the chosen blocks: q, k, v, o, gate, up, down
+    assert len({n.split(".lora_")[0] for n in names}) == 2 * 7
+    question, image, *_ = make_pair("count", 0, 32, 0)
+    prompt = adapter.build_prompt(image, question)
+    # LoRA B starts at zero; nudge it so that gradients reach A too
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    out = model(input_ids=prompt.input_ids, **prompt.image_inputs, labels=prompt.input_ids)
+    out.loss.backward()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert parameter.grad is None, name
+    count, share = trainable_share(model)
+    assert count == sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) and 0 < share < 1
+
+
+def _lora_args(model, data, out, *extra):
+    return ["lora", "--model", model, "--data", data, "--rank", 4, "--alpha", 8, "--steps", 12, "--batch-size", 2,
+            "--save-every", 2, "--out", out, *extra]
+
+
+def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from conftest import run_cli
+    from vfl.probes.generate import make_probe_set
+
+    data = make_probe_set(["count"], 4, 32, 0, tmp_path / "data")
+    whole = run_cli(*_lora_args(tiny_llava_dir, data, tmp_path / "whole", "--layers", "1,3"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert "trainable parameters" in whole.stdout
+    trained = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    assert {k.split(".layers.")[1].split(".")[0] for k in trained} == {"1", "3"}
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "vfl.cli", *map(str, _lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "progress.json").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((out / "progress.json").read_text())["step"] < 12, "the kill did not land mid-run"
+    again = run_cli(*_lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained)
+    evaluation = run_cli("eval", "--model", tiny_llava_dir, "--adapter", tmp_path / "whole" / "adapter",
+                         "--data", _eval_file(tmp_path))
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+
+
+def _eval_file(tmp_path):
+    from vfl.nano.data import make_sample
+
+    sample = make_sample("count", 0, 5, size=32)
+    sample.image.save(tmp_path / "e.png")
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps({"image": "e.png", "question": sample.question, "answer": sample.answer,
+                                "function": "count"}) + "\n")
+    return path
+
+
+def test_two_processes_train_data_parallel(tiny_llava_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from vfl.probes.generate import make_probe_set
+
+    data = make_probe_set(["count"], 4, 32, 0, tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29531", "-m", "vfl.cli",
+                             *map(str, _lora_args(tiny_llava_dir, data, tmp_path / "dp", "--layers", "2"))],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "dp" / "adapter" / "adapter_model.safetensors").exists()
+    assert json.loads((tmp_path / "dp" / "progress.json").read_text())["step"] == 12
