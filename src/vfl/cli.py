@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     nano = commands.add_parser("nano", help="the offline reference model").add_subparsers(dest="action", required=True)
     train = nano.add_parser("train", help="train nano's projector and LoRA (resumes from --out)")
     train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--steps", type=int, default=320)
     train.add_argument("--per-function", type=int, default=1000, help="training images per function")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)

@@ -28,7 +28,7 @@ from vfl.nano.model import NanoSpec, add_lora, build_untrained
 @dataclass
 class TrainConfig:
     per_function: int = 1000  # training images per function
-    steps: int = 400
+    steps: int = 320
     batch_size: int = 16
     lr_projector: float = 1e-3
     lr_lora: float = 1e-4
@@ -76,8 +76,7 @@ def _data(run: Path, model, processor, config: TrainConfig):
 
 
 def answer_loss(model, ids, labels, attention, features) -> torch.Tensor:
-    """Cross-entropy on answer tokens, averaged within each sample and then over samples: a box answer
-    has ten times the tokens of a word, and a token average would let grounding drown out OCR."""
+    """Cross-entropy on answer tokens, with the image tokens' embeddings given by the projector."""
     inner = model.model
     embeds = inner.get_input_embeddings()(ids)
     image = inner.multi_modal_projector(features.to(embeds.dtype))
@@ -87,9 +86,7 @@ def answer_loss(model, ids, labels, attention, features) -> torch.Tensor:
     targets = labels[:, 1:]
     chosen = targets != -100
     logits = model.lm_head(hidden[:, :-1][chosen])
-    token_loss = torch.nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="none")
-    per_sample = torch.zeros(len(ids)).index_add_(0, chosen.nonzero()[:, 0], token_loss)
-    return (per_sample / chosen.sum(1).clamp(min=1)).mean()
+    return torch.nn.functional.cross_entropy(logits.float(), targets[chosen])
 
 
 def _batch(data, order: list[int], pad_id: int):
