@@ -34,6 +34,15 @@ def test_dinov2_conversion_matches_onnxruntime():
     assert np.abs(ours - reference).max() < 1e-4
 
 
+def test_counting_samples_respect_their_range_and_keep_the_default_draws():
+    from vfl.nano.data import make_sample
+
+    wide = [int(make_sample("count", i, 3, counts=(7, 10)).answer) for i in range(40)]
+    assert set(wide) == {7, 8, 9, 10}
+    assert [make_sample("count", i, 3).answer for i in range(5)] == \
+        [make_sample("count", i, 3, counts=(1, 6)).answer for i in range(5)]
+
+
 @pytest.fixture(scope="module")
 def nano():
     return load("nano")

@@ -32,7 +32,9 @@ def unit_box(box: list[float], size: int) -> str:
     return "[" + ", ".join(f"{v / size:.2f}" for v in box) + "]"
 
 
-def make_sample(function: str, index: int, seed: int, size: int = 224) -> Sample:
+def make_sample(function: str, index: int, seed: int, size: int = 224,
+                counts: tuple[int, int] = (1, MAX_COUNT)) -> Sample:
+    """One sample; ``counts`` bounds the number of objects of a counting sample."""
     rng = random.Random(f"nano:{function}:{seed}:{index}")
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 6)
@@ -48,7 +50,7 @@ def make_sample(function: str, index: int, seed: int, size: int = 224) -> Sample
         return Sample(function, render_scene(things, size),
                       f"Is there {article} {colour} {shape} in the image? Answer yes or no.", "yes" if present else "no")
     if function == "count":
-        n = rng.randint(1, MAX_COUNT)
+        n = rng.randint(*counts)
         boxes = place_boxes(rng, n, size, side)
         return Sample(function, render_scene([Thing(shape, colour, b) for b in boxes], size),
                       f"How many {colour} {shape}s are in the image? Answer with a number.", str(n))
