@@ -1,0 +1,180 @@
+"""Benchmark: VFL-LoRA against full, reversed and random LoRA on nano (the paper's forgetting table).
+
+The in-domain skill is one nano is weak at but its counting function covers: counting 7 to 10
+objects (nano was trained on 1 to 6). Every variant trains with the same recipe, steps and seed
+on the same LLaVA-format data; only the decoder layers that carry LoRA differ:
+
+  vfl       the counting VFL from a `vfl locate` summary of nano
+  all       every decoder layer (full LoRA)
+  reversed  as many layers, the VFL mirrored in depth
+  random    as many layers, random outside the VFL (seeded)
+
+Each variant is then measured on: in-domain (count 7-10, held-out seed), every function of nano's
+own held-out suite (out of domain: what was forgotten), and a text-only set of short questions (the
+language model's own skills: greedy accuracy and the mean loss of the reference answers). Accuracies
+carry 95% Wilson intervals; `--seeds 0,1,2` repeats the whole comparison. Rows go to
+`OUT/results.jsonl` as they finish (a killed run continues where it stopped) and the table to
+`OUT/table.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vfl import lora
+from vfl.evaluate import Item, evaluate
+from vfl.jsonl import json_objects
+from vfl.metrics import wilson
+from vfl.models import load
+from vfl.nano.data import FUNCTIONS, make_sample
+
+RULES = ("vfl", "all", "reversed", "random")
+IN_DOMAIN = (7, 10)
+
+# The language model's own skills, asked without an image; answers SmolLM2-135M-Instruct gives untouched.
+TEXT_QA = [
+    ("What is the capital of France? Answer with one word.", "Paris"),
+    ("What is the capital of Italy? Answer with one word.", "Rome"),
+    ("What is the capital of Japan? Answer with one word.", "Tokyo"),
+    ("What is the capital of Germany? Answer with one word.", "Berlin"),
+    ("What is the capital of Spain? Answer with one word.", "Madrid"),
+    ("What colour is the sky on a clear day? Answer with one word.", "blue"),
+    ("What colour is grass? Answer with one word.", "green"),
+    ("How many days are in a week? Answer with a number.", "7"),
+    ("How many legs does a spider have? Answer with a number.", "8"),
+    ("How many hours are in a day? Answer with a number.", "24"),
+    ("What is 2 plus 2? Answer with a number.", "4"),
+    ("What is 10 minus 3? Answer with a number.", "7"),
+    ("Which planet do we live on? Answer with one word.", "Earth"),
+    ("What is frozen water called? Answer with one word.", "ice"),
+    ("What animal says meow? Answer with one word.", "cat"),
+    ("What animal barks? Answer with one word.", "dog"),
+    ("What is the opposite of hot? Answer with one word.", "cold"),
+    ("What is the opposite of up? Answer with one word.", "down"),
+    ("Which season comes after winter? Answer with one word.", "spring"),
+    ("What do bees make? Answer with one word.", "honey"),
+]
+
+
+def write_training_set(folder: Path, n: int, seed: int) -> Path:
+    """``n`` counting samples of 7-10 objects as LLaVA conversation data (train.json + images/)."""
+    path = folder / "train.json"
+    if path.exists():
+        return path
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        sample = make_sample("count", i, seed, counts=IN_DOMAIN)
+        sample.image.save(folder / "images" / f"{i:05d}.png")
+        records.append({"id": f"count-{i}", "image": f"images/{i:05d}.png", "conversations": [
+            {"from": "human", "value": "<image>\n" + sample.question}, {"from": "gpt", "value": sample.answer}]})
+    path.write_text(json.dumps(records) + "\n")
+    return path
+
+
+def items(function: str, n: int, seed: int, counts=None) -> list[Item]:
+    extra = {"counts": counts} if counts else {}
+    samples = [make_sample(function, i, seed, **extra) for i in range(n)]
+    return [Item(f"{function}-{i}", s.function, s.image, s.question, s.answer, s.box) for i, s in enumerate(samples)]
+
+
+def text_skills(adapter) -> dict:
+    """Greedy accuracy on TEXT_QA (the reference word in the answer) and the references' mean token loss."""
+    tokenizer, model = adapter.tokenizer, adapter.model
+    hits, losses = 0, []
+    for question, reference in TEXT_QA:
+        messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
+        prompt = adapter.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+            said = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            hits += reference.lower() in said.lower()
+            full = tokenizer(prompt + reference, return_tensors="pt", add_special_tokens=False).input_ids
+            labels = full.clone()
+            labels[:, : ids.shape[1]] = -100
+            losses.append(model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels).loss.item())
+    return {"accuracy": hits / len(TEXT_QA), "n": len(TEXT_QA), "ci": list(wilson(hits, len(TEXT_QA))),
+            "loss": sum(losses) / len(losses)}
+
+
+def measure(adapter, args) -> dict:
+    adapter.model.eval()
+    in_domain, _ = evaluate(adapter, items("count", args.eval_n, 101, IN_DOMAIN))
+    ood, _ = evaluate(adapter, [it for f in FUNCTIONS for it in items(f, args.ood_n, 1)])
+    return {"in_domain": in_domain["count"], "ood": ood, "text": text_skills(adapter)}
+
+
+def cell(row: dict) -> str:
+    return f"{row['accuracy']:.2f} ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| variant | seed | layers | trainable (share) | train s | in-domain count 7-10 | "
+            + " | ".join(f"{f} (ood)" for f in FUNCTIONS) + " | ood mean | text acc | text loss |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        ood_mean = sum(r["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
+        trainable = f"{r['trainable']:,} ({100 * r['share']:.2f}%)" if r["trainable"] else "0"
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['layers']} | {trainable} | {r['train_s']:.0f} | "
+                     f"{cell(r['in_domain'])} | " + " | ".join(cell(r["ood"][f]) for f in FUNCTIONS)
+                     + f" | {ood_mean:.3f} | {cell(r['text'])} | {r['text']['loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vfl", type=Path, required=True, help="summary.json of `vfl locate` on nano")
+    parser.add_argument("--function", default="count")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--train-n", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
+    parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
+    parser.add_argument("--out", type=Path, default=Path("runs/vfl-lora"))
+    args = parser.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    rows = [r for _, r in json_objects(results, "results")] if results.exists() else []
+    done = {(r["variant"], r["seed"]) for r in rows}
+    vfl = lora.vfl_layers(args.vfl, args.function)
+    samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, seed=100))
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    if ("none", 0) not in done:
+        record({"variant": "none", "seed": 0, "layers": "-", "trainable": 0, "share": 0.0, "train_s": 0.0,
+                **measure(load("nano"), args)})
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for rule in RULES:
+            if (rule, seed) in done:
+                continue
+            adapter = load("nano")
+            layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
+            run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, seed=seed, save_every=10)
+            start = time.perf_counter()
+            adapter_dir = lora.train(adapter, samples, layers, run, args.out / f"{rule}-s{seed}",
+                                     {"model": "nano", "rule": rule, "vfl": vfl})
+            train_s = time.perf_counter() - start
+            trainable = json.loads((args.out / f"{rule}-s{seed}" / "trainable.json").read_text())
+            merged = lora.with_adapter(load("nano"), adapter_dir)
+            record({"variant": rule, "seed": seed, "layers": ",".join(map(str, layers)),
+                    "trainable": trainable["trainable"], "share": trainable["share"], "train_s": train_s,
+                    **measure(merged, args)})
+    text = table(rows)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
