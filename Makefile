@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vfl locate --model nano --n 12 --out runs/demo
+	$(BIN)/vfl locate --model nano --n 20 --window 4 --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
