@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
     nano_eval.add_argument("--dtype", default="auto")
     nano_eval.add_argument("--device", default="cpu")
+    study = nano.add_parser("study", help="train and evaluate nano variants fed from each encoder layer group, "
+                                          "the last layer and their fusion (resumes from --out)")
+    study.add_argument("--groups", type=Path, required=True, help="groups.json from vfl vision-layers")
+    study.add_argument("--out", type=Path, required=True)
+    study.add_argument("--steps", type=int, default=80)
+    study.add_argument("--per-function", type=int, default=320, help="training images per function")
+    study.add_argument("--n", type=int, default=40, help="held-out samples per function")
+    study.add_argument("--lora-rank", type=int, default=0, help="0 (default): train the projector only")
+    study.add_argument("--seed", type=int, default=0)
 
     evaluate = commands.add_parser("eval", help="accuracy on a JSONL evaluation set")
     _model_options(evaluate)
@@ -175,6 +184,16 @@ def _nano(args) -> None:
                  for i, s in enumerate(samples)]
         summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
         _report_eval((summary, records), args.out, flat=True)
+    elif args.action == "study":
+        from vfl.nano.study import StudyConfig, run_study, study_table
+
+        for name in ("steps", "per_function", "n"):
+            if getattr(args, name) < 1:
+                raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        config = StudyConfig(steps=args.steps, per_function=args.per_function, n_eval=args.n,
+                             lora_rank=args.lora_rank, seed=args.seed)
+        print(study_table(run_study(args.groups, args.out, config)))
+        print(f"table: {args.out / 'study.md'}\nplot: {args.out / 'study.png'}")
 
 
 def _lora(args) -> None:

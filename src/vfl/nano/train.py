@@ -39,7 +39,7 @@ class TrainConfig:
     spec: NanoSpec = field(default_factory=NanoSpec)
 
 
-def _tokens(processor, question: str, answer: str, image_tokens: int) -> tuple[list[int], list[int]]:
+def token_ids(processor, question: str, answer: str, image_tokens: int) -> tuple[list[int], list[int]]:
     """The prompt exactly as the processor lays it out at inference, then the answer and <|im_end|>."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -68,7 +68,7 @@ def _data(run: Path, model, processor, config: TrainConfig):
         return torch.load(path)
     samples = [make_sample(f, i, config.seed) for f in FUNCTIONS for i in range(config.per_function)]
     features = vision_features(model, processor, [s.image for s in samples], config.spec.vision_layers)
-    tokens = [_tokens(processor, s.question, s.answer, features.shape[1]) for s in samples]
+    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
     data = {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
     torch.save(data, path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
@@ -131,8 +131,10 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
     return projector, {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
-def train(run: Path, config: TrainConfig) -> Path:
-    """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights."""
+def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
+    """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights.
+    ``data`` (ids, labels, features) replaces the run's own cached training set, e.g. features shared
+    by several variants."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
@@ -141,7 +143,7 @@ def train(run: Path, config: TrainConfig) -> Path:
     settings.write_text(json.dumps(asdict(config), indent=2) + "\n")
     torch.manual_seed(config.seed)
     base, processor = build_untrained(config.spec, config.seed)
-    data = _data(run, base, processor, config)
+    data = data if data is not None else _data(run, base, processor, config)
     peft_model = add_lora(base, config.spec) if config.spec.lora_rank else None  # injects into `base`
     model = peft_model or base
     projector = base.model.multi_modal_projector

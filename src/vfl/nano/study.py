@@ -1,0 +1,156 @@
+"""`vfl nano study`: which DINOv2 layer should feed nano's projector (the layer-selection study)?
+
+One nano variant per similarity group (its representative layer, from `vfl vision-layers`), one fed
+from the last layer, and one from a fusion of the representatives (their features concatenated into
+the projector: LLaVA's own multi-layer `vision_feature_layer`). Every variant gets the same data,
+recipe, seed and steps, then is evaluated per function on the same held-out samples. The encoder
+is frozen, so its features are computed once for all variants. Finished variants are skipped when
+the command runs again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from vfl.errors import VflError
+from vfl.nano.data import FUNCTIONS, make_sample
+from vfl.nano.model import NanoSpec, apply_trained, build_untrained
+from vfl.nano.parts import DINOV2_S
+from vfl.nano.train import TrainConfig, token_ids, train, vision_features
+
+
+@dataclass
+class StudyConfig:
+    steps: int = 80
+    per_function: int = 320  # training images per function
+    n_eval: int = 40  # held-out samples per function
+    batch_size: int = 16
+    lora_rank: int = 0  # 0: projector only, so the variants differ only in what the projector reads
+    seed: int = 0
+    eval_seed: int = 1
+
+
+def read_groups(path: Path) -> dict[str, int]:
+    """The representative layer of each group in a `vfl vision-layers` groups.json."""
+    try:
+        representatives = json.loads(Path(path).read_text())["representatives"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise VflError(f"{path} is not a groups.json written by `vfl vision-layers` (no representatives)") from None
+    return {group: int(layer) for group, layer in representatives.items()}
+
+
+def variants(representatives: dict[str, int], last: int = DINOV2_S["num_hidden_layers"]) -> dict[str, list[int]]:
+    """Variant name -> the encoder layers it reads: each group's representative, the last layer, the fusion."""
+    chosen = {f"{group}-{layer}": [layer] for group, layer in representatives.items()}
+    if last not in representatives.values():
+        chosen[f"last-{last}"] = [last]
+    fused = sorted(set(representatives.values()))
+    chosen["fusion-" + "-".join(map(str, fused))] = fused
+    return chosen
+
+
+def _training_data(out: Path, config: StudyConfig, layers: list[int]) -> dict:
+    """Token ids, labels and every needed layer's features of the training set, computed once."""
+    path = out / "features.pt"
+    if path.exists():
+        return torch.load(path)
+    model, processor = build_untrained(NanoSpec(vision_layers=layers), config.seed)
+    samples = [make_sample(f, i, config.seed) for f in FUNCTIONS for i in range(config.per_function)]
+    features = vision_features(model, processor, [s.image for s in samples], layers)
+    width = features.shape[-1] // len(layers)
+    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
+    data = {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens],
+            "layers": {k: features[..., i * width:(i + 1) * width].clone() for i, k in enumerate(layers)}}
+    torch.save(data, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return data
+
+
+def _evaluate(spec: NanoSpec, weights: Path, items) -> tuple[dict, list[dict]]:
+    from vfl.evaluate import evaluate
+    from vfl.models import adapter_for
+
+    model, processor = build_untrained(spec)
+    return evaluate(adapter_for(apply_trained(model, spec, weights), processor), items, 32)
+
+
+def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
+    """Train and evaluate every variant into ``out``; return (and write) study.json."""
+    from vfl.evaluate import Item
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"groups": read_groups(groups), **asdict(config)}
+    saved = out / "study-settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise VflError(f"{out} holds a study with other settings; use another --out")
+    saved.write_text(json.dumps(settings, indent=2) + "\n")
+    chosen = variants(settings["groups"])
+    needed = sorted({k for layers in chosen.values() for k in layers})
+    data = _training_data(out, config, needed)
+    samples = [make_sample(f, i, config.eval_seed) for f in FUNCTIONS for i in range(config.n_eval)]
+    items = [Item(f"{s.function}-{i}", s.function, s.image, s.question, s.answer, s.box)
+             for i, s in enumerate(samples)]
+    results = {}
+    for name, layers in chosen.items():
+        folder = out / name
+        result_file = folder / "eval.json"
+        if not result_file.exists():
+            spec = NanoSpec(vision_layers=layers, lora_rank=config.lora_rank, lora_alpha=2 * config.lora_rank)
+            train_config = TrainConfig(per_function=config.per_function, steps=config.steps,
+                                       batch_size=config.batch_size, seed=config.seed, spec=spec)
+            variant_data = {"ids": data["ids"], "labels": data["labels"],
+                            "features": torch.cat([data["layers"][k] for k in layers], dim=-1)}
+            print(f"training variant {name}: encoder layers {layers}")
+            weights = train(folder, train_config, variant_data)
+            summary, records = _evaluate(spec, weights, items)
+            with (folder / "eval.records.jsonl").open("w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+            result_file.write_text(json.dumps({"layers": layers, "functions": summary}, indent=2) + "\n")
+        results[name] = json.loads(result_file.read_text())
+    study = {"encoder": "nano (DINOv2-S)", "groups": settings["groups"], "settings": asdict(config),
+             "variants": results}
+    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+    (out / "study.md").write_text(study_table(study) + "\n")
+    plot_study(study, out / "study.png")
+    return study
+
+
+def study_table(study: dict) -> str:
+    lines = ["| variant | encoder layers | " + " | ".join(FUNCTIONS) + " | mean |",
+             "|---|---|" + "---|" * (len(FUNCTIONS) + 1)]
+    for name, row in study["variants"].items():
+        cells = [f"{row['functions'][f]['accuracy']:.2f} ({row['functions'][f]['ci'][0]:.2f}-"
+                 f"{row['functions'][f]['ci'][1]:.2f})" for f in FUNCTIONS]
+        mean = sum(row["functions"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
+        lines.append(f"| {name} | {', '.join(map(str, row['layers']))} | " + " | ".join(cells) + f" | {mean:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_study(study: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(study["variants"])
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for v, name in enumerate(names):
+        rows = [study["variants"][name]["functions"][f] for f in FUNCTIONS]
+        xs = [i + (v - (len(names) - 1) / 2) * width for i in range(len(FUNCTIONS))]
+        heights = [r["accuracy"] for r in rows]
+        errors = [[h - r["ci"][0] for h, r in zip(heights, rows)], [r["ci"][1] - h for h, r in zip(heights, rows)]]
+        ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks(range(len(FUNCTIONS)), FUNCTIONS)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out accuracy (95% CI)")
+    ax.set_title("nano variants by the encoder layer(s) feeding the projector")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
