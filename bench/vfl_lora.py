@@ -90,12 +90,13 @@ def text_skills(adapter) -> dict:
     for question, reference in TEXT_QA:
         messages = [{"role": "user", "content": [{"type": "text", "text": question}]}]
         prompt = adapter.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
             said = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             hits += reference.lower() in said.lower()
             full = tokenizer(prompt + reference, return_tensors="pt", add_special_tokens=False).input_ids
+            full = full.to(model.device)
             labels = full.clone()
             labels[:, : ids.shape[1]] = -100
             losses.append(model(input_ids=full, attention_mask=torch.ones_like(full), labels=labels).loss.item())
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
     parser.add_argument("--out", type=Path, default=Path("runs/vfl-lora"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -154,12 +156,12 @@ def main() -> None:
 
     if ("none", 0) not in done:
         record({"variant": "none", "seed": 0, "layers": "-", "trainable": 0, "share": 0.0, "train_s": 0.0,
-                **measure(load("nano"), args)})
+                **measure(load("nano", device=args.device), args)})
     for seed in [int(s) for s in args.seeds.split(",")]:
         for rule in RULES:
             if (rule, seed) in done:
                 continue
-            adapter = load("nano")
+            adapter = load("nano", device=args.device)
             layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
             run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, seed=seed, save_every=10)
             start = time.perf_counter()
@@ -167,7 +169,7 @@ def main() -> None:
                                      {"model": "nano", "rule": rule, "vfl": vfl})
             train_s = time.perf_counter() - start
             trainable = json.loads((args.out / f"{rule}-s{seed}" / "trainable.json").read_text())
-            merged = lora.with_adapter(load("nano"), adapter_dir)
+            merged = lora.with_adapter(load("nano", device=args.device), adapter_dir)
             record({"variant": rule, "seed": seed, "layers": ",".join(map(str, layers)),
                     "trainable": trainable["trainable"], "share": trainable["share"], "train_s": train_s,
                     **measure(merged, args)})

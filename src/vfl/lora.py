@@ -212,6 +212,8 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
                 order = list(range(len(mine)))
                 random.Random(run.seed * 1000 + epoch).shuffle(order)
                 inputs, labels = example(order[offset])
+                inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                labels = labels.to(accelerator.device)
                 sync = micro == run.batch_size - 1
                 with nullcontext() if sync else accelerator.no_sync(model):
                     loss = model(**inputs, labels=labels).loss / run.batch_size
