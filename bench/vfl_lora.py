@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from vfl import lora
-from vfl.evaluate import Item, evaluate
+from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.metrics import wilson
 from vfl.models import load
-from vfl.nano.data import FUNCTIONS, make_sample
+from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
 
 RULES = ("vfl", "all", "reversed", "random")
 IN_DOMAIN = (7, 10)
@@ -77,12 +77,6 @@ def write_training_set(folder: Path, n: int, seed: int) -> Path:
     return path
 
 
-def items(function: str, n: int, seed: int, counts=None) -> list[Item]:
-    extra = {"counts": counts} if counts else {}
-    samples = [make_sample(function, i, seed, **extra) for i in range(n)]
-    return [Item(f"{function}-{i}", s.function, s.image, s.question, s.answer, s.box) for i, s in enumerate(samples)]
-
-
 def text_skills(adapter) -> dict:
     """Greedy accuracy on TEXT_QA (the reference word in the answer) and the references' mean token loss."""
     tokenizer, model = adapter.tokenizer, adapter.model
@@ -106,8 +100,8 @@ def text_skills(adapter) -> dict:
 
 def measure(adapter, args) -> dict:
     adapter.model.eval()
-    in_domain, _ = evaluate(adapter, items("count", args.eval_n, 101, IN_DOMAIN))
-    ood, _ = evaluate(adapter, [it for f in FUNCTIONS for it in items(f, args.ood_n, 1)])
+    in_domain, _ = evaluate(adapter, held_out_items(["count"], args.eval_n, 101, counts=IN_DOMAIN))
+    ood, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.ood_n, 1))
     return {"in_domain": in_domain["count"], "ood": ood, "text": text_skills(adapter)}
 
 

@@ -173,15 +173,13 @@ def _nano(args) -> None:
             ship(weights, WEIGHTS)
             print(f"shipped into {WEIGHTS}")
     elif args.action == "eval":
-        from vfl.evaluate import Item, evaluate
+        from vfl.evaluate import evaluate
         from vfl.models import load
-        from vfl.nano.data import FUNCTIONS, make_sample
+        from vfl.nano.data import FUNCTIONS, held_out_items
 
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
-        samples = [make_sample(f, i, args.seed) for f in FUNCTIONS for i in range(args.n)]
-        items = [Item(f"{s.function}-{i}", s.function, s.image, s.question, s.answer, s.box)
-                 for i, s in enumerate(samples)]
+        items = held_out_items(FUNCTIONS, args.n, args.seed)
         summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":

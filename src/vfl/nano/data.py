@@ -67,3 +67,12 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
         ink = tuple(rng.randint(0, 80) for _ in range(3))
         return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word)
     raise ValueError(f"unknown function {function!r}")
+
+
+def held_out_items(functions, n: int, seed: int, **sample_options) -> list:
+    """``n`` evaluation items per function (ids ``<function>-<k>`` in order), for `vfl.evaluate.evaluate`;
+    ``sample_options`` go to `make_sample` (e.g. ``counts``)."""
+    from vfl.evaluate import Item
+
+    samples = [make_sample(f, i, seed, **sample_options) for f in functions for i in range(n)]
+    return [Item(f"{s.function}-{k}", s.function, s.image, s.question, s.answer, s.box) for k, s in enumerate(samples)]

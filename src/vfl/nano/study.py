@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, make_sample
+from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.train import TrainConfig, token_ids, train, vision_features
@@ -80,8 +80,6 @@ def _evaluate(spec: NanoSpec, weights: Path, items) -> tuple[dict, list[dict]]:
 
 def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     """Train and evaluate every variant into ``out``; return (and write) study.json."""
-    from vfl.evaluate import Item
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"groups": read_groups(groups), **asdict(config)}
@@ -92,9 +90,7 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})
     data = _training_data(out, config, needed)
-    samples = [make_sample(f, i, config.eval_seed) for f in FUNCTIONS for i in range(config.n_eval)]
-    items = [Item(f"{s.function}-{i}", s.function, s.image, s.question, s.answer, s.box)
-             for i, s in enumerate(samples)]
+    items = held_out_items(FUNCTIONS, config.n_eval, config.eval_seed)
     results = {}
     for name, layers in chosen.items():
         folder = out / name
