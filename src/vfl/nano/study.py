@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
+from vfl.nano.data import FUNCTIONS, held_out_items
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
-from vfl.nano.train import TrainConfig, token_ids, train, vision_features
+from vfl.nano.train import TrainConfig, cached, train, training_set
 
 
 @dataclass
@@ -54,20 +54,17 @@ def variants(representatives: dict[str, int], last: int = DINOV2_S["num_hidden_l
 
 
 def _training_data(out: Path, config: StudyConfig, layers: list[int]) -> dict:
-    """Token ids, labels and every needed layer's features of the training set, computed once."""
-    path = out / "features.pt"
-    if path.exists():
-        return torch.load(path)
-    model, processor = build_untrained(NanoSpec(vision_layers=layers), config.seed)
-    samples = [make_sample(f, i, config.seed) for f in FUNCTIONS for i in range(config.per_function)]
-    features = vision_features(model, processor, [s.image for s in samples], layers)
-    width = features.shape[-1] // len(layers)
-    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
-    data = {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens],
-            "layers": {k: features[..., i * width:(i + 1) * width].clone() for i, k in enumerate(layers)}}
-    torch.save(data, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return data
+    """The training set with every needed layer's features kept apart, computed once for all variants."""
+
+    def build() -> dict:
+        model, processor = build_untrained(NanoSpec(vision_layers=layers), config.seed)
+        data = training_set(model, processor, config.per_function, config.seed, layers)
+        features = data.pop("features")
+        width = features.shape[-1] // len(layers)
+        data["layers"] = {k: features[..., i * width:(i + 1) * width].clone() for i, k in enumerate(layers)}
+        return data
+
+    return cached(out / "features.pt", build)
 
 
 def _evaluate(spec: NanoSpec, weights: Path, items) -> tuple[dict, list[dict]]:

@@ -61,18 +61,28 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
     return torch.cat(chunks)
 
 
-def _data(run: Path, model, processor, config: TrainConfig):
-    """Token ids, labels and cached vision features of the training set (built once per run folder)."""
-    path = run / "data.pt"
+def training_set(model, processor, per_function: int, seed: int, layers: list[int]) -> dict:
+    """Token ids, labels and the encoder layers' concatenated features of the training samples."""
+    samples = [make_sample(f, i, seed) for f in FUNCTIONS for i in range(per_function)]
+    features = vision_features(model, processor, [s.image for s in samples], layers)
+    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
+    return {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
+
+
+def cached(path: Path, build) -> dict:
+    """``torch.load(path)``, or ``build()`` saved there atomically first."""
     if path.exists():
         return torch.load(path)
-    samples = [make_sample(f, i, config.seed) for f in FUNCTIONS for i in range(config.per_function)]
-    features = vision_features(model, processor, [s.image for s in samples], config.spec.vision_layers)
-    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
-    data = {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
+    data = build()
     torch.save(data, path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
     return data
+
+
+def _data(run: Path, model, processor, config: TrainConfig):
+    """The training set, built once per run folder."""
+    return cached(run / "data.pt", lambda: training_set(model, processor, config.per_function, config.seed,
+                                                         config.spec.vision_layers))
 
 
 def answer_loss(model, ids, labels, attention, features) -> torch.Tensor:
