@@ -131,3 +131,25 @@ def test_two_processes_train_data_parallel(tiny_llava_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "dp" / "adapter" / "adapter_model.safetensors").exists()
     assert json.loads((tmp_path / "dp" / "progress.json").read_text())["step"] == 12
+
+
+def test_batched_examples_give_each_examples_own_loss(adapters):
+    """Right padding and concatenated images change nothing: batched losses equal one-by-one losses,
+    text-only samples included (they go to a batch of their own)."""
+    from vfl.lora import answer_loss, collate, encode
+    from vfl.nano.data import make_sample
+
+    adapter = adapters("llava")
+    examples = []
+    for i, function in enumerate(("count", "ground", "ocr")):
+        sample = make_sample(function, i, 0, size=32)
+        examples.append(encode(adapter, sample.image, [(sample.question, sample.answer)]))
+    examples.append(encode(adapter, None, [("What is 2 plus 2?", "4"), ("And 3 plus 3?", "6")]))
+    with torch.no_grad():
+        alone = [answer_loss(adapter.model(**inputs).logits, labels).item() for inputs, labels in examples]
+        batches = collate(examples, pad_id=0)
+        assert [len(labels) for _, labels in batches] == [3, 1]
+        together = [v for inputs, labels in batches for v in answer_loss(adapter.model(**inputs).logits, labels).tolist()]
+    assert together == pytest.approx(alone, abs=1e-9)
+    text_labels = examples[-1][1][0]
+    assert (text_labels != -100).sum() >= 2  # both answers are trained

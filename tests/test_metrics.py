@@ -47,5 +47,8 @@ def test_vfl_band():
     assert peak == 3
     assert band == [3, 4]  # 0.85 lies inside 0.9's interval; 0.5 and 0.2 do not; 0.88 is not adjacent
     assert vfl_band([0, 0, 0], [(0, 0.3)] * 3) == (None, [])
+    # a flat curve no higher than the no-swap control (answers that were B's already) is no VFL
+    assert vfl_band([0.4, 0.4, 0.35], [wilson(8, 20), wilson(8, 20), wilson(7, 20)], floor=0.3) == (None, [])
+    assert vfl_band(rates, cis, floor=0.5) == (3, [3, 4])
     # width is capped at three layers even when all are equal
     assert len(vfl_band([0.5] * 8, [wilson(10, 20)] * 8)[1]) == 3

@@ -113,10 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--lr", type=float, default=2e-4)
     lora.add_argument("--steps", type=int, default=100)
     lora.add_argument("--batch-size", type=int, default=8, help="samples per optimizer step and process")
+    lora.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (memory only)")
+    lora.add_argument("--subset", type=Path, help="a selection.json from vfl select: train on its ids only")
     lora.add_argument("--seed", type=int, default=0)
     lora.add_argument("--save-every", type=int, default=25)
     lora.add_argument("--merge", action="store_true", help="also save the model with the LoRA merged in")
     lora.add_argument("--out", type=Path, required=True)
+
+    select = commands.add_parser("select", help="label a training pool by function through VFL ablation and "
+                                                 "choose a budget (VFL-select; resumes from --out)")
+    _model_options(select)
+    select.add_argument("--vfl", type=Path, required=True, help="a vfl locate summary.json: the functions' VFLs")
+    select.add_argument("--data", type=Path, required=True, help="the pool: LLaVA conversation JSON/JSONL")
+    select.add_argument("--image-folder", type=Path, help="where the data's image paths start (default: its folder)")
+    select.add_argument("--budget", type=float, default=0.2, help="share of the pool (or a number of samples > 1)")
+    select.add_argument("--target", default=None, help="functions to select for (default: every one with a VFL)")
+    select.add_argument("--strategy", default="balanced", choices=("balanced", "top"),
+                        help="balanced: targets in turn, best score first; top: best scores whatever the function")
+    select.add_argument("--min-score", type=float, default=0.0,
+                        help="a sample whose loss rises by no more than this (nats) under every ablation is "
+                             "labelled none and never chosen")
+    select.add_argument("--margin", type=int, default=0, help="widen every VFL by this many layers on each side")
+    select.add_argument("--out", type=Path, required=True)
 
     layers = commands.add_parser("vision-layers", help="layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
@@ -200,6 +218,8 @@ def _lora(args) -> None:
     from vfl.probes.schema import parse_function
 
     samples = lora.load_conversations(args.data, args.image_folder)
+    if args.subset is not None:
+        samples = lora.subset(samples, args.subset)
     vfl = None
     if args.vfl is not None:
         if not args.function:
@@ -208,8 +228,10 @@ def _lora(args) -> None:
     adapter = load(args.model, args.dtype, _device(args), args.device_map)
     layers = lora.choose_layers(args.layers or ("vfl" if vfl else "all"), adapter.num_layers, vfl, args.seed)
     run = lora.LoraRun(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, steps=args.steps,
-                       batch_size=args.batch_size, seed=args.seed, save_every=args.save_every)
-    settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl}
+                       batch_size=args.batch_size, micro_batch=args.micro_batch, seed=args.seed,
+                       save_every=args.save_every)
+    settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl,
+                "subset": [s["id"] for s in samples] if args.subset else None}
     adapter_dir = lora.train(adapter, samples, layers, run, args.out, settings)
     if adapter_dir is not None:
         print(f"adapter: {adapter_dir}")
@@ -218,6 +240,32 @@ def _lora(args) -> None:
             merged.model.save_pretrained(args.out / "merged")
             merged.processor.save_pretrained(args.out / "merged")
             print(f"merged model: {args.out / 'merged'}")
+
+
+def _select(args) -> None:
+    from vfl.lora import load_conversations
+    from vfl.models import load
+    from vfl.probes.schema import parse_functions
+    from vfl.report import load_vfls
+    from vfl.select import select
+
+    samples = load_conversations(args.data, args.image_folder)
+    vfls = load_vfls(args.vfl, args.margin)
+    if not vfls:
+        raise VflError(f"{args.vfl} names no VFL for any function; nothing to ablate")
+    targets = parse_functions(args.target) if args.target else None
+    if targets:
+        missing = [t for t in targets if t not in vfls]
+        if missing:
+            raise VflError(f"--target {missing[0]} has no VFL in {args.vfl} (functions with one: {', '.join(vfls)})")
+    adapter = load(args.model, args.dtype, _device(args), args.device_map)
+    settings = {"model": args.model, "data": str(args.data.resolve()), "vfl": vfls}
+    selection = select(adapter, samples, vfls, args.out, settings, args.budget, targets, args.strategy, args.min_score)
+    if selection is not None:
+        print(f"chose {selection['chosen']} of {selection['pool']} samples (wanted {selection['wanted']}): "
+              + ", ".join(f"{f} {n}" for f, n in selection["per_function"].items()))
+        print(f"profiles: {args.out / 'profiles.jsonl'}\nselection: {args.out / 'selection.json'}\n"
+              f"plot: {args.out / 'profiles.png'}")
 
 
 def _vision_layers(args) -> None:
@@ -287,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             _report_eval(evaluate(adapter, items, args.max_new_tokens), args.out)
         elif args.command == "lora":
             _lora(args)
+        elif args.command == "select":
+            _select(args)
         elif args.command == "vision-layers":
             _vision_layers(args)
         elif args.command == "make-tiny":

@@ -17,21 +17,17 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
+from vfl.report import load_vfls
 from vfl.models import Adapter
+from vfl.models.base import TEXT_KEYS
 
 
 def vfl_layers(summary_path: Path, function: str, margin: int = 0) -> list[int]:
     """A function's VFL from a `vfl locate` summary.json, widened by ``margin`` layers on each side."""
-    try:
-        summary = json.loads(Path(summary_path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise VflError(f"cannot read the locate summary {summary_path} ({err})") from None
-    data = summary.get("functions", {}).get(function)
-    if data is None or not data.get("vfl"):
-        raise VflError(f"{summary_path} has no VFL for {function!r} (functions: {', '.join(summary.get('functions', {}))})")
-    layers = data["vfl"]
-    widened = range(min(layers) - margin, max(layers) + margin + 1)
-    return [k for k in widened if 0 <= k < summary["num_layers"]]
+    vfls = load_vfls(summary_path, margin)
+    if function not in vfls:
+        raise VflError(f"{summary_path} has no VFL for {function!r} (functions with one: {', '.join(vfls) or 'none'})")
+    return vfls[function]
 
 
 def choose_layers(rule: str, num_layers: int, vfl: list[int] | None = None, seed: int = 0) -> list[int]:
@@ -90,8 +86,9 @@ def trainable_share(model) -> tuple[int, float]:
 # -- training data -----------------------------------------------------------------------------------
 def load_conversations(path: Path, image_folder: Path | None = None) -> list[dict]:
     """Samples ``{"id", "image", "turns": [(question, answer), ...]}`` from LLaVA-format data (a JSON list or
-    JSONL of ``{"image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``)
-    or from a vfl probe file (each probe gives two samples, one per image)."""
+    JSONL of ``{"image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``;
+    a record without ``image`` is a text-only sample, ``image`` None) or from a vfl probe file (each probe gives
+    two samples, one per image)."""
     from vfl.jsonl import json_objects
 
     path = Path(path)
@@ -113,39 +110,110 @@ def load_conversations(path: Path, image_folder: Path | None = None) -> list[dic
                                 "turns": [(record["question"], str(record[f"answer_{which}"]))]})
             continue
         turns, conversation = [], record.get("conversations")
-        if not isinstance(conversation, list) or len(conversation) < 2 or "image" not in record:
-            raise VflError(f"{path} record {index} needs image and conversations (human, gpt, ...)")
+        if not isinstance(conversation, list) or len(conversation) < 2:
+            raise VflError(f"{path} record {index} needs conversations (human, gpt, ...)")
         for human, gpt in zip(conversation[::2], conversation[1::2]):
             if human.get("from") != "human" or gpt.get("from") != "gpt":
                 raise VflError(f"{path} record {index}: conversations must alternate human and gpt")
             turns.append((human["value"].replace("<image>", "").strip(), gpt["value"]))
-        samples.append({"id": str(record.get("id", index)), "image": folder / record["image"], "turns": turns})
+        image = folder / record["image"] if record.get("image") else None
+        samples.append({"id": str(record.get("id", index)), "image": image, "turns": turns})
     if not samples:
         raise VflError(f"training data {path} holds no samples")
+    ids = [sample["id"] for sample in samples]
+    if len(set(ids)) < len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise VflError(f"training data {path}: sample id {duplicate!r} occurs more than once")
     for sample in samples:
-        if not sample["image"].is_file():
+        if sample["image"] is not None and not sample["image"].is_file():
             raise VflError(f"sample {sample['id']}: image {sample['image']} does not exist")
     return samples
 
 
+def subset(samples: list[dict], selection_path: Path) -> list[dict]:
+    """The samples whose ids a `vfl select` selection.json lists, in the pool's order."""
+    try:
+        ids = set(json.loads(Path(selection_path).read_text())["ids"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise VflError(f"cannot read the selection {selection_path} ({err})") from None
+    unknown = ids - {sample["id"] for sample in samples}
+    if unknown:
+        raise VflError(f"the selection names {len(unknown)} ids the data does not hold (e.g. {sorted(unknown)[0]!r})")
+    chosen = [sample for sample in samples if sample["id"] in ids]
+    if not chosen:
+        raise VflError(f"the selection {selection_path} is empty")
+    return chosen
+
+
+def open_image(sample: dict):
+    """The sample's image as RGB, or None for a text-only sample."""
+    from PIL import Image
+
+    if sample["image"] is None:
+        return None
+    try:
+        with Image.open(sample["image"]) as image:
+            return image.convert("RGB")
+    except OSError:
+        raise VflError(f"sample {sample['id']}: image {sample['image']} cannot be read") from None
+
+
 def encode(adapter: Adapter, image, turns: list[tuple[str, str]]) -> tuple[dict, torch.Tensor]:
-    """Model inputs for a conversation and labels that cover the assistant's tokens only."""
+    """Model inputs for a conversation (``image`` None: text only) and labels that cover the assistant's
+    tokens only."""
     messages, spans = [], []
     for i, (question, answer) in enumerate(turns):
-        content = [{"type": "image"}] if i == 0 else []
+        content = [{"type": "image"}] if i == 0 and image is not None else []
         messages.append({"role": "user", "content": content + [{"type": "text", "text": question}]})
         before = adapter.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         through = adapter.processor.apply_chat_template(messages, tokenize=False)
         spans.append((before, through))
-    full = adapter.processor(images=[image], text=[spans[-1][1]], return_tensors="pt")
+    images = None if image is None else [image]
+    full = adapter.processor(images=images, text=[spans[-1][1]], return_tensors="pt")
     ids = full["input_ids"][0]
     labels = torch.full_like(ids, -100)
     for before, through in spans:
-        start = adapter.processor(images=[image], text=[before], return_tensors="pt")["input_ids"].shape[1]
-        end = adapter.processor(images=[image], text=[through], return_tensors="pt")["input_ids"].shape[1]
+        start = adapter.processor(images=images, text=[before], return_tensors="pt")["input_ids"].shape[1]
+        end = adapter.processor(images=images, text=[through], return_tensors="pt")["input_ids"].shape[1]
         labels[start:end] = ids[start:end]
     return dict(full), labels.unsqueeze(0)
+
+
+def collate(examples: list[tuple[dict, torch.Tensor]], pad_id: int) -> list[tuple[dict, torch.Tensor]]:
+    """Batches of encoded examples: text right-padded (labels with -100), image tensors concatenated.
+    Examples whose image tensors cannot be concatenated (other shapes, or no image) go to separate batches."""
+    groups: dict[tuple, list] = {}
+    for inputs, labels in examples:
+        signature = tuple((k, tuple(v.shape[1:])) for k, v in sorted(inputs.items())
+                          if torch.is_tensor(v) and k not in TEXT_KEYS)
+        groups.setdefault(signature, []).append((inputs, labels))
+    batches = []
+    for group in groups.values():
+        length = max(labels.shape[1] for _, labels in group)
+
+        def padded(tensor, value):
+            return torch.nn.functional.pad(tensor, (0, length - tensor.shape[1]), value=value)
+
+        batch = {"input_ids": torch.cat([padded(i["input_ids"], pad_id) for i, _ in group]),
+                 "attention_mask": torch.cat([padded(i.get("attention_mask", torch.ones_like(i["input_ids"])), 0)
+                                              for i, _ in group])}
+        for key in group[0][0]:
+            if key in batch or not torch.is_tensor(group[0][0][key]):
+                continue
+            values = [i[key] for i, _ in group]
+            batch[key] = torch.cat([padded(v, 0) for v in values] if key in TEXT_KEYS else values)
+        batches.append((batch, torch.cat([padded(labels, -100) for _, labels in group])))
+    return batches
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over each row's answer tokens (labels != -100), one value per row."""
+    targets = labels[:, 1:]
+    logits = logits[:, :-1].transpose(1, 2)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision is summed in float32
+    losses = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+    return losses.sum(1) / (targets != -100).sum(1).clamp(min=1)
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -160,6 +228,7 @@ class LoraRun:
     warmup: float = 0.03
     steps: int = 100
     batch_size: int = 8
+    micro_batch: int = 4  # samples per forward pass (memory); the loss is the same
     seed: int = 0
     save_every: int = 25
 
@@ -170,7 +239,6 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
     `accelerate launch` / `torchrun` (each rank takes every world-th sample, gradients are averaged).
     Returns the adapter folder on the main process."""
     from accelerate import Accelerator
-    from PIL import Image
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -195,28 +263,37 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
         step, losses = progress["step"], progress["losses"]
     mine = samples[accelerator.process_index::accelerator.num_processes]
     encoded: dict[int, tuple] = {}
+    pad_id = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else 0
 
     def example(index: int):
         if index not in encoded:
-            with Image.open(mine[index]["image"]) as image:
-                encoded[index] = encode(adapter, image.convert("RGB"), mine[index]["turns"])
+            encoded[index] = encode(adapter, open_image(mine[index]), mine[index]["turns"])
         return encoded[index]
+
+    def step_indices(step: int) -> list[int]:
+        """The samples of an optimizer step: an epoch-wise seeded shuffle, so a resumed run sees the same."""
+        indices = []
+        for slot in range(step * run.batch_size, (step + 1) * run.batch_size):
+            epoch, offset = divmod(slot, len(mine))
+            order = list(range(len(mine)))
+            random.Random(run.seed * 1000 + epoch).shuffle(order)
+            indices.append(order[offset])
+        return indices
 
     model.train()
     with tqdm(total=run.steps, initial=step, desc="lora", unit="step", disable=not accelerator.is_main_process,
               dynamic_ncols=True) as bar:
         while step < run.steps:
+            indices = step_indices(step)
+            batches = [batch for start in range(0, len(indices), run.micro_batch)
+                       for batch in collate([example(i) for i in indices[start:start + run.micro_batch]], pad_id)]
             total = 0.0
-            for micro in range(run.batch_size):
-                epoch, offset = divmod(step * run.batch_size + micro, len(mine))
-                order = list(range(len(mine)))
-                random.Random(run.seed * 1000 + epoch).shuffle(order)
-                inputs, labels = example(order[offset])
+            for number, (inputs, labels) in enumerate(batches):
                 inputs = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
                 labels = labels.to(accelerator.device)
-                sync = micro == run.batch_size - 1
+                sync = number == len(batches) - 1
                 with nullcontext() if sync else accelerator.no_sync(model):
-                    loss = model(**inputs, labels=labels).loss / run.batch_size
+                    loss = answer_loss(model(**inputs).logits, labels).sum() / run.batch_size
                     accelerator.backward(loss)
                 total += loss.item()
             optimizer.step()

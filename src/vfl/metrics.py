@@ -85,17 +85,21 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def vfl_band(rates: list[float], intervals: list[tuple[float, float]], max_layers: int = 3) -> tuple[int | None, list[int]]:
+def vfl_band(rates: list[float], intervals: list[tuple[float, float]], max_layers: int = 3,
+             floor: float = 0.0) -> tuple[int | None, list[int]]:
     """The peak layer and the contiguous band around it (at most ``max_layers``) whose rates lie inside
-    the peak's interval; grows towards the higher neighbour first. No transfer anywhere: (None, [])."""
-    if not rates or max(rates) <= 0:
+    the peak's interval; grows towards the higher neighbour first. ``floor`` is the rate of the no-swap
+    control (answers that are B's already): a peak whose interval does not clear it is no VFL (None, [])."""
+    if not rates:
         return None, []
     peak = max(range(len(rates)), key=lambda k: (rates[k], -k))
     low = intervals[peak][0]
+    if low <= floor:
+        return None, []
     band = [peak]
     while len(band) < max_layers:
         left, right = band[0] - 1, band[-1] + 1
-        candidates = [k for k in (left, right) if 0 <= k < len(rates) and 0 < rates[k] and rates[k] >= low]
+        candidates = [k for k in (left, right) if 0 <= k < len(rates) and floor < rates[k] and rates[k] >= low]
         if not candidates:
             break
         best = max(candidates, key=lambda k: rates[k])

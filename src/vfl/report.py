@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from vfl.errors import VflError
 from vfl.metrics import vfl_band, wilson
 from vfl.probes.schema import FUNCTIONS
 
@@ -34,10 +35,12 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
         swept = sorted({r["layer"] for r in records if r["layer"] is not None})
         layers = [{"layer": k, "layers": list(range(k, k + window)), **_row(groups.get(f"layer {k}", []))}
                   for k in swept]
-        peak_index, band = vfl_band([r["transfer_rate"] for r in layers], [tuple(r["ci"]) for r in layers])
+        none = groups.get("none", [])
+        floor = _row(none)["transfer_rate"] if none else 0.0
+        peak_index, band = vfl_band([r["transfer_rate"] for r in layers], [tuple(r["ci"]) for r in layers],
+                                    floor=floor)
         peak = None if peak_index is None else swept[peak_index]
         band = [swept[i] for i in band]
-        none = groups.get("none", [])
         functions[function] = {
             "layers": layers,
             "controls": {name: _row(groups.get(name, [])) for name in ("none", "all")},
@@ -46,6 +49,22 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
             "vfl": sorted({k for start in band for k in range(start, start + window)}),
         }
     return {"model": model, "num_layers": num_layers, "window": window, "functions": functions}
+
+
+def load_vfls(summary_path: Path, margin: int = 0) -> dict[str, list[int]]:
+    """Every function's VFL in a `vfl locate` summary.json (functions without one are left out), each
+    widened by ``margin`` layers on both sides."""
+    try:
+        summary = json.loads(Path(summary_path).read_text())
+        functions, num_layers = summary["functions"], summary["num_layers"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise VflError(f"cannot read the locate summary {summary_path} ({err})") from None
+    vfls = {}
+    for function, data in functions.items():
+        if data.get("vfl"):
+            layers = data["vfl"]
+            vfls[function] = [k for k in range(min(layers) - margin, max(layers) + margin + 1) if 0 <= k < num_layers]
+    return vfls
 
 
 def _plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[str, list, list, list]],
@@ -103,7 +122,8 @@ def write_locate(summary: dict, out: Path) -> None:
     lines += ["", "![transfer rate per layer](curves.png)", "",
               "Transfer: the answer matches image B's (count equal, IoU > 0.5, same word, yes turned to no). "
               "The VFL is the peak layer and up to two adjacent layers whose rate lies inside the peak's "
-              "95% Wilson interval. A flat curve with a high all-layer control means no single layer carries "
+              "95% Wilson interval, provided that interval clears the no-swap control's rate (answers that "
+              "were B's already); otherwise the function has no VFL. A flat curve with a high all-layer control means no single layer carries "
               "the function; a low all-layer control means the model does not read that attribute at all."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 

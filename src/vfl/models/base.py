@@ -15,7 +15,7 @@ from PIL import Image
 from vfl.errors import VflError
 
 # Processor outputs that describe the text; everything else (pixel values, grids, masks) feeds the image.
-_TEXT_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"}
+TEXT_KEYS = {"input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"}
 
 
 @dataclass
@@ -89,13 +89,16 @@ class Adapter:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def build_prompt(self, image: Image.Image, question: str) -> Prompt:
-        inputs = self.processor(images=[image], text=[self.chat_text(question)], return_tensors="pt")
+        return self.prompt(self.processor(images=[image], text=[self.chat_text(question)], return_tensors="pt"))
+
+    def prompt(self, inputs) -> Prompt:
+        """A `Prompt` from the processor's output for one image and any text (a question, a conversation)."""
         input_ids = inputs["input_ids"]
         visual = (input_ids[0] == self.image_token_id).nonzero().flatten()
         if len(visual) == 0:
             raise VflError(f"the {self.family} processor put no image token in the prompt")
         image_inputs = {k: v.to(self.device) if torch.is_tensor(v) else v
-                        for k, v in inputs.items() if k not in _TEXT_KEYS}
+                        for k, v in inputs.items() if k not in TEXT_KEYS}
         for key, value in image_inputs.items():
             if torch.is_tensor(value) and value.is_floating_point():
                 image_inputs[key] = value.to(self.model.dtype)
