@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--train-n", type=int, default=400)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (raise it on a GPU)")
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
     parser.add_argument("--out", type=Path, default=Path("runs/vfl-lora"))
@@ -157,7 +158,8 @@ def main() -> None:
                 continue
             adapter = load("nano", device=args.device)
             layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
-            run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, seed=seed, save_every=10)
+            run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, seed=seed,
+                               save_every=10)
             start = time.perf_counter()
             adapter_dir = lora.train(adapter, samples, layers, run, args.out / f"{rule}-s{seed}",
                                      {"model": "nano", "rule": rule, "vfl": vfl})
