@@ -168,9 +168,18 @@ def table(rows: list[dict]) -> str:
         if not mine:
             continue
         cells = [spread([r["accuracy"][f] for r in mine]) for f in FUNCTIONS]
-        share = "–" if arm == "none" else spread([r["share_of_full"] for r in mine if r["share_of_full"] is not None])
+        shares = [r["share_of_full"] for r in mine if r["share_of_full"] is not None]
+        share = spread(shares) if shares else "–"
         lines.append(f"| {arm} | {len(mine)} | {mine[0]['samples']} | {mine[0]['steps']} | " + " | ".join(cells)
                      + f" | {spread([r['mean'] for r in mine])} | {share} |")
+    return "\n".join(lines)
+
+
+def confusion_table(labels: dict) -> str:
+    head = "| true kind | " + " | ".join(f"labelled {label}" for label in labels["labels"]) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for kind, row in labels["confusion"].items():
+        lines.append(f"| {kind} | " + " | ".join(str(row[label]) for label in labels["labels"]) + " |")
     return "\n".join(lines)
 
 
@@ -241,7 +250,8 @@ def main() -> None:
             kinds = {k: sum(truth[i] == k for i in ids) for k in sorted(set(truth.values()))}
             record({"arm": arm, "seed": seed, "samples": len(subset), "steps": steps, "train_s": round(train_s, 1),
                     "share_of_full": result["mean"] / full if full else None, "true_kinds": kinds, **result})
-    text = table(rows)
+    text = (table(rows) + f"\n\nVFL labels against the true ones: {labels['accuracy']:.3f} of {labels['n']} clean "
+            "function samples\n\n" + confusion_table(labels))
     (out / "table.md").write_text(text + "\n")
     print(text)
 

@@ -247,8 +247,9 @@ def _select(args) -> None:
     from vfl.models import load
     from vfl.probes.schema import parse_functions
     from vfl.report import load_vfls
-    from vfl.select import select
+    from vfl.select import check_choice, select
 
+    check_choice(args.budget, args.strategy)
     samples = load_conversations(args.data, args.image_folder)
     vfls = load_vfls(args.vfl, args.margin)
     if not vfls:

@@ -86,14 +86,18 @@ def profiles(records: list[dict], min_score: float = 0.0) -> list[dict]:
     return pool
 
 
+def check_choice(budget: float, strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise VflError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if budget <= 0 or (budget > 1 and budget != int(budget)):
+        raise VflError(f"--budget is a share in (0, 1] or a whole number of samples, got {budget:g}")
+
+
 def choose(pool: list[dict], budget: float, targets: list[str], strategy: str = "balanced") -> dict:
     """The chosen ids for ``budget`` (a share of the pool, or a count when > 1) among samples labelled with
     a target function: ``balanced`` takes the targets in turn, each its highest-scoring sample next;
     ``top`` takes the highest scores whatever the function. Samples labelled "none" are never chosen."""
-    if strategy not in STRATEGIES:
-        raise VflError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if budget <= 0 or (budget > 1 and budget != int(budget)):
-        raise VflError(f"--budget is a share in (0, 1] or a whole number of samples, got {budget}")
+    check_choice(budget, strategy)
     wanted = int(budget) if budget > 1 else round(budget * len(pool))
     ranked = {f: sorted((p for p in pool if p["function"] == f), key=lambda p: (-p["scores"][f], p["id"]))
               for f in targets}
@@ -112,7 +116,7 @@ def choose(pool: list[dict], budget: float, targets: list[str], strategy: str = 
 
 
 def plot(pool: list[dict], path: Path) -> None:
-    """Left: how many samples each label got; right: each function's score over the image samples."""
+    """Left: how many samples each label got; right: each function's score over the whole pool."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,6 +165,7 @@ def select(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], ou
            min_score: float = 0.0) -> dict | None:
     """Measure the pool (resumable) and write its profiles, plot and selection; None on ranks other than 0.
     A rerun with another budget, strategy or target reuses the measured losses."""
+    check_choice(budget, strategy)
     records = measure(adapter, samples, vfls, out, settings)
     if records is None:
         return None
