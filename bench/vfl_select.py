@@ -44,7 +44,7 @@ from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
 from vfl.report import load_vfls
-from vfl.select import select
+from vfl.select import select, take_in_turns
 
 ARMS = ("full", "random", "vfl", "expert", "oracle")
 COUNTS = (1, 10)
@@ -111,13 +111,7 @@ def build_pool(folder: Path, size: int, seed: int = 0) -> tuple[Path, dict]:
 
 def balanced_pick(groups: dict[str, list[str]], wanted: int, rng: random.Random) -> list[str]:
     """Take the groups in turn, a random member each time, until ``wanted`` or the groups run dry."""
-    queues = {k: rng.sample(v, len(v)) for k, v in groups.items()}
-    chosen = []
-    while len(chosen) < wanted and any(queues.values()):
-        for key in groups:
-            if queues[key] and len(chosen) < wanted:
-                chosen.append(queues[key].pop())
-    return chosen
+    return take_in_turns({k: rng.sample(v, len(v))[::-1] for k, v in groups.items()}, wanted)
 
 
 def expert_ids(samples: list[dict], wanted: int, seed: int) -> list[str]:

@@ -10,7 +10,8 @@ from conftest import run_cli
 from vfl.interventions import _PLAN
 from vfl.lora import answer_loss, encode, load_conversations, open_image
 from vfl.nano.data import make_sample
-from vfl.select import answer_losses, ablations, choose, measure, profiles
+from vfl.errors import VflError
+from vfl.select import ablations, answer_losses, check_choice, choose, measure, profiles
 
 VFLS = {"count": [1, 2], "ground": [3]}
 
@@ -99,8 +100,10 @@ def test_choose_balances_targets_and_never_takes_none():
     assert top["ids"] == ["p5", "p4", "p3"]
     short = choose(pool, 1.0, ["ground"])
     assert short["chosen"] == 2 and short["wanted"] == 10  # the rest is labelled count or none
-    with pytest.raises(Exception, match="budget"):
-        choose(pool, 0, ["count"])
+    with pytest.raises(VflError, match="budget"):
+        check_choice(0, "balanced", ["count"], VFLS)
+    with pytest.raises(VflError, match="--target ocr has no VFL"):
+        check_choice(0.2, "balanced", ["ocr"], VFLS)
 
 
 def test_profiles_label_by_the_largest_rise_and_text_only_or_unhurt_as_none():
@@ -140,7 +143,7 @@ def test_select_command_writes_profiles_selection_and_plot_and_resumes(tiny_llav
     assert json.loads((out / "selection.json").read_text())["chosen"] <= 2
     bad = run_cli("select", "--model", tiny_llava_dir, "--vfl", summary, "--data", pool, "--target", "ocr",
                   "--out", tmp_path / "bad")
-    assert bad.returncode == 2 and "ocr has no VFL" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "--target ocr has no VFL" in bad.stderr and "Traceback" not in bad.stderr
     trained = run_cli("lora", "--model", tiny_llava_dir, "--data", pool, "--subset", out / "selection.json",
                       "--rank", 4, "--alpha", 8, "--steps", 2, "--batch-size", 2, "--out", tmp_path / "lora")
     assert trained.returncode == 0, trained.stderr[-2000:]

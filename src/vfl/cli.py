@@ -249,16 +249,12 @@ def _select(args) -> None:
     from vfl.report import load_vfls
     from vfl.select import check_choice, select
 
-    check_choice(args.budget, args.strategy)
-    samples = load_conversations(args.data, args.image_folder)
     vfls = load_vfls(args.vfl, args.margin)
     if not vfls:
         raise VflError(f"{args.vfl} names no VFL for any function; nothing to ablate")
     targets = parse_functions(args.target) if args.target else None
-    if targets:
-        missing = [t for t in targets if t not in vfls]
-        if missing:
-            raise VflError(f"--target {missing[0]} has no VFL in {args.vfl} (functions with one: {', '.join(vfls)})")
+    check_choice(args.budget, args.strategy, targets, vfls)
+    samples = load_conversations(args.data, args.image_folder)
     adapter = load(args.model, args.dtype, _device(args), args.device_map)
     settings = {"model": args.model, "data": str(args.data.resolve()), "vfl": vfls}
     selection = select(adapter, samples, vfls, args.out, settings, args.budget, targets, args.strategy, args.min_score)

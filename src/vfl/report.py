@@ -123,8 +123,9 @@ def write_locate(summary: dict, out: Path) -> None:
               "Transfer: the answer matches image B's (count equal, IoU > 0.5, same word, yes turned to no). "
               "The VFL is the peak layer and up to two adjacent layers whose rate lies inside the peak's "
               "95% Wilson interval, provided that interval clears the no-swap control's rate (answers that "
-              "were B's already); otherwise the function has no VFL. A flat curve with a high all-layer control means no single layer carries "
-              "the function; a low all-layer control means the model does not read that attribute at all."]
+              "were B's already); otherwise the function has no VFL. A flat curve with a high all-layer "
+              "control means no single layer carries the function; a low all-layer control means the model "
+              "does not read that attribute at all."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

@@ -86,18 +86,32 @@ def profiles(records: list[dict], min_score: float = 0.0) -> list[dict]:
     return pool
 
 
-def check_choice(budget: float, strategy: str) -> None:
+def check_choice(budget: float, strategy: str, targets: list[str] | None, vfls: dict[str, list[int]]) -> None:
+    """Refuse a budget, strategy or target that cannot be chosen, before any sample is measured."""
     if strategy not in STRATEGIES:
         raise VflError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if budget <= 0 or (budget > 1 and budget != int(budget)):
         raise VflError(f"--budget is a share in (0, 1] or a whole number of samples, got {budget:g}")
+    missing = [t for t in targets or [] if t not in vfls]
+    if missing:
+        raise VflError(f"--target {missing[0]} has no VFL in the summary (functions with one: {', '.join(vfls)})")
+
+
+def take_in_turns(queues: dict[str, list], wanted: int) -> list:
+    """The queues' heads in turn (one from each non-empty queue per round) until ``wanted`` or all are empty."""
+    queues = {key: list(queue) for key, queue in queues.items()}
+    taken = []
+    while len(taken) < wanted and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(taken) < wanted:
+                taken.append(queue.pop(0))
+    return taken
 
 
 def choose(pool: list[dict], budget: float, targets: list[str], strategy: str = "balanced") -> dict:
     """The chosen ids for ``budget`` (a share of the pool, or a count when > 1) among samples labelled with
     a target function: ``balanced`` takes the targets in turn, each its highest-scoring sample next;
     ``top`` takes the highest scores whatever the function. Samples labelled "none" are never chosen."""
-    check_choice(budget, strategy)
     wanted = int(budget) if budget > 1 else round(budget * len(pool))
     ranked = {f: sorted((p for p in pool if p["function"] == f), key=lambda p: (-p["scores"][f], p["id"]))
               for f in targets}
@@ -105,11 +119,7 @@ def choose(pool: list[dict], budget: float, targets: list[str], strategy: str = 
         chosen = sorted((p for f in targets for p in ranked[f]), key=lambda p: (-p["scores"][p["function"]], p["id"]))
         chosen = chosen[:wanted]
     else:
-        chosen, queues = [], {f: list(ranked[f]) for f in targets}
-        while len(chosen) < wanted and any(queues.values()):
-            for f in targets:
-                if queues[f] and len(chosen) < wanted:
-                    chosen.append(queues[f].pop(0))
+        chosen = take_in_turns(ranked, wanted)
     return {"strategy": strategy, "budget": budget, "pool": len(pool), "wanted": wanted, "chosen": len(chosen),
             "targets": targets, "per_function": {f: sum(p["function"] == f for p in chosen) for f in targets},
             "ids": [p["id"] for p in chosen]}
@@ -147,11 +157,7 @@ def write_outputs(records: list[dict], out: Path, budget: float, targets: list[s
     """profiles.jsonl, selection.json and profiles.png from the loss records; returns the selection."""
     out = Path(out)
     pool = profiles(records, min_score)
-    functions = list(records[0]["ablated"]) if records else []
-    targets = targets or functions
-    unknown = [t for t in targets if t not in functions]
-    if unknown:
-        raise VflError(f"target {unknown[0]!r} has no VFL in the summary (functions with one: {', '.join(functions)})")
+    targets = targets or (list(records[0]["ablated"]) if records else [])
     with (out / "profiles.jsonl").open("w") as handle:
         handle.writelines(json.dumps(p) + "\n" for p in pool)
     selection = {**choose(pool, budget, targets, strategy), "min_score": min_score}
@@ -165,7 +171,7 @@ def select(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], ou
            min_score: float = 0.0) -> dict | None:
     """Measure the pool (resumable) and write its profiles, plot and selection; None on ranks other than 0.
     A rerun with another budget, strategy or target reuses the measured losses."""
-    check_choice(budget, strategy)
+    check_choice(budget, strategy, targets, vfls)
     records = measure(adapter, samples, vfls, out, settings)
     if records is None:
         return None
