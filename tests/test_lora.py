@@ -69,6 +69,19 @@ def _lora_args(model, data, out, *extra):
             "--save-every", 2, "--out", out, *extra]
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--micro-batch", 0, "--micro-batch must be at least 1, got 0"),
+    ("--lr", -1, "--lr must be positive, got -1.0"),
+    ("--dropout", 1, "--dropout must be in [0, 1), got 1.0"),
+])
+def test_bad_training_numbers_end_in_one_sentence(tiny_llava_dir, tmp_path, option, value, message):
+    from conftest import run_cli
+
+    done = run_cli(*_lora_args(tiny_llava_dir, tmp_path / "absent.jsonl", tmp_path / "out", option, value))
+    assert done.returncode == 2 and done.stderr.strip() == f"vfl: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
     import signal
     import subprocess
@@ -94,11 +107,14 @@ def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert json.loads((out / "progress.json").read_text())["step"] < 12, "the kill did not land mid-run"
+    at_kill = json.loads((out / "progress.json").read_text())
+    assert at_kill["step"] < 12, "the kill did not land mid-run"
     again = run_cli(*_lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))
     assert again.returncode == 0, again.stderr[-2000:]
     resumed = load_file(out / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)
+    # the training time counts the steps before the kill too
+    assert json.loads((out / "trainable.json").read_text())["train_s"] > at_kill["train_s"] > 0
     evaluation = run_cli("eval", "--model", tiny_llava_dir, "--adapter", tmp_path / "whole" / "adapter",
                          "--data", _eval_file(tmp_path))
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]

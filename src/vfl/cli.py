@@ -217,6 +217,9 @@ def _lora(args) -> None:
     from vfl.models import load
     from vfl.probes.schema import parse_function
 
+    run = lora.LoraRun(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, steps=args.steps,
+                       batch_size=args.batch_size, micro_batch=args.micro_batch, seed=args.seed,
+                       save_every=args.save_every)
     samples = lora.load_conversations(args.data, args.image_folder)
     if args.subset is not None:
         samples = lora.subset(samples, args.subset)
@@ -227,9 +230,6 @@ def _lora(args) -> None:
         vfl = lora.vfl_layers(args.vfl, parse_function(args.function), args.margin)
     adapter = load(args.model, args.dtype, _device(args), args.device_map)
     layers = lora.choose_layers(args.layers or ("vfl" if vfl else "all"), adapter.num_layers, vfl, args.seed)
-    run = lora.LoraRun(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, steps=args.steps,
-                       batch_size=args.batch_size, micro_batch=args.micro_batch, seed=args.seed,
-                       save_every=args.save_every)
     settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl,
                 "subset": [s["id"] for s in samples] if args.subset else None}
     adapter_dir = lora.train(adapter, samples, layers, run, args.out, settings)

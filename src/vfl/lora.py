@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -219,7 +220,8 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # -- training --------------------------------------------------------------------------------------
 @dataclass
 class LoraRun:
-    """The paper's recipe by default: rank 64, alpha 64, dropout 0.05, lr 2e-4, cosine, 3% warmup."""
+    """The paper's recipe by default: rank 64, alpha 64, dropout 0.05, lr 2e-4, cosine, 3% warmup.
+    Checked on construction, so a bad number fails before any data or model is loaded."""
 
     rank: int = 64
     alpha: int = 64
@@ -232,12 +234,23 @@ class LoraRun:
     seed: int = 0
     save_every: int = 25
 
+    def __post_init__(self):
+        for name in ("rank", "steps", "batch_size", "micro_batch", "save_every"):
+            if getattr(self, name) < 1:
+                raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("dropout", "warmup"):
+            if not 0 <= getattr(self, name) < 1:
+                raise VflError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise VflError(f"--lr must be positive, got {self.lr}")
+
 
 def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun, out: Path,
           settings: dict | None = None) -> Path | None:
     """Train LoRA on ``layers`` into ``out`` (resuming from its checkpoint); data parallel under
     `accelerate launch` / `torchrun` (each rank takes every world-th sample, gradients are averaged).
-    Returns the adapter folder on the main process."""
+    Returns the adapter folder on the main process. trainable.json records the seconds spent in
+    optimizer steps, summed over resumed runs, so a resumed run reports its whole training time."""
     from accelerate import Accelerator
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -256,11 +269,11 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
     if accelerator.is_main_process:
         print(f"LoRA on layers {layers}: {count:,} trainable parameters ({100 * share:.2f}% of {count / share:,.0f})")
     progress_file, state_dir = out / "progress.json", out / "checkpoint"
-    step, losses = 0, []
+    step, losses, spent = 0, [], 0.0
     if progress_file.exists():
         accelerator.load_state(str(state_dir))
         progress = json.loads(progress_file.read_text())
-        step, losses = progress["step"], progress["losses"]
+        step, losses, spent = progress["step"], progress["losses"], progress.get("train_s", 0.0)
     mine = samples[accelerator.process_index::accelerator.num_processes]
     encoded: dict[int, tuple] = {}
     pad_id = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else 0
@@ -281,6 +294,7 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
         return indices
 
     model.train()
+    started = time.perf_counter()
     with tqdm(total=run.steps, initial=step, desc="lora", unit="step", disable=not accelerator.is_main_process,
               dynamic_ncols=True) as bar:
         while step < run.steps:
@@ -306,13 +320,16 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
             if step % run.save_every == 0 or step == run.steps:
                 accelerator.save_state(str(state_dir))
                 if accelerator.is_main_process:
-                    progress_file.write_text(json.dumps({"step": step, "losses": losses}) + "\n")
+                    progress_file.write_text(json.dumps({"step": step, "losses": losses,
+                                                         "train_s": spent + time.perf_counter() - started}) + "\n")
                 accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return None
     adapter_dir = out / "adapter"
     accelerator.unwrap_model(model).save_pretrained(adapter_dir)
-    (out / "trainable.json").write_text(json.dumps({"layers": layers, "trainable": count, "share": share}) + "\n")
+    train_s = spent + time.perf_counter() - started
+    (out / "trainable.json").write_text(json.dumps({"layers": layers, "trainable": count, "share": share,
+                                                    "train_s": train_s}) + "\n")
     return adapter_dir
 
 
