@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import statistics
 from pathlib import Path
 
 import torch
@@ -122,6 +122,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def spread(values: list[float]) -> str:
+    """Mean ± sample standard deviation over seeds (the mean alone for one seed)."""
+    mean = statistics.mean(values)
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def ood_mean(row: dict) -> float:
+    return sum(row["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
+
+
+def summary(rows: list[dict]) -> str:
+    """The paper's shape: one line per variant, mean ± sd over seeds; forgetting is the fall of the
+    out-of-domain mean from the untouched model's; then each seed's in-domain gap of VFL over full LoRA."""
+    base = next((ood_mean(r) for r in rows if r["variant"] == "none"), None)
+    head = ("| variant | seeds | trainable (share) | in-domain count 7-10 | "
+            + " | ".join(f"{f} (ood)" for f in FUNCTIONS) + " | ood mean | forgetting | text acc |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for variant in ("none", *RULES):
+        mine = [r for r in rows if r["variant"] == variant]
+        if not mine:
+            continue
+        trainable = f"{mine[0]['trainable']:,} ({100 * mine[0]['share']:.2f}%)" if mine[0]["trainable"] else "0"
+        forgetting = spread([base - ood_mean(r) for r in mine]) if base is not None else "-"
+        lines.append(f"| {variant} | {len(mine)} | {trainable} | {spread([r['in_domain']['accuracy'] for r in mine])} | "
+                     + " | ".join(spread([r["ood"][f]["accuracy"] for r in mine]) for f in FUNCTIONS)
+                     + f" | {spread([ood_mean(r) for r in mine])} | {forgetting} | "
+                     + f"{spread([r['text']['accuracy'] for r in mine])} |")
+    by_seed = {(r["variant"], r["seed"]): r for r in rows}
+    gaps = [by_seed["vfl", s]["in_domain"]["accuracy"] - by_seed["all", s]["in_domain"]["accuracy"]
+            for v, s in by_seed if v == "vfl" and ("all", s) in by_seed]
+    if gaps:
+        lines.append(f"\nin-domain, VFL-LoRA minus full LoRA, per seed: {', '.join(f'{g:+.3f}' for g in gaps)}"
+                     f" (mean {spread(gaps)})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vfl", type=Path, required=True, help="summary.json of `vfl locate` on nano")
@@ -160,16 +196,14 @@ def main() -> None:
             layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
             run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, seed=seed,
                                save_every=10)
-            start = time.perf_counter()
             adapter_dir = lora.train(adapter, samples, layers, run, args.out / f"{rule}-s{seed}",
                                      {"model": "nano", "rule": rule, "vfl": vfl})
-            train_s = time.perf_counter() - start
             trainable = json.loads((args.out / f"{rule}-s{seed}" / "trainable.json").read_text())
             merged = lora.with_adapter(load("nano", device=args.device), adapter_dir)
             record({"variant": rule, "seed": seed, "layers": ",".join(map(str, layers)),
-                    "trainable": trainable["trainable"], "share": trainable["share"], "train_s": train_s,
+                    "trainable": trainable["trainable"], "share": trainable["share"], "train_s": trainable["train_s"],
                     **measure(merged, args)})
-    text = table(rows)
+    text = table(rows) + "\n\n" + summary(rows)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 
