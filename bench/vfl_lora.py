@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from vfl.jsonl import json_objects
 from vfl.metrics import wilson
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
+from vfl.report import mean_sd
 
 RULES = ("vfl", "all", "reversed", "random")
 IN_DOMAIN = (7, 10)
@@ -122,12 +122,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def spread(values: list[float]) -> str:
-    """Mean ± sample standard deviation over seeds (the mean alone for one seed)."""
-    mean = statistics.mean(values)
-    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
 def ood_mean(row: dict) -> float:
     return sum(row["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
 
@@ -144,17 +138,17 @@ def summary(rows: list[dict]) -> str:
         if not mine:
             continue
         trainable = f"{mine[0]['trainable']:,} ({100 * mine[0]['share']:.2f}%)" if mine[0]["trainable"] else "0"
-        forgetting = spread([base - ood_mean(r) for r in mine]) if base is not None else "-"
-        lines.append(f"| {variant} | {len(mine)} | {trainable} | {spread([r['in_domain']['accuracy'] for r in mine])} | "
-                     + " | ".join(spread([r["ood"][f]["accuracy"] for r in mine]) for f in FUNCTIONS)
-                     + f" | {spread([ood_mean(r) for r in mine])} | {forgetting} | "
-                     + f"{spread([r['text']['accuracy'] for r in mine])} |")
+        forgetting = mean_sd([base - ood_mean(r) for r in mine]) if base is not None else "-"
+        lines.append(f"| {variant} | {len(mine)} | {trainable} | {mean_sd([r['in_domain']['accuracy'] for r in mine])} | "
+                     + " | ".join(mean_sd([r["ood"][f]["accuracy"] for r in mine]) for f in FUNCTIONS)
+                     + f" | {mean_sd([ood_mean(r) for r in mine])} | {forgetting} | "
+                     + f"{mean_sd([r['text']['accuracy'] for r in mine])} |")
     by_seed = {(r["variant"], r["seed"]): r for r in rows}
     gaps = [by_seed["vfl", s]["in_domain"]["accuracy"] - by_seed["all", s]["in_domain"]["accuracy"]
             for v, s in by_seed if v == "vfl" and ("all", s) in by_seed]
     if gaps:
         lines.append(f"\nin-domain, VFL-LoRA minus full LoRA, per seed: {', '.join(f'{g:+.3f}' for g in gaps)}"
-                     f" (mean {spread(gaps)})")
+                     f" (mean {mean_sd(gaps)})")
     return "\n".join(lines)
 
 

@@ -43,7 +43,7 @@ from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
-from vfl.report import load_vfls
+from vfl.report import load_vfls, mean_sd
 from vfl.select import select, take_in_turns
 
 ARMS = ("full", "random", "vfl", "expert", "oracle")
@@ -151,21 +151,17 @@ def arm_ids(arm: str, samples: list[dict], truth: dict, selection: dict, budget:
 
 def table(rows: list[dict]) -> str:
     """Mean over seeds per arm (± the standard deviation across seeds)."""
-    def spread(values):
-        mean = statistics.mean(values)
-        return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
-
     head = "| arm | seeds | samples | steps | " + " | ".join(FUNCTIONS) + " | mean | share of full |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for arm in ("none",) + ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
             continue
-        cells = [spread([r["accuracy"][f] for r in mine]) for f in FUNCTIONS]
+        cells = [mean_sd([r["accuracy"][f] for r in mine]) for f in FUNCTIONS]
         shares = [r["share_of_full"] for r in mine if r["share_of_full"] is not None]
-        share = spread(shares) if shares else "–"
+        share = mean_sd(shares) if shares else "–"
         lines.append(f"| {arm} | {len(mine)} | {mine[0]['samples']} | {mine[0]['steps']} | " + " | ".join(cells)
-                     + f" | {spread([r['mean'] for r in mine])} | {share} |")
+                     + f" | {mean_sd([r['mean'] for r in mine])} | {share} |")
     return "\n".join(lines)
 
 

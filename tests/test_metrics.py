@@ -52,3 +52,11 @@ def test_vfl_band():
     assert vfl_band(rates, cis, floor=0.5) == (3, [3, 4])
     # width is capped at three layers even when all are equal
     assert len(vfl_band([0.5] * 8, [wilson(10, 20)] * 8)[1]) == 3
+
+
+def test_mean_sd_cells():
+    from vfl.report import mean_sd
+
+    assert mean_sd([0.52, 0.52, 0.515]) == "0.518 ± 0.003"  # sample sd (n - 1), as the README tables use
+    assert mean_sd([0.5, 0.6]) == "0.550 ± 0.071"
+    assert mean_sd([0.4]) == "0.400"

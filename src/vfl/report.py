@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def load_vfls(summary_path: Path, margin: int = 0) -> dict[str, list[int]]:
             layers = data["vfl"]
             vfls[function] = [k for k in range(min(layers) - margin, max(layers) + margin + 1) if 0 <= k < num_layers]
     return vfls
+
+
+def mean_sd(values: list[float]) -> str:
+    """A table cell for a result over seeds: mean ± sample standard deviation (the mean alone for one)."""
+    mean = statistics.mean(values)
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
 def _plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[str, list, list, list]],
