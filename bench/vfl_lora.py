@@ -109,21 +109,20 @@ def cell(row: dict) -> str:
     return f"{row['accuracy']:.2f} ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})"
 
 
+def ood_mean(row: dict) -> float:
+    return sum(row["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
+
+
 def table(rows: list[dict]) -> str:
     head = ("| variant | seed | layers | trainable (share) | train s | in-domain count 7-10 | "
             + " | ".join(f"{f} (ood)" for f in FUNCTIONS) + " | ood mean | text acc | text loss |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        ood_mean = sum(r["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
         trainable = f"{r['trainable']:,} ({100 * r['share']:.2f}%)" if r["trainable"] else "0"
         lines.append(f"| {r['variant']} | {r['seed']} | {r['layers']} | {trainable} | {r['train_s']:.0f} | "
                      f"{cell(r['in_domain'])} | " + " | ".join(cell(r["ood"][f]) for f in FUNCTIONS)
-                     + f" | {ood_mean:.3f} | {cell(r['text'])} | {r['text']['loss']:.3f} |")
+                     + f" | {ood_mean(r):.3f} | {cell(r['text'])} | {r['text']['loss']:.3f} |")
     return "\n".join(lines)
-
-
-def ood_mean(row: dict) -> float:
-    return sum(row["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
 
 
 def summary(rows: list[dict]) -> str:
