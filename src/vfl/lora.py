@@ -13,6 +13,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -283,15 +284,17 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
             encoded[index] = encode(adapter, open_image(mine[index]), mine[index]["turns"])
         return encoded[index]
 
+    @lru_cache(maxsize=2)
+    def epoch_order(epoch: int) -> list[int]:
+        """An epoch-wise seeded shuffle, so a resumed run sees the same samples in the same steps."""
+        order = list(range(len(mine)))
+        random.Random(run.seed * 1000 + epoch).shuffle(order)
+        return order
+
     def step_indices(step: int) -> list[int]:
-        """The samples of an optimizer step: an epoch-wise seeded shuffle, so a resumed run sees the same."""
-        indices = []
-        for slot in range(step * run.batch_size, (step + 1) * run.batch_size):
-            epoch, offset = divmod(slot, len(mine))
-            order = list(range(len(mine)))
-            random.Random(run.seed * 1000 + epoch).shuffle(order)
-            indices.append(order[offset])
-        return indices
+        """The samples of an optimizer step (a step may straddle two epochs)."""
+        slots = range(step * run.batch_size, (step + 1) * run.batch_size)
+        return [epoch_order(slot // len(mine))[slot % len(mine)] for slot in slots]
 
     model.train()
     started = time.perf_counter()
