@@ -1,6 +1,6 @@
 import pytest
 
-from vfl.metrics import iou, matches, parse_box, parse_count, parse_yes_no, vfl_band, wilson
+from vfl.metrics import holm, iou, matches, paired_p_value, parse_box, parse_count, parse_yes_no, vfl_band, wilson
 
 
 def test_parsers():
@@ -40,18 +40,28 @@ def test_wilson_known_values():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def test_vfl_band():
+def test_paired_p_value_is_the_exact_one_sided_binomial_tail():
+    assert paired_p_value(5, 0) == pytest.approx(1 / 32)
+    assert paired_p_value(3, 1) == pytest.approx(5 / 16)  # P(X >= 3 | n = 4)
+    assert paired_p_value(0, 0) == 1.0
+    assert paired_p_value(0, 4) == 1.0
+    assert paired_p_value(1, 0) == 0.5  # one flip in 40 probes proves nothing
+
+
+def test_holm_adjusts_in_order_and_stays_monotone():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.2, 0.9, 0.01, 0.6]) == pytest.approx([0.6, 1.0, 0.04, 1.0])
+
+
+def test_vfl_band_grows_over_adjacent_passing_windows_only():
     rates = [0.0, 0.1, 0.5, 0.9, 0.85, 0.2, 0.88]
-    cis = [wilson(round(r * 20), 20) for r in rates]
-    peak, band = vfl_band(rates, cis)
-    assert peak == 3
-    assert band == [3, 4]  # 0.85 lies inside 0.9's interval; 0.5 and 0.2 do not; 0.88 is not adjacent
-    assert vfl_band([0, 0, 0], [(0, 0.3)] * 3) == (None, [])
-    # a flat curve no higher than the no-swap control (answers that were B's already) is no VFL
-    assert vfl_band([0.4, 0.4, 0.35], [wilson(8, 20), wilson(8, 20), wilson(7, 20)], floor=0.3) == (None, [])
-    assert vfl_band(rates, cis, floor=0.5) == (3, [3, 4])
-    # width is capped at three layers even when all are equal
-    assert len(vfl_band([0.5] * 8, [wilson(10, 20)] * 8)[1]) == 3
+    passing = [False, False, True, True, True, False, True]
+    assert vfl_band(rates, passing) == (3, [2, 3, 4])
+    assert vfl_band(rates, [False, False, False, True, False, False, True]) == (3, [3])
+    assert vfl_band(rates, [False] * 7) == (None, [])
+    assert vfl_band([0.5] * 8, [True] * 8) == (0, [0, 1, 2])  # capped at three windows, ties go to the earliest
+    assert vfl_band([0.5] * 8, [True] * 8, max_windows=5)[1] == [0, 1, 2, 3, 4]
 
 
 def test_mean_sd_cells():

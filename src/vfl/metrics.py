@@ -85,23 +85,38 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def vfl_band(rates: list[float], intervals: list[tuple[float, float]], max_layers: int = 3,
-             floor: float = 0.0) -> tuple[int | None, list[int]]:
-    """The peak layer and the contiguous band around it (at most ``max_layers``) whose rates lie inside
-    the peak's interval; grows towards the higher neighbour first. ``floor`` is the rate of the no-swap
-    control (answers that are B's already): a peak whose interval does not clear it is no VFL (None, [])."""
-    if not rates:
+def paired_p_value(gains: int, losses: int) -> float:
+    """One-sided exact McNemar test on paired outcomes: the probability, if an intervention did nothing, of
+    at least ``gains`` probes flipping to B's answer among the ``gains + losses`` probes whose outcome
+    differs from the control's (binomial, p = 1/2). Probes that agree with the control carry no evidence."""
+    n = gains + losses
+    if n == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(gains, n + 1)) / 2 ** n)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (the family-wise error stays at the level they are compared with)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def vfl_band(rates: list[float], passing: list[bool], max_windows: int = 3) -> tuple[int | None, list[int]]:
+    """The peak (highest-rate passing window, earliest on ties) and the contiguous band of passing windows
+    around it, at most ``max_windows``, grown towards the higher neighbour first; (None, []) if none passes."""
+    candidates = [k for k in range(len(rates)) if passing[k]]
+    if not candidates:
         return None, []
-    peak = max(range(len(rates)), key=lambda k: (rates[k], -k))
-    low = intervals[peak][0]
-    if low <= floor:
-        return None, []
+    peak = max(candidates, key=lambda k: (rates[k], -k))
     band = [peak]
-    while len(band) < max_layers:
+    while len(band) < max_windows:
         left, right = band[0] - 1, band[-1] + 1
-        candidates = [k for k in (left, right) if 0 <= k < len(rates) and floor < rates[k] and rates[k] >= low]
-        if not candidates:
+        neighbours = [k for k in (left, right) if 0 <= k < len(rates) and passing[k]]
+        if not neighbours:
             break
-        best = max(candidates, key=lambda k: rates[k])
-        band = sorted(band + [best])
+        band = sorted(band + [max(neighbours, key=lambda k: (rates[k], -k))])
     return peak, band

@@ -1,21 +1,28 @@
 """Resumable, shardable runs: an append-only JSONL of records keyed by (item, intervention).
 
-A killed run loses at most the line being written (it is cut off on the next start) and a rerun skips
-every key already on disk, so no record is lost or written twice. Under `torchrun` / `accelerate launch`
-each rank takes every world-th item and appends to its own file; rank 0 folds them in at the end.
+A run folder belongs to one process and one set of settings: `claim` locks it (a second process is
+refused) and refuses other settings before anything is written. A killed run loses at most the line
+being written (it is cut off on the next start) and a rerun skips every key already on disk, so no
+record is lost or written twice; records are unique by key whatever a file holds (the first one wins).
+Under `torchrun` / `accelerate launch` each rank takes every world-th item and appends to its own file;
+rank 0 holds the lock and folds the rank files in at the end.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
-import torch.distributed as dist
 from tqdm import tqdm
 
 from vfl.errors import VflError
+
+LOCK = ".vfl.lock"
+_HELD: dict[Path, dict] = {}  # run folders this process has claimed -> their settings
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -25,9 +32,25 @@ def rank_and_world() -> tuple[int, int]:
 def barrier() -> None:
     _, world = rank_and_world()
     if world > 1:
+        import torch.distributed as dist
+
         if not dist.is_initialized():
             dist.init_process_group("gloo")
         dist.barrier()
+
+
+def key(record: dict) -> tuple[str, str]:
+    return record["id"], record["intervention"]
+
+
+def unique(records: Iterable[dict]) -> list[dict]:
+    """The first record of every (id, intervention) key, in file order."""
+    seen, kept = set(), []
+    for record in records:
+        if key(record) not in seen:
+            seen.add(key(record))
+            kept.append(record)
+    return kept
 
 
 def read_records(path: Path) -> list[dict]:
@@ -52,6 +75,20 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
+def _write_lines(path: Path, records: list[dict], mode: str) -> None:
+    with path.open(mode, encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file so that a reader or a kill never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class ResultLog:
     """The results file of one run folder (``name``), plus the per-rank files of a sharded run."""
 
@@ -64,55 +101,113 @@ class ResultLog:
     def _files(self) -> list[Path]:
         return [self.path] + sorted(self.out.glob(f"{Path(self.name).stem}.rank*.jsonl"))
 
+    def compact(self) -> None:
+        """Rewrite the main file without repeated keys (files written before runs were locked could hold them)."""
+        records = read_records(self.path)
+        kept = unique(records)
+        if len(kept) < len(records):
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
     def done(self) -> set[tuple[str, str]]:
-        return {(r["id"], r["intervention"]) for f in self._files() for r in read_records(f)}
+        return {key(r) for f in self._files() for r in read_records(f)}
 
     def append(self, records: list[dict]) -> None:
-        with self.own.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r) + "\n" for r in records))
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_lines(self.own, records, "a")
 
     def merge(self) -> list[dict]:
-        """Fold rank files into the main file (rank 0, after a barrier); return every record."""
-        records = read_records(self.path)
-        seen = {(r["id"], r["intervention"]) for r in records}
-        extra = []
-        for rank_file in self._files()[1:]:
-            for record in read_records(rank_file):
-                if (record["id"], record["intervention"]) not in seen:
-                    seen.add((record["id"], record["intervention"]))
-                    extra.append(record)
+        """Fold rank files into the main file (rank 0, after a barrier); return every record, once each."""
+        records = unique(read_records(self.path))
+        seen = {key(r) for r in records}
+        extra = unique(r for rank_file in self._files()[1:] for r in read_records(rank_file) if key(r) not in seen)
         if extra:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(r) + "\n" for r in extra))
-                handle.flush()
-                os.fsync(handle.fileno())
+            _write_lines(self.path, extra, "a")
         for rank_file in self._files()[1:]:
             rank_file.unlink()
         return records + extra
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    """A run folder belongs to one set of settings; resuming with others would mix results."""
-    out.mkdir(parents=True, exist_ok=True)
+def _check_settings(out: Path, settings: dict) -> None:
     path = out / "run.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-        if changed:
-            raise VflError(f"{out} holds a run with other settings ({', '.join(changed)}); "
-                           "use another --out, or delete the folder to start over")
-    elif rank_and_world()[0] == 0:
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        raise VflError(f"{path} cannot be read; delete the folder to start over") from None
+    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    if changed:
+        raise VflError(f"{out} holds a run with other settings ({', '.join(changed)}); "
+                       "use another --out, or delete the folder to start over")
 
 
-def run(out: Path, name: str, items: list, item_id: Callable, names: list[str],
+@contextmanager
+def claim(out: Path, settings: dict):
+    """Own the run folder ``out`` for the block: refuse other settings and other processes before anything
+    is written, then record the settings in ``run.json``. Re-entrant within one process (the CLI claims
+    the folder before writing probes into it, the analysis claims it again)."""
+    settings = json.loads(json.dumps(settings))  # compare as run.json will hold them
+    out = Path(out).resolve()
+    if out in _HELD:
+        if _HELD[out] != settings:
+            raise VflError(f"{out} is already in use by this process with other settings")
+        yield out
+        return
+    _check_settings(out, settings)
+    if rank_and_world()[0] != 0:  # rank 0 holds the lock and writes; the others only read
+        _HELD[out] = settings
+        try:
+            yield out
+        finally:
+            del _HELD[out]
+        return
+    if out.exists() and not out.is_dir():
+        raise VflError(f"{out} is a file, not a run folder")
+    lock_path = out / LOCK
+    if lock_path.exists():
+        handle = lock_path.open("r+")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise VflError(f"{out} is in use by another vfl process (pid {holder}); wait for it to finish "
+                           "or use another --out") from None
+        _check_settings(out, settings)  # again, now that nobody else can write it
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        if not (out / "run.json").exists():
+            write_atomic(out / "run.json", json.dumps(settings, indent=2) + "\n")
+        _HELD[out] = settings
+        try:
+            yield out
+        finally:
+            del _HELD[out]
+    finally:
+        handle.close()  # closing the file releases the lock
+
+
+def run(out: Path | None, name: str, items: list, item_id: Callable, names: list[str],
         work: Callable[[object, list[str]], Iterable[dict]], desc: str) -> list[dict] | None:
     """Do ``work(item, missing_names)`` for every item this rank owns that still lacks records, and
-    return all records (on rank 0; None on other ranks). ``work`` yields one record per missing name."""
+    return all records (on rank 0; None on other ranks). ``work`` yields one record per missing name.
+    ``out`` None keeps everything in memory (no file, no resume)."""
+    if out is None:
+        records = []
+        with tqdm(total=len(items) * len(names), desc=desc, unit="run", dynamic_ncols=True) as bar:
+            for item in items:
+                records += list(work(item, list(names)))
+                bar.update(len(names))
+        return records
     log = ResultLog(out, name)
     rank, world = log.rank, log.world
+    if rank == 0:
+        log.compact()
     done = log.done()
     mine = [item for i, item in enumerate(items) if i % world == rank]
     todo = [(item, [n for n in names if (item_id(item), n) not in done]) for item in mine]

@@ -60,7 +60,6 @@ def measure(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], o
     shards under torchrun / accelerate launch. Returns every record on rank 0, None elsewhere."""
     for layers in vfls.values():
         check_layers(layers, adapter.num_layers)
-    runner.check_settings(Path(out), settings)
     interventions = ablations(vfls)
 
     def work(sample, _missing):
@@ -68,7 +67,8 @@ def measure(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], o
         yield {"id": sample["id"], "intervention": "profile", "image": sample["image"] is not None,
                "loss": losses[0], "ablated": dict(zip(vfls, losses[1:]))}
 
-    return runner.run(out, "losses.jsonl", samples, lambda s: s["id"], ["profile"], work, "select")
+    with runner.claim(out, settings) as folder:
+        return runner.run(folder, "losses.jsonl", samples, lambda s: s["id"], ["profile"], work, "select")
 
 
 def profiles(records: list[dict], min_score: float = 0.0) -> list[dict]:
@@ -172,8 +172,10 @@ def select(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], ou
     """Measure the pool (resumable) and write its profiles, plot and selection; None on ranks other than 0.
     A rerun with another budget, strategy or target reuses the measured losses."""
     check_choice(budget, strategy, targets, vfls)
-    records = measure(adapter, samples, vfls, out, settings)
-    if records is None:
-        return None
-    order = {sample["id"]: i for i, sample in enumerate(samples)}
-    return write_outputs(sorted(records, key=lambda r: order[r["id"]]), out, budget, targets, strategy, min_score)
+    with runner.claim(out, settings) as folder:
+        records = measure(adapter, samples, vfls, folder, settings)
+        if records is None:
+            return None
+        order = {sample["id"]: i for i, sample in enumerate(samples)}
+        return write_outputs(sorted(records, key=lambda r: order[r["id"]]), folder, budget, targets, strategy,
+                             min_score)

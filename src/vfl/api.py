@@ -1,0 +1,264 @@
+"""The front door for notebooks and the CLI: `locate` (Visual Token Swapping per layer window) and `drop`
+(vision token dropping from the last N layers) on a loaded model, returning result objects.
+
+    import vfl
+    probes = vfl.make_probes(["count", "ocr"], n=20)
+    result = vfl.locate(model, processor, probes, window=1)
+    result.vfl, result.classes, result.records  # {function: layers}, {function: class}, a DataFrame
+    result.plot()
+
+With ``out=`` a call is the resumable run the CLI does: the folder is locked, its settings recorded, and a
+rerun continues from the records on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vfl import report, runner
+from vfl.errors import VflError
+from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, prefill,
+                               swap_logprobs, swap_sweep, sweep_interventions)
+from vfl.metrics import matches
+from vfl.models import Adapter, adapter_for
+from vfl.probes.schema import Probe, check_probe_images, load_pair, load_probes
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def make_probes(functions=("recog", "count", "ground", "ocr"), n: int = 20, size: int = 224, seed: int = 0,
+                out: str | Path | None = None) -> list[Probe]:
+    """Built-in probe pairs (images written under ``out``, or a temporary folder)."""
+    from vfl.probes.generate import make_probe_set
+    from vfl.probes.schema import parse_functions
+
+    functions = parse_functions(functions if isinstance(functions, str) else ",".join(functions))
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="vfl-probes-"))
+    return load_probes(make_probe_set(functions, n, size, seed, folder))
+
+
+def as_adapter(model, processor=None) -> Adapter:
+    """An `Adapter` from an adapter, a loaded transformers model and its processor, or a model spec string."""
+    if isinstance(model, Adapter):
+        return model
+    if isinstance(model, (str, Path)):
+        from vfl.models import load
+
+        return load(str(model))
+    if processor is None:
+        raise VflError("pass the model's processor too: vfl.locate(model, processor, probes)")
+    return adapter_for(model, processor)
+
+
+def as_probes(probes) -> list[Probe]:
+    if isinstance(probes, (str, Path)):
+        return load_probes(probes)
+    probes = list(probes or [])
+    if not probes or not all(isinstance(p, Probe) for p in probes):
+        raise VflError("probes must be a probe file's path or a non-empty list of vfl Probe objects "
+                       "(vfl.make_probes or vfl.load_probes give them)")
+    return probes
+
+
+def probes_fingerprint(probes: list[Probe]) -> str:
+    """Identifies a probe set in run.json, so a folder is never resumed with other probes."""
+    text = json.dumps([p.to_json() for p in probes], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def model_name(adapter: Adapter) -> str:
+    return getattr(adapter.model.config, "_name_or_path", "") or type(adapter.model).__name__
+
+
+def check_run_options(batch_size: int | None, max_new_tokens: int) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise VflError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise VflError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+
+
+def plan_locate(num_layers: int, window: int = 1, sweep: str = "window", layers: list[int] | None = None,
+                batch_size: int | None = None, max_new_tokens: int = 32) -> list[Intervention]:
+    """The interventions of a locate run (the two controls first), or a `VflError` for options that do
+    not fit the model; needs the layer count only, so it runs before the model loads."""
+    check_run_options(batch_size, max_new_tokens)
+    swept = sweep_interventions(num_layers, sweep, window)
+    if layers is not None:
+        check_layers(layers, len(swept))
+        swept = [w for k, w in enumerate(swept) if k in layers]
+    return controls(num_layers) + swept
+
+
+# -- results -----------------------------------------------------------------------------------------
+@dataclass
+class LocateResult:
+    """What `locate` found: ``summary`` (as in summary.json), ``records`` (one row per probe x intervention,
+    a pandas DataFrame), ``vfl`` and ``classes`` per function, ``plot()``; ``out`` the run folder or None."""
+
+    summary: dict
+    record_list: list[dict]
+    out: Path | None = None
+
+    @property
+    def records(self):
+        import pandas
+
+        return pandas.DataFrame(self.record_list)
+
+    @property
+    def vfl(self) -> dict[str, list[int]]:
+        return {f: d["vfl"] for f, d in self.summary["functions"].items()}
+
+    @property
+    def classes(self) -> dict[str, str]:
+        return {f: d["class"] for f, d in self.summary["functions"].items()}
+
+    def report(self) -> str:
+        """The Markdown report (report.md)."""
+        return report.locate_report(self.summary)
+
+    def plot(self, path: str | Path | None = None):
+        """Transfer rate and normalised score per window; a matplotlib Figure (saved to ``path`` if given)."""
+        return report.plot_locate(self.summary, None if path is None else Path(path))
+
+
+@dataclass
+class DropResult:
+    """What `drop` measured: ``summary`` (accuracy per function and N), ``records`` (a DataFrame), ``plot()``."""
+
+    summary: dict
+    record_list: list[dict]
+    out: Path | None = None
+
+    @property
+    def records(self):
+        import pandas
+
+        return pandas.DataFrame(self.record_list)
+
+    def plot(self, path: str | Path | None = None):
+        return report.plot_drop(self.summary, None if path is None else Path(path))
+
+
+# -- the analyses ------------------------------------------------------------------------------------
+def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = "window",
+           layers: list[int] | None = None, out: str | Path | None = None, max_new_tokens: int = 32,
+           batch_size: int | None = None, resize: bool = False, scores: bool = True, alpha: float = 0.05,
+           min_effect: float = 0.1, min_accuracy: float = 0.5, settings: dict | None = None) -> LocateResult | None:
+    """Visual Token Swapping over every layer window (``sweep="window"``) or cumulative swap (``"from"``:
+    layers k..L-1, ``"upto"``: 0..k) for every probe, with the two controls (no layer, every layer).
+
+    ``model``: a loaded transformers MLLM of a supported family (any device or ``device_map``) with its
+    ``processor``, a vfl `Adapter`, or a spec string ("nano", a hub id, a local path). ``probes``: a list of
+    `Probe` or a probe file. ``scores`` adds the teacher-forced log-probabilities of A's and B's answers per
+    row and the normalised transfer score. ``alpha``, ``min_effect`` and ``min_accuracy`` set the VFL test
+    and the classes. With ``out`` the run is resumable and writes results.jsonl, summary.json, curves.png
+    and report.md there. Returns None on ranks other than 0 of a sharded run.
+    """
+    adapter = as_adapter(model, processor)
+    probes = as_probes(probes)
+    interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens)
+    report.check_test(alpha, min_effect, min_accuracy)
+    check_probe_images(probes, resize)
+    settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
+                            "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens,
+                            "window": window, "sweep": sweep, "layers": layers, "resize": resize, "scores": scores}
+    decode = adapter.tokenizer.decode
+
+    def work(probe: Probe, missing: list[str]):
+        image_a, image_b, box_b = load_pair(probe, resize)
+        prompt_a, prompt_b = adapter.build_prompt(image_a, probe.question), adapter.build_prompt(image_b, probe.question)
+        check_pair(probe.id, prompt_a, prompt_b)
+        caches = prefill(adapter, prompt_a), prefill(adapter, prompt_b)
+        # The controls come first in every batch: their answers define `changed` and the score of every row.
+        chosen = interventions[:2] + [i for i in interventions[2:] if i.name in missing]
+        tokens = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, caches)
+        answers = [decode(t, skip_special_tokens=True).strip() for t in tokens]
+        logprobs = swap_logprobs(adapter, prompt_a, prompt_b, chosen, tokens[:2], batch_size, caches) if scores else None
+        answer_a, answer_b = answers[0], answers[1]
+        for row, (intervention, answer) in enumerate(zip(chosen, answers)):
+            if intervention.name not in missing:
+                continue
+            record = {
+                "id": probe.id, "function": probe.function, "intervention": intervention.name,
+                "layer": None if row < 2 else int(intervention.name.split()[-1]),
+                "layers": list(intervention.layers), "answer": answer, "answer_a": answer_a, "answer_b": answer_b,
+                "target_a": probe.answer_a, "target_b": probe.answer_b,
+                "changed": answer != answer_a,
+                "transferred": matches(probe.function, answer, probe.answer_b, box_b, other=probe.answer_a,
+                                       box_format=adapter.box_format, image_size=image_a.size),
+                "correct_a": matches(probe.function, answer_a, probe.answer_a, probe.box_a, other=probe.answer_b,
+                                     box_format=adapter.box_format, image_size=image_a.size),
+            }
+            if logprobs is not None:
+                record.update(_score(logprobs, row))
+            yield record
+
+    def summarise(records):
+        return report.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,
+                                     min_effect, min_accuracy)
+
+    return _run(out, settings, "results.jsonl", probes, lambda p: p.id, interventions, work, "locate", summarise,
+                report.write_locate, LocateResult)
+
+
+def _score(logprobs: list[list[float]], row: int) -> dict:
+    """A row's log-probabilities of A's and B's answers, and its transfer score: the log-probability
+    difference (B minus A) normalised so that the no-swap row gives 0 and the all-layer row 1 (None where
+    both controls give the same difference, e.g. the same answer)."""
+    diff = [lp_b - lp_a for lp_a, lp_b in logprobs]
+    span = diff[1] - diff[0]
+    score = (diff[row] - diff[0]) / span if abs(span) > 1e-6 else None
+    return {"logp_a": logprobs[row][0], "logp_b": logprobs[row][1], "score": score}
+
+
+def drop(model, processor=None, probes=None, *, out: str | Path | None = None, max_new_tokens: int = 32,
+         batch_size: int | None = None, settings: dict | None = None) -> DropResult | None:
+    """Accuracy with the visual KV dropped from the last N layers, N = 0..L, on both images of every probe."""
+    adapter = as_adapter(model, processor)
+    probes = as_probes(probes)
+    check_run_options(batch_size, max_new_tokens)
+    check_probe_images(probes, resize=True)
+    interventions = last_layers(adapter.num_layers)
+    settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
+                            "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens}
+    items = [(probe, which) for probe in probes for which in "ab"]
+    decode = adapter.tokenizer.decode
+
+    def work(item, missing: list[str]):
+        probe, which = item
+        image = probe.image(which)
+        target, other = (probe.answer_a, probe.answer_b) if which == "a" else (probe.answer_b, probe.answer_a)
+        box = probe.box_a if which == "a" else probe.box_b
+        prompt = adapter.build_prompt(image, probe.question)
+        chosen = [i for i in interventions if i.name in missing]
+        for intervention, tokens in zip(chosen, drop_sweep(adapter, prompt, chosen, max_new_tokens, batch_size)):
+            answer = decode(tokens, skip_special_tokens=True).strip()
+            yield {"id": f"{probe.id}/{which}", "function": probe.function, "intervention": intervention.name,
+                   "dropped": len(intervention.layers), "layers": list(intervention.layers), "answer": answer,
+                   "target": target, "correct": matches(probe.function, answer, target, box, other=other,
+                                                        box_format=adapter.box_format, image_size=image.size)}
+
+    def summarise(records):
+        return report.drop_summary(records, settings["model"], adapter.num_layers)
+
+    return _run(out, settings, "drop.jsonl", items, lambda it: f"{it[0].id}/{it[1]}", interventions, work, "drop",
+                summarise, report.write_drop, DropResult)
+
+
+def _run(out, settings, name, items, item_id, interventions, work, desc, summarise, write, result_class):
+    """In memory (``out`` None) or as the locked, resumable run in ``out``; the summary and files on rank 0."""
+    names = [i.name for i in interventions]
+    if out is None:
+        records = runner.run(None, name, items, item_id, names, work, desc)
+        return result_class(summarise(records), records)
+    with runner.claim(out, settings) as folder:
+        records = runner.run(folder, name, items, item_id, names, work, desc)
+        if records is None:
+            return None
+        summary = summarise(records)
+        write(summary, folder)
+        return result_class(summary, records, Path(out))
