@@ -5,7 +5,7 @@ import torch
 
 from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, prefill,
-                               swap_sweep, swap_visual_kv)
+                               swap_logprobs, swap_sweep, swap_visual_kv, sweep_interventions)
 from vfl.models.tiny import FAMILIES
 from vfl.probes.generate import make_pair
 
@@ -157,3 +157,51 @@ def test_pairs_with_different_layouts_are_refused(adapters):
     prompt_b = adapter.build_prompt(image_a.resize((32, 96)), question)  # another aspect ratio, another grid
     with pytest.raises(VflError, match="probe p7: images A and B give different visual token layouts"):
         check_pair("p7", prompt_a, prompt_b)
+
+
+def generated_logprob(adapter, prompt, tokens):
+    """The reference: the log-probability of ``tokens`` from `generate`'s own logits (greedy, so the
+    generated tokens are these)."""
+    extra = {}
+    if adapter.family == "qwen2_vl":
+        extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
+    out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
+                                 **prompt.image_inputs, **extra, max_new_tokens=len(tokens), do_sample=False,
+                                 output_logits=True, return_dict_in_generate=True)
+    return sum(torch.log_softmax(step[0].double(), -1)[t].item() for step, t in zip(out.logits, tokens))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_forced_logprobs_equal_generates_own(adapters, family):
+    adapter = adapters(family)
+    prompt_a, prompt_b = prompts(adapter, 2)
+    rows = controls(adapter.num_layers) + layer_windows(adapter.num_layers)
+    none, every = swap_sweep(adapter, prompt_a, prompt_b, rows[:2], NEW)
+    logprobs = swap_logprobs(adapter, prompt_a, prompt_b, rows, [none, every])
+    assert logprobs[0][0] == pytest.approx(generated_logprob(adapter, prompt_a, none), rel=1e-5)
+    assert logprobs[1][1] == pytest.approx(generated_logprob(adapter, prompt_b, every), rel=1e-5)
+    # batching rows and answers together changes nothing
+    one_at_a_time = swap_logprobs(adapter, prompt_a, prompt_b, rows, [none, every], batch_size=1)
+    assert sum(one_at_a_time, []) == pytest.approx(sum(logprobs, []), rel=1e-9)
+    assert all(len(row) == 2 for row in logprobs)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_cumulative_sweeps_reach_both_controls(adapters, family):
+    """Swapping from layer 0 on, or up to the last layer, is swapping every layer: B's answer; the
+    intervention lists are what their names say."""
+    adapter = adapters(family)
+    layers = adapter.num_layers
+    starting = sweep_interventions(layers, "from")
+    ending = sweep_interventions(layers, "upto")
+    assert [i.layers for i in starting] == [tuple(range(k, layers)) for k in range(layers)]
+    assert [i.layers for i in ending] == [tuple(range(k + 1)) for k in range(layers)]
+    for index in range(3):
+        prompt_a, prompt_b = prompts(adapter, index)
+        none, every, first, last = swap_sweep(adapter, prompt_a, prompt_b,
+                                              controls(layers) + [starting[0], ending[-1]], NEW)
+        assert first == every and last == every
+    with pytest.raises(VflError, match="--window applies to --sweep window only"):
+        sweep_interventions(layers, "from", window=2)
+    with pytest.raises(VflError, match="unknown --sweep"):
+        sweep_interventions(layers, "middle")

@@ -1,3 +1,24 @@
-"""vfl: find, explain and exploit Vision Function Layers in multimodal LLMs."""
+"""vfl: find, explain and exploit Vision Function Layers in multimodal LLMs.
 
-__version__ = "0.1.0"
+    import vfl
+    result = vfl.locate(model, processor, vfl.make_probes(["count"], n=20))
+
+The public names load their modules on first use, so `import vfl` stays light (no torch).
+"""
+
+from importlib import import_module
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "locate": "vfl.api", "drop": "vfl.api", "make_probes": "vfl.api", "LocateResult": "vfl.api",
+    "DropResult": "vfl.api", "load_probes": "vfl.probes.schema", "Probe": "vfl.probes.schema",
+    "load": "vfl.models", "VflError": "vfl.errors",
+}
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'vfl' has no attribute {name!r}")

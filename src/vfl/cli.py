@@ -1,4 +1,5 @@
-"""`vfl` command line: probes, locate, drop, make-tiny. User errors end in one sentence and exit 2."""
+"""`vfl` command line: a thin layer over the Python API (`vfl.api`) and the applications. User errors end in
+one sentence and exit 2. Imports are deferred so that bad input fails before torch is even imported."""
 
 from __future__ import annotations
 
@@ -18,149 +19,164 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from None
 
 
+HELP = argparse.ArgumentDefaultsHelpFormatter
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "float64")
+
+
+def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows every option's default."""
+    return commands.add_parser(name, help=help, description=help, formatter_class=HELP)
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano",
-                        help="nano (default: vfl's offline reference model), a hub id or local directory of a "
+                        help="nano (vfl's offline reference model), a hub id or local directory of a "
                              "supported MLLM, or tiny:<family> (random, for tests)")
-    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16, float16, float64")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32 on CPU, the "
+                                                                                "checkpoint's dtype elsewhere")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto (multi-GPU)")
+    parser.add_argument("--download", action="store_true",
+                        help="fetch a hub id missing from the local cache (otherwise local files only)")
 
 
 def _probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--functions", default="recog,count,ground,ocr", help="comma-separated: recog,count,ground,ocr")
-    parser.add_argument("--probes", type=Path, help="a probe JSONL of your own (default: generate built-in pairs)")
+    parser.add_argument("--probes", type=Path, help="a probe JSONL of your own (None: generate built-in pairs)")
     parser.add_argument("--n", "--num-probes", dest="n", type=int, default=20,
                         help="built-in pairs per function (spell it --num-probes under torchrun/accelerate launch, "
                              "whose own parsers take --n for theirs)")
     parser.add_argument("--size", type=int, default=224, help="built-in image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="built-in probe seed")
     parser.add_argument("--out", type=Path, required=True, help="run folder (rerun the same command to resume)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=None, help="interventions decoded together (default: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit")
+    parser.add_argument("--batch-size", type=int, default=None, help="interventions decoded together (None: all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.")
+    from vfl import __version__
+
+    parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.",
+                                     formatter_class=HELP)
+    parser.add_argument("--version", action="version", version=f"vfl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    probes = commands.add_parser("probes", help="counterfactual probe pairs").add_subparsers(dest="action", required=True)
-    make = probes.add_parser("make", help="write built-in pairs as DIR/probes.jsonl + DIR/images/")
+    probes = _command(commands, "probes", "counterfactual probe pairs").add_subparsers(dest="action", required=True)
+    make = _command(probes, "make", "write built-in pairs as DIR/probes.jsonl + DIR/images/")
     make.add_argument("--function", required=True, help="one function or a comma-separated list")
-    make.add_argument("--n", type=int, default=20)
-    make.add_argument("--size", type=int, default=224)
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("--n", type=int, default=20, help="pairs per function")
+    make.add_argument("--size", type=int, default=224, help="image size in pixels")
+    make.add_argument("--seed", type=int, default=0, help="same seed, same files")
+    make.add_argument("--out", type=Path, required=True, help="folder for probes.jsonl and images/")
 
-    locate = commands.add_parser("locate", help="Visual Token Swapping per decoder layer: find the VFLs")
+    locate = _command(commands, "locate", "Visual Token Swapping per decoder layer: find the VFLs")
     _model_options(locate)
     _probe_options(locate)
     locate.add_argument("--window", type=int, default=1, help="swap windows of this many consecutive layers")
-    locate.add_argument("--layers", type=_int_list, default=None, help="sweep only windows starting at these layers")
+    locate.add_argument("--sweep", default="window", choices=("window", "from", "upto"),
+                        help="window: layers k..k+window-1; from: k..L-1; upto: 0..k (cumulative sweeps show where "
+                             "a distributed function's reading starts and ends)")
+    locate.add_argument("--layers", type=_int_list, default=None, help="sweep only these k (None: every k)")
     locate.add_argument("--resize", action="store_true", help="resize image B to A's size when they differ")
+    locate.add_argument("--no-scores", dest="scores", action="store_false",
+                        help="skip the teacher-forced log-probabilities and the normalised transfer score")
+    locate.add_argument("--alpha", type=float, default=0.05, help="significance level of the VFL test (after Holm)")
+    locate.add_argument("--min-effect", type=float, default=0.1,
+                        help="least transfer-rate gain over the no-swap control for a window to count")
+    locate.add_argument("--min-accuracy", type=float, default=0.5,
+                        help="below this accuracy on image A a function is classed 'model fails'")
 
-    drop = commands.add_parser("drop", help="accuracy with visual KV dropped from the last N layers, N = 0..L")
+    drop = _command(commands, "drop", "accuracy with visual KV dropped from the last N layers, N = 0..L")
     _model_options(drop)
     _probe_options(drop)
 
-    nano = commands.add_parser("nano", help="the offline reference model").add_subparsers(dest="action", required=True)
-    train = nano.add_parser("train", help="train nano's projector and LoRA (resumes from --out)")
-    train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--steps", type=int, default=320)
+    nano = _command(commands, "nano", "the offline reference model").add_subparsers(dest="action", required=True)
+    train = _command(nano, "train", "train nano's projector and LoRA (resumes from --out)")
+    train.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume)")
+    train.add_argument("--steps", type=int, default=320, help="optimizer steps")
     train.add_argument("--per-function", type=int, default=1000, help="training images per function")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=16, help="samples per step")
+    train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     train.add_argument("--vision-layers", type=_int_list, default=[6, 9, 12],
                        help="DINOv2 layers (1-12) concatenated into the projector")
     train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
-    nano_eval = nano.add_parser("eval", help="nano's held-out accuracy per function")
+    nano_eval = _command(nano, "eval", "nano's held-out accuracy per function")
     nano_eval.add_argument("--n", type=int, default=200, help="held-out samples per function")
     nano_eval.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
-    nano_eval.add_argument("--dtype", default="auto")
-    nano_eval.add_argument("--device", default="cpu")
-    study = nano.add_parser("study", help="train and evaluate nano variants fed from each encoder layer group, "
-                                          "the last layer and their fusion (resumes from --out)")
+    nano_eval.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32")
+    nano_eval.add_argument("--device", default="cpu", help="cpu, cuda, mps ...")
+    study = _command(nano, "study", "train and evaluate nano variants fed from each encoder layer group, "
+                                    "the last layer and their fusion (resumes from --out)")
     study.add_argument("--groups", type=Path, required=True, help="groups.json from vfl vision-layers")
-    study.add_argument("--out", type=Path, required=True)
-    study.add_argument("--steps", type=int, default=80)
+    study.add_argument("--out", type=Path, required=True, help="study folder (rerun to resume)")
+    study.add_argument("--steps", type=int, default=80, help="optimizer steps per variant")
     study.add_argument("--per-function", type=int, default=320, help="training images per function")
     study.add_argument("--n", type=int, default=40, help="held-out samples per function")
-    study.add_argument("--lora-rank", type=int, default=0, help="0 (default): train the projector only")
-    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--lora-rank", type=int, default=0, help="0: train the projector only")
+    study.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
 
-    evaluate = commands.add_parser("eval", help="accuracy on a JSONL evaluation set")
+    evaluate = _command(commands, "eval", "accuracy on a JSONL evaluation set")
     _model_options(evaluate)
     evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
     evaluate.add_argument("--out", type=Path, help="write the summary as JSON here (records beside it)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=32)
+    evaluate.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit")
     evaluate.add_argument("--adapter", type=Path, help="a LoRA adapter folder (from vfl lora) to merge in first")
 
-    lora = commands.add_parser("lora", help="LoRA on chosen decoder layers only (VFL-LoRA and its baselines)")
+    lora = _command(commands, "lora", "LoRA on chosen decoder layers only (VFL-LoRA and its baselines)")
     _model_options(lora)
     lora.add_argument("--data", type=Path, required=True, help="LLaVA conversation JSON/JSONL, or a vfl probe file")
-    lora.add_argument("--image-folder", type=Path, help="where the data's image paths start (default: its folder)")
-    lora.add_argument("--layers", default=None, help="all, vfl, reversed, random, or layer numbers (default: vfl "
+    lora.add_argument("--image-folder", type=Path, help="where the data's image paths start (None: its folder)")
+    lora.add_argument("--layers", default=None, help="all, vfl, reversed, random, or layer numbers (None: vfl "
                                                      "with --vfl, else all)")
     lora.add_argument("--vfl", type=Path, help="a vfl locate summary.json")
     lora.add_argument("--function", help="whose VFL to use: recog, count, ground, ocr")
     lora.add_argument("--margin", type=int, default=0, help="widen the VFL by this many layers on each side")
-    lora.add_argument("--rank", type=int, default=64)
-    lora.add_argument("--alpha", type=int, default=64)
-    lora.add_argument("--dropout", type=float, default=0.05)
-    lora.add_argument("--lr", type=float, default=2e-4)
-    lora.add_argument("--steps", type=int, default=100)
+    lora.add_argument("--rank", type=int, default=64, help="LoRA rank")
+    lora.add_argument("--alpha", type=int, default=64, help="LoRA alpha")
+    lora.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout")
+    lora.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (cosine, 3%% warmup)")
+    lora.add_argument("--steps", type=int, default=100, help="optimizer steps")
     lora.add_argument("--batch-size", type=int, default=8, help="samples per optimizer step and process")
     lora.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (memory only)")
     lora.add_argument("--subset", type=Path, help="a selection.json from vfl select: train on its ids only")
-    lora.add_argument("--seed", type=int, default=0)
-    lora.add_argument("--save-every", type=int, default=25)
+    lora.add_argument("--seed", type=int, default=0, help="data order, initialisation and random layers")
+    lora.add_argument("--save-every", type=int, default=25, help="checkpoint every this many steps")
     lora.add_argument("--merge", action="store_true", help="also save the model with the LoRA merged in")
-    lora.add_argument("--out", type=Path, required=True)
+    lora.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume)")
 
-    select = commands.add_parser("select", help="label a training pool by function through VFL ablation and "
-                                                 "choose a budget (VFL-select; resumes from --out)")
+    select = _command(commands, "select", "label a training pool by function through VFL ablation and "
+                                          "choose a budget (VFL-select; resumes from --out)")
     _model_options(select)
     select.add_argument("--vfl", type=Path, required=True, help="a vfl locate summary.json: the functions' VFLs")
     select.add_argument("--data", type=Path, required=True, help="the pool: LLaVA conversation JSON/JSONL")
-    select.add_argument("--image-folder", type=Path, help="where the data's image paths start (default: its folder)")
+    select.add_argument("--image-folder", type=Path, help="where the data's image paths start (None: its folder)")
     select.add_argument("--budget", type=float, default=0.2, help="share of the pool (or a number of samples > 1)")
-    select.add_argument("--target", default=None, help="functions to select for (default: every one with a VFL)")
+    select.add_argument("--target", default=None, help="functions to select for (None: every one with a VFL)")
     select.add_argument("--strategy", default="balanced", choices=("balanced", "top"),
                         help="balanced: targets in turn, best score first; top: best scores whatever the function")
     select.add_argument("--min-score", type=float, default=0.0,
                         help="a sample whose loss rises by no more than this (nats) under every ablation is "
                              "labelled none and never chosen")
     select.add_argument("--margin", type=int, default=0, help="widen every VFL by this many layers on each side")
-    select.add_argument("--out", type=Path, required=True)
+    select.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume or re-choose)")
 
-    layers = commands.add_parser("vision-layers", help="layer-by-layer similarity of a vision encoder, grouped")
+    layers = _command(commands, "vision-layers", "layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
                                                          "supported MLLM (its vision tower)")
     source = layers.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, help="a folder of images (png, jpg)")
     source.add_argument("--probes", action="store_true", help="built-in probe images (the default)")
     layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
-    layers.add_argument("--out", type=Path, required=True)
+    layers.add_argument("--out", type=Path, required=True, help="folder for similarity.json, groups.json, heatmap.png")
 
-    tiny = commands.add_parser("make-tiny", help="save a tiny random model of a family (for tests and demos)")
-    tiny.add_argument("--family", default="llava")
-    tiny.add_argument("--layers", type=int, default=8)
-    tiny.add_argument("--out", type=Path, required=True)
+    tiny = _command(commands, "make-tiny", "save a tiny random model of a family (for tests and demos)")
+    tiny.add_argument("--family", default="llava", help="llava, qwen2_vl, qwen2_5_vl, idefics3 or smolvlm")
+    tiny.add_argument("--layers", type=int, default=8, help="decoder layers")
+    tiny.add_argument("--out", type=Path, required=True, help="folder to save the model and processor in")
     return parser
-
-
-def _probes(args):
-    from vfl.probes.generate import make_probe_set
-    from vfl.probes.schema import load_probes, parse_functions
-
-    functions = parse_functions(args.functions)
-    if args.probes is not None:
-        return load_probes(args.probes, functions), {"probes": str(args.probes.resolve())}
-    path = make_probe_set(functions, args.n, args.size, args.seed, args.out / "probes")
-    return load_probes(path), {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed}
 
 
 def _device(args) -> str:
@@ -170,12 +186,72 @@ def _device(args) -> str:
     return args.device
 
 
-def _settings(args, probe_settings: dict, **extra) -> dict:
-    return {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, **probe_settings, **extra}
+def _load(args):
+    from vfl.models import load
+
+    return load(args.model, args.dtype, _device(args), args.device_map, args.download)
 
 
-def _print_table(path: Path) -> None:
-    print(path.read_text())
+def _check_model(args) -> int:
+    """The device, dtype and model id checked, and the decoder's layer count read from the config alone."""
+    from vfl.models import check_device, num_layers, torch_dtype
+
+    check_device(_device(args))
+    torch_dtype(args.dtype, args.device, args.device_map)
+    return num_layers(args.model, args.download)
+
+
+def _locate_or_drop(args) -> None:
+    """Check everything (probes, options, model config) before the first write, then claim the run folder,
+    write the built-in probes into it and run the analysis through the Python API."""
+    from vfl.probes.schema import check_probe_images, load_probes, parse_functions
+
+    functions = parse_functions(args.functions)
+    resize = args.command == "drop" or args.resize
+    if args.probes is not None:
+        probes = load_probes(args.probes, functions)
+        check_probe_images(probes, resize)
+        probe_settings = {"probes": str(args.probes.resolve())}
+    else:
+        if args.n < 1:
+            raise VflError(f"--n must be at least 1, got {args.n}")
+        if args.size < 24:
+            raise VflError(f"--size must be at least 24 pixels, got {args.size}")
+        probe_settings = {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed}
+    from vfl import api, report, runner
+
+    settings = {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, **probe_settings}
+    if args.command == "locate":
+        report.check_test(args.alpha, args.min_effect, args.min_accuracy)
+        api.plan_locate(_check_model(args), args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens)
+        settings.update(window=args.window, sweep=args.sweep, layers=args.layers, resize=args.resize,
+                        scores=args.scores)
+    else:
+        api.check_run_options(args.batch_size, args.max_new_tokens)
+        _check_model(args)
+    with runner.claim(args.out, settings) as out:
+        if args.probes is None:
+            from vfl.probes.generate import make_probe_set
+
+            if runner.rank_and_world()[0] == 0:
+                make_probe_set(functions, args.n, args.size, args.seed, out / "probes")
+            runner.barrier()
+            probes = load_probes(out / "probes" / "probes.jsonl")
+        adapter = _load(args)
+        common = dict(out=out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings)
+        if args.command == "locate":
+            result = api.locate(adapter, probes=probes, window=args.window, sweep=args.sweep, layers=args.layers,
+                                resize=args.resize, scores=args.scores, alpha=args.alpha, min_effect=args.min_effect,
+                                min_accuracy=args.min_accuracy, **common)
+            if result is not None:
+                print(result.report().split("![")[0].rstrip())
+                print(f"results: {out / 'results.jsonl'}\nreport: {out / 'report.md'}\nplot: {out / 'curves.png'}")
+        else:
+            result = api.drop(adapter, probes=probes, **common)
+            if result is not None:
+                print(json.dumps({f: [round(r["accuracy"], 3) for r in d["curve"]]
+                                  for f, d in result.summary["functions"].items()}))
+                print(f"results: {out / 'drop.jsonl'}\nplot: {out / 'drop.png'}")
 
 
 def _nano(args) -> None:
@@ -192,11 +268,12 @@ def _nano(args) -> None:
             print(f"shipped into {WEIGHTS}")
     elif args.action == "eval":
         from vfl.evaluate import evaluate
-        from vfl.models import load
+        from vfl.models import check_device, load
         from vfl.nano.data import FUNCTIONS, held_out_items
 
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
+        check_device(args.device)
         items = held_out_items(FUNCTIONS, args.n, args.seed)
         summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
         _report_eval((summary, records), args.out, flat=True)
@@ -214,7 +291,6 @@ def _nano(args) -> None:
 
 def _lora(args) -> None:
     from vfl import lora
-    from vfl.models import load
     from vfl.probes.schema import parse_function
 
     run = lora.LoraRun(rank=args.rank, alpha=args.alpha, dropout=args.dropout, lr=args.lr, steps=args.steps,
@@ -228,7 +304,7 @@ def _lora(args) -> None:
         if not args.function:
             raise VflError("--vfl needs --function: whose VFL to train")
         vfl = lora.vfl_layers(args.vfl, parse_function(args.function), args.margin)
-    adapter = load(args.model, args.dtype, _device(args), args.device_map)
+    adapter = _load(args)
     layers = lora.choose_layers(args.layers or ("vfl" if vfl else "all"), adapter.num_layers, vfl, args.seed)
     settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl,
                 "subset": [s["id"] for s in samples] if args.subset else None}
@@ -236,7 +312,7 @@ def _lora(args) -> None:
     if adapter_dir is not None:
         print(f"adapter: {adapter_dir}")
         if args.merge:
-            merged = lora.with_adapter(load(args.model, args.dtype, _device(args), args.device_map), adapter_dir)
+            merged = lora.with_adapter(_load(args), adapter_dir)
             merged.model.save_pretrained(args.out / "merged")
             merged.processor.save_pretrained(args.out / "merged")
             print(f"merged model: {args.out / 'merged'}")
@@ -244,7 +320,6 @@ def _lora(args) -> None:
 
 def _select(args) -> None:
     from vfl.lora import load_conversations
-    from vfl.models import load
     from vfl.probes.schema import parse_functions
     from vfl.report import load_vfls
     from vfl.select import check_choice, select
@@ -255,7 +330,7 @@ def _select(args) -> None:
     targets = parse_functions(args.target) if args.target else None
     check_choice(args.budget, args.strategy, targets, vfls)
     samples = load_conversations(args.data, args.image_folder)
-    adapter = load(args.model, args.dtype, _device(args), args.device_map)
+    adapter = _load(args)
     settings = {"model": args.model, "data": str(args.data.resolve()), "vfl": vfls}
     selection = select(adapter, samples, vfls, args.out, settings, args.budget, targets, args.strategy, args.min_score)
     if selection is not None:
@@ -266,8 +341,7 @@ def _select(args) -> None:
 
 
 def _vision_layers(args) -> None:
-    from PIL import Image
-
+    from vfl.images import read_image
     from vfl.vision_layers import analyse
 
     if args.images is not None:
@@ -276,13 +350,7 @@ def _vision_layers(args) -> None:
         paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
         if not paths:
             raise VflError(f"{args.images} holds no png/jpg/webp images")
-        images = []
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    images.append(image.convert("RGB"))
-            except OSError:
-                raise VflError(f"image {path} cannot be read") from None
+        images = [read_image(path, "--images") for path in paths]
     else:
         from vfl.probes.generate import make_pair
         from vfl.probes.schema import FUNCTIONS
@@ -321,10 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             _nano(args)
         elif args.command == "eval":
             from vfl.evaluate import evaluate, load_items
-            from vfl.models import load
 
             items = load_items(args.data)
-            adapter = load(args.model, args.dtype, _device(args), args.device_map)
+            adapter = _load(args)
             if args.adapter is not None:
                 from vfl.lora import with_adapter
 
@@ -347,28 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             processor.save_pretrained(args.out)
             print(f"wrote a tiny random {args.family} model to {args.out}")
         elif args.command in ("locate", "drop"):
-            from vfl import locate as jobs
-            from vfl.models import load
-
-            if args.max_new_tokens < 1:
-                raise VflError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-            probes, probe_settings = _probes(args)
-            jobs.check_probe_images(probes, resize=args.command == "drop" or args.resize)  # fail before loading
-            adapter = load(args.model, args.dtype, _device(args), args.device_map)
-            if args.command == "locate":
-                settings = _settings(args, probe_settings, window=args.window, layers=args.layers, resize=args.resize)
-                summary = jobs.locate(adapter, probes, args.out, settings, args.window, args.layers,
-                                      args.max_new_tokens, args.batch_size, args.resize)
-                if summary is not None:
-                    _print_table(args.out / "report.md")
-                    print(f"results: {args.out / 'results.jsonl'}\nplot: {args.out / 'curves.png'}")
-            else:
-                summary = jobs.drop(adapter, probes, args.out, _settings(args, probe_settings), args.max_new_tokens,
-                                    args.batch_size)
-                if summary is not None:
-                    print(json.dumps({f: [round(r["accuracy"], 3) for r in d["curve"]]
-                                      for f, d in summary["functions"].items()}))
-                    print(f"results: {args.out / 'drop.jsonl'}\nplot: {args.out / 'drop.png'}")
+            _locate_or_drop(args)
     except VflError as err:
         print(f"vfl: error: {err}", file=sys.stderr)
         return 2

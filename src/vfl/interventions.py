@@ -44,6 +44,24 @@ def layer_windows(num_layers: int, window: int = 1) -> list[Intervention]:
     return [Intervention(f"layer {k}", tuple(range(k, k + window))) for k in range(num_layers - window + 1)]
 
 
+SWEEPS = ("window", "from", "upto")
+
+
+def sweep_interventions(num_layers: int, sweep: str = "window", window: int = 1) -> list[Intervention]:
+    """The swept interventions, named by their first index k: windows k..k+window-1 (``window``), or the
+    cumulative swaps k..L-1 (``from``) and 0..k (``upto``), which show where a distributed reading starts
+    and ends."""
+    if sweep not in SWEEPS:
+        raise VflError(f"unknown --sweep {sweep!r}; choose from {', '.join(SWEEPS)}")
+    if sweep == "window":
+        return layer_windows(num_layers, window)
+    if window != 1:
+        raise VflError(f"--window applies to --sweep window only, not to --sweep {sweep}")
+    if sweep == "from":
+        return [Intervention(f"from {k}", tuple(range(k, num_layers))) for k in range(num_layers)]
+    return [Intervention(f"upto {k}", tuple(range(k + 1))) for k in range(num_layers)]
+
+
 def controls(num_layers: int) -> list[Intervention]:
     """No layer (must give A's own answer) and every layer (must give B's, or for drop: no image at all)."""
     return [Intervention("none", ()), Intervention("all", tuple(range(num_layers)))]
@@ -197,16 +215,56 @@ def check_pair(probe_id: str, prompt_a: Prompt, prompt_b: Prompt) -> None:
                        "the same size or pass --resize")
 
 
+@torch.inference_mode()
+def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answers: list[list[int]]) -> torch.Tensor:
+    """Summed log-probability of ``answers[r]`` continuing the prompt's suffix under cache row r (teacher
+    forcing, one batched forward). Answers are right-padded: causal attention keeps padding out of the sums."""
+    start = prompt.prefix_length
+    suffix = prompt.input_ids[0, start:]
+    longest = max(1, max(len(a) for a in answers))
+    pad = int(suffix[-1])
+    ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=adapter.device)
+    input_ids = torch.cat([suffix.expand(len(answers), -1), ids], dim=1)
+    steps = torch.arange(1, longest + 1, device=prompt.positions.device).view(1, 1, -1)
+    positions = torch.cat([prompt.positions[..., start:], prompt.positions[..., -1:] + steps], dim=-1)
+    positions = positions.expand(-1, len(answers), -1).to(adapter.device)
+    logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
+                           past_key_values=cache, use_cache=True, logits_to_keep=longest + 1).logits
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32
+    logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    mask = torch.arange(longest, device=ids.device).view(1, -1) < torch.tensor([len(a) for a in answers],
+                                                                                device=ids.device).view(-1, 1)
+    return (logprobs * mask).sum(-1).cpu()
+
+
 def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
-               max_new_tokens: int, batch_size: int | None = None) -> list[list[int]]:
-    """Answer tokens of A's prompt for every swap intervention; two prefills in all, rows batched."""
-    cache_a, cache_b = prefill(adapter, prompt_a), prefill(adapter, prompt_b)
-    config = adapter.model.config
+               max_new_tokens: int, batch_size: int | None = None,
+               caches: tuple[DynamicCache, DynamicCache] | None = None) -> list[list[int]]:
+    """Answer tokens of A's prompt for every swap intervention; two prefills in all (or none, given the
+    ``caches`` of A's and B's prefixes), rows batched."""
+    cache_a, cache_b = caches or (prefill(adapter, prompt_a), prefill(adapter, prompt_b))
     answers = []
     for chunk in _chunks(interventions, batch_size):
-        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, chunk, config)
+        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, chunk, adapter.model.config)
         answers += greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens)
     return answers
+
+
+def swap_logprobs(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
+                  answers: list[list[int]], batch_size: int | None = None,
+                  caches: tuple[DynamicCache, DynamicCache] | None = None) -> list[list[float]]:
+    """``[v][j]``: the log-probability of ``answers[j]`` (e.g. A's and B's own answers) under swap
+    intervention v, teacher-forced; one forward per chunk of rows."""
+    cache_a, cache_b = caches or (prefill(adapter, prompt_a), prefill(adapter, prompt_b))
+    rows = [(v, j) for v in range(len(interventions)) for j in range(len(answers))]
+    logprobs = [[] for _ in interventions]
+    for chunk in _chunks(rows, batch_size and batch_size * len(answers)):
+        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, [interventions[v] for v, _ in chunk],
+                               adapter.model.config)
+        values = answer_logprobs(adapter, cache, prompt_a, [answers[j] for _, j in chunk])
+        for (v, _), value in zip(chunk, values.tolist()):
+            logprobs[v].append(value)
+    return logprobs
 
 
 def drop_sweep(adapter: Adapter, prompt: Prompt, interventions: list[Intervention], max_new_tokens: int,

@@ -1,0 +1,102 @@
+"""The Python API on loaded models, the notebook that shows it, and the CLI's conventions."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import vfl
+from conftest import run_cli
+from vfl.models.tiny import FAMILIES, build_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    return vfl.make_probes(["count", "ocr"], n=3, size=32, out=tmp_path_factory.mktemp("probes"))
+
+
+def test_locate_on_a_loaded_model_returns_records_summary_vfl_and_plot(probes):
+    model, processor = build_tiny("llava", num_layers=4)
+    result = vfl.locate(model, processor, probes, window=2)
+    frame = result.records
+    assert len(frame) == 2 * 3 * (3 + 2)  # functions x probes x (windows + controls)
+    assert {"id", "function", "intervention", "answer", "transferred", "logp_a", "logp_b", "score"} <= set(frame)
+    none = frame[frame.intervention == "none"]
+    assert (none.answer == none.answer_a).all() and (none.score.dropna() == 0).all()
+    every = frame[frame.intervention == "all"]
+    assert (every.answer == every.answer_b).all() and (every.score.dropna() == 1).all()
+    assert set(result.vfl) == set(result.classes) == {"count", "ocr"}
+    assert result.summary["window"] == 2 and result.out is None
+    figure = result.plot()
+    assert figure.axes and "| function |" in result.report()
+
+
+def test_the_api_run_in_a_folder_is_the_clis_run(tiny_llava_dir, tmp_path):
+    cli = run_cli("locate", "--model", tiny_llava_dir, "--functions", "count", "--n", 2, "--size", 32,
+                  "--out", tmp_path / "cli")
+    assert cli.returncode == 0, cli.stderr
+    probes = vfl.load_probes(tmp_path / "cli" / "probes" / "probes.jsonl")
+    adapter = vfl.load(str(tiny_llava_dir))
+    result = vfl.locate(adapter, probes=probes, out=tmp_path / "api")
+    assert {"results.jsonl", "summary.json", "curves.png", "report.md", "run.json"} <= \
+        {p.name for p in (tmp_path / "api").iterdir()}
+    assert result.summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    again = vfl.locate(adapter, probes=probes, out=tmp_path / "api")  # resumes: nothing left to do
+    assert again.summary == result.summary
+    with pytest.raises(vfl.VflError, match="other settings"):
+        vfl.locate(adapter, probes=probes, out=tmp_path / "api", window=2)
+
+
+def test_drop_on_a_loaded_model(probes):
+    model, processor = build_tiny("qwen2_vl", num_layers=3)
+    result = vfl.drop(model, processor, probes[:2])
+    assert len(result.records) == 2 * 2 * 4  # probes x images x (N = 0..3)
+    assert result.summary["functions"]["count"]["curve"][0]["n"] == 4
+    assert result.plot().axes
+
+
+def test_the_api_refuses_bad_arguments_in_one_sentence(probes):
+    model, processor = build_tiny("llava")
+    with pytest.raises(vfl.VflError, match="pass the model's processor too"):
+        vfl.locate(model, probes=probes)
+    with pytest.raises(vfl.VflError, match="probes must be"):
+        vfl.locate(model, processor, [])
+    with pytest.raises(vfl.VflError, match="--batch-size must be at least 1"):
+        vfl.locate(model, processor, probes, batch_size=0)
+
+
+def test_the_example_notebook_runs(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for o in cell.get("outputs", []))
+    assert "classes:" in outputs and "count" in outputs
+    assert any("image/png" in o.get("data", {}) for cell in notebook.cells for o in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_make_tiny_saves_a_model_that_loads_back_by_path(tmp_path, family):
+    out = tmp_path / family
+    made = run_cli("make-tiny", "--family", family, "--layers", 3, "--out", out)
+    assert made.returncode == 0, made.stderr[-2000:]
+    adapter = vfl.load(str(out))
+    assert adapter.family == {"qwen2_5_vl": "qwen2_vl", "smolvlm": "idefics3"}.get(family, family)
+    assert adapter.num_layers == 3
+    result = vfl.locate(adapter, probes=vfl.make_probes(["count"], n=1, size=32, out=tmp_path / "p"))
+    assert len(result.records) == 3 + 2
+
+
+def test_version_module_entry_and_defaults_in_help():
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"vfl {vfl.__version__}"
+    assert run_cli("--help", module="vfl").returncode == 0
+    for command in (["locate"], ["drop"], ["eval"], ["lora"], ["select"], ["vision-layers"], ["make-tiny"],
+                    ["probes", "make"], ["nano", "train"], ["nano", "eval"], ["nano", "study"]):
+        text = run_cli(*command, "--help").stdout
+        assert "(default:" in text, command
+    assert "(default: 0.05)" in run_cli("locate", "--help").stdout
