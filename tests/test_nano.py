@@ -1,5 +1,8 @@
 """`nano`: its parts convert exactly, the engine's invariants hold on it, and it answers held-out probes."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +100,24 @@ def test_a_variant_feeds_the_projector_from_its_configured_encoder_layers():
     assert seen["input"].shape == (1, 64, 2 * 1536)
     assert torch.equal(seen["input"], torch.cat([hidden[3], hidden[7]], dim=-1))
     assert not torch.equal(seen["input"][..., :1536], hidden[12])
+
+
+def test_a_merged_nano_loads_back_by_path(nano, tmp_path):
+    """What `vfl lora --merge` saves (a LoRA merged into nano) is a checkpoint `--model PATH` loads."""
+    from vfl.evaluate import answer
+    from vfl.lora import add_vfl_lora
+    from vfl.probes.generate import make_pair
+
+    fresh = load("nano")
+    merged = add_vfl_lora(fresh, [3], rank=2).merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    fresh.processor.save_pretrained(tmp_path / "merged")
+    question, image, *_ = make_pair("count", 0, 224, 5)
+    image.save(tmp_path / "image.png")
+    code = ("import sys; from PIL import Image; from vfl.models import load; from vfl.evaluate import answer; "
+            "adapter = load(sys.argv[1]); print(adapter.num_layers, answer(adapter, Image.open(sys.argv[2]), sys.argv[3]))")
+    fresh_process = subprocess.run([sys.executable, "-c", code, str(tmp_path / "merged"), str(tmp_path / "image.png"),
+                                    question], capture_output=True, text=True, timeout=300)
+    assert fresh_process.returncode == 0, fresh_process.stderr[-2000:]
+    # LoRA's B starts at zero, so the merged model is nano itself
+    assert fresh_process.stdout.strip() == f"{nano.num_layers} {answer(nano, image, question)}"

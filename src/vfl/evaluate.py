@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vfl.errors import VflError
+from vfl.images import read_image
 from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
 from vfl.metrics import matches, wilson
@@ -44,11 +45,7 @@ def load_items(path: Path) -> list[Item]:
             raise VflError(f"{path}:{lineno}: unknown metric {record['metric']!r}; choose from {', '.join(METRICS)}")
         function = METRICS[record["metric"]] if "metric" in record else parse_function(record["function"])
         image_path = Path(record["image"]) if Path(record["image"]).is_absolute() else path.parent / record["image"]
-        try:
-            with Image.open(image_path) as image:
-                image = image.convert("RGB")
-        except OSError:
-            raise VflError(f"{path}:{lineno}: image {image_path} cannot be read") from None
+        image = read_image(image_path, f"{path}:{lineno}")
         if function == "ground" and not record.get("box"):
             raise VflError(f"{path}:{lineno}: a box-iou record needs its box")
         items.append(Item(str(record.get("id", lineno)), function, image, record["question"], str(record["answer"]),

@@ -14,8 +14,12 @@ def json_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise VflError(f"{what} {path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise VflError(f"{path}:{lineno} is not UTF-8 text; save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -25,3 +29,22 @@ def json_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
             if not isinstance(record, dict):
                 raise VflError(f"{path}:{lineno} is not a JSON object")
             yield lineno, record
+
+
+def read_json(path: Path, what: str):
+    """A whole JSON file, with the same one-sentence errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise VflError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VflError(f"{path} is not UTF-8 text; save the file as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise VflError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (object, array, string, ...)."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

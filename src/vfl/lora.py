@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
+from vfl.jsonl import json_kind, json_objects, read_json
 from vfl.report import load_vfls
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
@@ -91,35 +92,29 @@ def load_conversations(path: Path, image_folder: Path | None = None) -> list[dic
     JSONL of ``{"image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``;
     a record without ``image`` is a text-only sample, ``image`` None) or from a vfl probe file (each probe gives
     two samples, one per image)."""
-    from vfl.jsonl import json_objects
-
     path = Path(path)
     if not path.is_file():
         raise VflError(f"training data {path} does not exist")
     folder = Path(image_folder) if image_folder else path.parent
     if path.suffix == ".json":
-        try:
-            records = list(enumerate(json.loads(path.read_text(encoding="utf-8")), 1))
-        except json.JSONDecodeError as err:
-            raise VflError(f"{path} is not valid JSON ({err.msg})") from None
+        data = read_json(path, "training data")
+        if not isinstance(data, list):
+            raise VflError(f"{path} holds a JSON {json_kind(data)}; LLaVA data is an array of records")
+        records = list(enumerate(data, 1))
     else:
         records = list(json_objects(path, "training data"))
     samples = []
     for index, record in records:
+        where = f"{path} record {index}"
+        if not isinstance(record, dict):
+            raise VflError(f"{where} is a JSON {json_kind(record)}, not an object")
         if "image_a" in record:  # a vfl probe
             for which in "ab":
                 samples.append({"id": f"{record['id']}/{which}", "image": folder / record[f"image_{which}"],
                                 "turns": [(record["question"], str(record[f"answer_{which}"]))]})
             continue
-        turns, conversation = [], record.get("conversations")
-        if not isinstance(conversation, list) or len(conversation) < 2:
-            raise VflError(f"{path} record {index} needs conversations (human, gpt, ...)")
-        for human, gpt in zip(conversation[::2], conversation[1::2]):
-            if human.get("from") != "human" or gpt.get("from") != "gpt":
-                raise VflError(f"{path} record {index}: conversations must alternate human and gpt")
-            turns.append((human["value"].replace("<image>", "").strip(), gpt["value"]))
-        image = folder / record["image"] if record.get("image") else None
-        samples.append({"id": str(record.get("id", index)), "image": image, "turns": turns})
+        samples.append({"id": str(record.get("id", index)), "image": _image_path(record, folder, where),
+                        "turns": _turns(record.get("conversations"), where)})
     if not samples:
         raise VflError(f"training data {path} holds no samples")
     ids = [sample["id"] for sample in samples]
@@ -130,6 +125,32 @@ def load_conversations(path: Path, image_folder: Path | None = None) -> list[dic
         if sample["image"] is not None and not sample["image"].is_file():
             raise VflError(f"sample {sample['id']}: image {sample['image']} does not exist")
     return samples
+
+
+def _turns(conversation, where: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a LLaVA conversation: human and gpt turns alternate, each with a string value."""
+    if not isinstance(conversation, list) or len(conversation) < 2:
+        raise VflError(f"{where} needs conversations: a list of human and gpt turns")
+    for number, turn in enumerate(conversation, 1):
+        if not isinstance(turn, dict):
+            raise VflError(f"{where}: turn {number} is a JSON {json_kind(turn)}, not an object with from and value")
+        if not isinstance(turn.get("value"), str):
+            raise VflError(f"{where}: turn {number} needs a string value")
+    turns = []
+    for human, gpt in zip(conversation[::2], conversation[1::2]):
+        if human.get("from") != "human" or gpt.get("from") != "gpt":
+            raise VflError(f"{where}: conversations must alternate human and gpt")
+        turns.append((human["value"].replace("<image>", "").strip(), gpt["value"]))
+    return turns
+
+
+def _image_path(record: dict, folder: Path, where: str) -> Path | None:
+    image = record.get("image")
+    if image is None or image == "":
+        return None
+    if not isinstance(image, str):
+        raise VflError(f"{where}: image must be a path string, not a JSON {json_kind(image)}")
+    return folder / image
 
 
 def subset(samples: list[dict], selection_path: Path) -> list[dict]:
@@ -149,15 +170,9 @@ def subset(samples: list[dict], selection_path: Path) -> list[dict]:
 
 def open_image(sample: dict):
     """The sample's image as RGB, or None for a text-only sample."""
-    from PIL import Image
+    from vfl.images import read_image
 
-    if sample["image"] is None:
-        return None
-    try:
-        with Image.open(sample["image"]) as image:
-            return image.convert("RGB")
-    except OSError:
-        raise VflError(f"sample {sample['id']}: image {sample['image']} cannot be read") from None
+    return None if sample["image"] is None else read_image(sample["image"], f"sample {sample['id']}")
 
 
 def encode(adapter: Adapter, image, turns: list[tuple[str, str]]) -> tuple[dict, torch.Tensor]:
@@ -252,14 +267,17 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
     `accelerate launch` / `torchrun` (each rank takes every world-th sample, gradients are averaged).
     Returns the adapter folder on the main process. trainable.json records the seconds spent in
     optimizer steps, summed over resumed runs, so a resumed run reports its whole training time."""
+    from vfl.runner import claim
+
+    with claim(out, {**(settings or {}), "layers": layers, **asdict(run)}) as folder:
+        return _train(adapter, samples, layers, run, folder)
+
+
+def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun, out: Path) -> Path | None:
     from accelerate import Accelerator
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    from vfl.runner import check_settings
-
-    out = Path(out)
-    check_settings(out, {**(settings or {}), "layers": layers, **asdict(run)})
     torch.manual_seed(run.seed)
     model = add_vfl_lora(adapter, layers, run.rank, run.alpha, run.dropout)
     count, share = trainable_share(model)

@@ -1,6 +1,13 @@
-"""Model adapters, found from the loaded model's class, and loading by hub id or local path."""
+"""Model adapters, found from the loaded model's class, and loading by hub id or local path.
+
+Lookups are local: a hub id is read from the local Hugging Face cache only, unless ``download=True``
+(this saves a user without network a minute of retries before the error). Everything about a load
+that can be wrong (the device, the dtype, the id, the class) is checked before any weight is read.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -14,7 +21,7 @@ ADAPTERS = (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter)
 SUPPORTED = tuple(name for adapter in ADAPTERS for name in adapter.model_classes)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
-__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load"]
+__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load", "num_layers", "check_device"]
 
 
 def adapter_for(model, processor) -> Adapter:
@@ -26,15 +33,79 @@ def adapter_for(model, processor) -> Adapter:
     raise VflError(f"{type(model).__name__} is not supported; supported classes: {', '.join(SUPPORTED)}")
 
 
-def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | None = None) -> Adapter:
-    """Load a model and its processor: ``nano`` (vfl's own), a hub id, a local directory or ``tiny:<family>``.
+def check_device(device: str) -> None:
+    """Refuse a device this torch build cannot use, in one sentence."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise VflError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise VflError(f"--device {device} needs a CUDA GPU, but this torch ({torch.__version__}, {build}) sees none; "
+                       "use --device cpu or install a CUDA build of torch")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        raise VflError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise VflError(f"--device {device} needs Apple's MPS, which this machine does not have")
 
-    ``dtype="auto"`` means float32 on CPU (fast and exact there) and the checkpoint's dtype elsewhere.
-    """
+
+def torch_dtype(dtype: str, device: str, device_map: str | None = None):
+    """``auto``: float32 on CPU (fast and exact there), the checkpoint's own dtype elsewhere."""
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" and device_map is None else "auto"
+    if dtype not in DTYPES:
+        raise VflError(f"unknown --dtype {dtype!r}; choose from auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _config(spec: str, download: bool = False):
+    """The checkpoint's config, from a local directory or the local hub cache (``download``: the hub too)."""
+    from transformers import AutoConfig
+
+    import vfl.nano.vision  # noqa: F401  (registers nano's vision tower, so a saved nano loads by path)
+
+    local = os.path.isdir(spec)
+    try:
+        return AutoConfig.from_pretrained(spec, local_files_only=not (download or local))
+    except (OSError, ValueError) as err:
+        where = "a local model directory" if local else (
+            "a hub id" if download else "a hub id in the local cache (pass --download to fetch it)")
+        raise VflError(f"cannot load model {spec!r}: it is not {where} ({str(err).splitlines()[0]})") from None
+
+
+def num_layers(spec: str, download: bool = False) -> int:
+    """The decoder's layer count of ``spec`` from its config alone (no weights read)."""
+    if spec == "nano":
+        from vfl.nano.parts import smollm2_layers
+
+        return smollm2_layers()
+    if spec.startswith("tiny:"):
+        from vfl.models.tiny import FAMILIES, TINY_LAYERS
+
+        if spec.split(":", 1)[1] not in FAMILIES:
+            raise VflError(f"unknown tiny family {spec.split(':', 1)[1]!r}; choose one of {', '.join(FAMILIES)}")
+        return TINY_LAYERS
+    return _supported_config(spec, download).get_text_config().num_hidden_layers
+
+
+def _supported_config(spec: str, download: bool):
+    config = _config(spec, download)
+    architectures = config.architectures or []
+    if not set(architectures) & set(SUPPORTED):
+        raise VflError(f"{spec!r} is a {', '.join(architectures) or config.model_type} model, which is not supported; "
+                       f"supported classes: {', '.join(SUPPORTED)}")
+    return config
+
+
+def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | None = None,
+         download: bool = False) -> Adapter:
+    """Load a model and its processor: ``nano`` (vfl's own), a hub id, a local directory or ``tiny:<family>``."""
+    check_device(device)
+    resolved = torch_dtype(dtype, device, device_map)
     if spec == "nano":
         from vfl.nano.model import load_nano
 
-        model, processor = load_nano(dtype=DTYPES.get(dtype, torch.float32), device=device)
+        model, processor = load_nano(dtype=torch.float32 if resolved == "auto" else resolved, device=device)
         return adapter_for(model, processor)
     if spec.startswith("tiny:"):
         from vfl.models.tiny import build_tiny
@@ -45,26 +116,16 @@ def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | 
             raise VflError(str(err)) from None
         return adapter_for(model.to(device), processor)
 
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    try:
-        config = AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as err:
-        raise VflError(f"cannot load model {spec!r}: it is neither a local model directory nor a hub id in the "
-                       f"local cache ({str(err).splitlines()[0]})") from None
-    architectures = config.architectures or []
-    if not set(architectures) & set(SUPPORTED):
-        raise VflError(f"{spec!r} is a {', '.join(architectures) or config.model_type} model, which is not supported; "
-                       f"supported classes: {', '.join(SUPPORTED)}")
-    if dtype == "auto":
-        torch_dtype = torch.float32 if device == "cpu" and device_map is None else "auto"
-    elif dtype in DTYPES:
-        torch_dtype = DTYPES[dtype]
-    else:
-        raise VflError(f"unknown --dtype {dtype!r}; choose from auto, {', '.join(DTYPES)}")
-    model = AutoModelForImageTextToText.from_pretrained(spec, dtype=torch_dtype, device_map=device_map)
+    from vfl.models.processors import load_processor
+
+    config = _supported_config(spec, download)
+    local_only = not (download or os.path.isdir(spec))
+    model = AutoModelForImageTextToText.from_pretrained(spec, dtype=resolved, device_map=device_map,
+                                                        local_files_only=local_only)
     if device_map is None:
         model = model.to(device)
     model.eval()
-    processor = AutoProcessor.from_pretrained(spec)
+    processor = load_processor(spec, config.model_type, local_only)
     return adapter_for(model, processor)

@@ -11,7 +11,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from vfl.models.processors import image_only
+
 FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+TINY_LAYERS = 4  # decoder layers of a tiny model unless asked otherwise
 
 _SPECIAL = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<|vision_start|>", "<|vision_end|>",
@@ -42,20 +45,6 @@ _TEMPLATES = {
 }
 
 
-def _without_video(processor_class):
-    """The Qwen processors' class check needs torchvision's video processor even for images only
-    (transformers 5.23); images are all the tiny models take, so accept a missing video processor."""
-
-    class ImageOnly(processor_class):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    ImageOnly.__name__ = processor_class.__name__
-    return ImageOnly
-
-
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (256 byte tokens + the families' special tokens), built offline."""
     byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -77,7 +66,7 @@ def _text_config(kind: str, tok, layers: int, hidden: int, heads: int, kv_heads:
     )
 
 
-def build_tiny(family: str, num_layers: int = 4, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
                image_size: int = 32, patch: int = 8, vision_layers: int = 2, vision_hidden: int = 32,
                seed: int = 0, dtype: torch.dtype = torch.float32):
     """Return ``(model, processor)`` of ``family`` with random weights (std 0.2, so images matter)."""
@@ -131,7 +120,7 @@ def build_tiny(family: str, num_layers: int = 4, hidden: int = 64, heads: int = 
         pixels = image_size * image_size
         image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
                                                    min_pixels=pixels, max_pixels=pixels)
-        processor = _without_video(Processor)(image_processor=image_processor, tokenizer=tok,
+        processor = image_only(Processor)(image_processor=image_processor, tokenizer=tok,
                                               video_processor=None, chat_template=_TEMPLATES["qwen"])
     else:
         from transformers import Idefics3ImageProcessorPil

@@ -12,6 +12,7 @@ The packages are located with `importlib.util.find_spec` and never imported (the
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def dinov2() -> "torch.nn.Module":
             raise VflError(f"the ONNX backbone does not map onto Dinov2Model (missing {missing}, extra {unexpected})")
         model.save_pretrained(path)
     return Dinov2Model.from_pretrained(path).eval()
+
+
+def smollm2_layers() -> int:
+    """SmolLM2's decoder layer count, read from the converted config or else the GGUF header (no weights)."""
+    config = cache_dir() / "smollm2-135m-instruct" / "config.json"
+    if config.exists():
+        return json.loads(config.read_text())["num_hidden_layers"]
+    import gguf
+
+    field = gguf.GGUFReader(package_file(GGUF_PACKAGE, GGUF_FILE)).fields["llama.block_count"]
+    return int(field.parts[field.data[0]][0])
 
 
 def smollm2_dir() -> Path:

@@ -16,9 +16,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vfl.errors import VflError
+from vfl.images import image_size, read_image
 from vfl.jsonl import json_objects
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
@@ -56,21 +57,11 @@ class Probe:
 
     def image(self, which: str) -> Image.Image:
         """Image ``a`` or ``b`` as RGB; a missing or unreadable file is a `VflError` naming the probe."""
-        return self._open(which, lambda image: image.convert("RGB"))
+        return read_image(self.path(which), f"probe {self.id}")
 
     def size(self, which: str) -> tuple[int, int]:
         """Image ``a`` or ``b``'s size, from its header alone."""
-        return self._open(which, lambda image: image.size)
-
-    def _open(self, which: str, read):
-        path = self.path(which)
-        try:
-            with Image.open(path) as image:
-                return read(image)
-        except FileNotFoundError:
-            raise VflError(f"probe {self.id}: image {path} does not exist") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise VflError(f"probe {self.id}: image {path} cannot be read ({err})") from None
+        return image_size(self.path(which), f"probe {self.id}")
 
     def path(self, which: str) -> Path:
         name = Path(self.image_a if which == "a" else self.image_b)
@@ -116,6 +107,33 @@ def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Pr
             if not probe.path(which).is_file():
                 raise VflError(f"probe {probe.id}: image {probe.path(which)} does not exist")
     return probes
+
+
+def _size_mismatch(probe: Probe, size_a, size_b) -> VflError:
+    return VflError(f"probe {probe.id}: images A {size_a} and B {size_b} differ in size, so their visual tokens "
+                    "cannot be exchanged; pass --resize to resize B to A's size")
+
+
+def load_pair(probe: Probe, resize: bool) -> tuple[Image.Image, Image.Image, list | None]:
+    """Both images of a probe (B resized to A's size with ``resize``) and B's box in B's final pixels."""
+    image_a, image_b = probe.image("a"), probe.image("b")
+    box_b = probe.box_b
+    if image_a.size != image_b.size:
+        if not resize:
+            raise _size_mismatch(probe, image_a.size, image_b.size)
+        if box_b is not None:
+            sx, sy = image_a.width / image_b.width, image_a.height / image_b.height
+            box_b = [box_b[0] * sx, box_b[1] * sy, box_b[2] * sx, box_b[3] * sy]
+        image_b = image_b.resize(image_a.size, Image.BICUBIC)
+    return image_a, image_b, box_b
+
+
+def check_probe_images(probes: list[Probe], resize: bool) -> None:
+    """Read every image header before any work, so bad input fails before anything is written."""
+    for probe in probes:
+        size_a, size_b = probe.size("a"), probe.size("b")
+        if size_a != size_b and not resize:
+            raise _size_mismatch(probe, size_a, size_b)
 
 
 def save_probes(probes: list[Probe], path: Path) -> None:
