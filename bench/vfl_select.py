@@ -23,7 +23,7 @@ accuracy, their mean, and the mean's share of the full pool's mean in the same s
 compared with the true ones (accuracy on the clean function samples, confusion matrix). Rows go to
 OUT/results.jsonl as they finish: a killed run continues where it stopped.
 
-  python bench/vfl_select.py --vfl runs/demo/summary.json --seeds 0,1,2 --out runs/vfl-select
+  python bench/vfl_select.py --vfl runs/nano-n60/summary.json --seeds 0,1,2 --out runs/vfl-select
 """
 
 from __future__ import annotations
@@ -175,8 +175,9 @@ def confusion_table(labels: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vfl", type=Path, default=Path("runs/demo/summary.json"),
-                        help="summary.json of `vfl locate` on nano (`make demo` writes runs/demo/summary.json)")
+    parser.add_argument("--vfl", type=Path, default=Path("runs/nano-n60/summary.json"),
+                        help="summary.json of `vfl locate` on nano (e.g. vfl locate --model nano --functions "
+                             "count,ground --n 60 --window 4 --out runs/nano-n60)")
     parser.add_argument("--pool", type=int, default=200, help="pool size")
     parser.add_argument("--budget", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=2, help="passes over each arm's data")
@@ -190,7 +191,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if not args.vfl.exists():
-        parser.error(f"{args.vfl} does not exist: run `make demo` (or vfl locate --model nano) first")
+        parser.error(f"{args.vfl} does not exist: run vfl locate --model nano (see --help) first")
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

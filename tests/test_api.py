@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import vfl
 from conftest import run_cli
@@ -31,6 +32,17 @@ def test_locate_on_a_loaded_model_returns_records_summary_vfl_and_plot(probes):
     assert result.summary["window"] == 2 and result.out is None
     figure = result.plot()
     assert figure.axes and "| function |" in result.report()
+
+
+def test_a_head_sweep_of_values_names_heads_and_says_what_was_swapped(probes):
+    model, processor = build_tiny("llava", num_layers=4)
+    result = vfl.locate(model, processor, probes, sweep="heads", layers=[1, 2], what="v")
+    swept = result.records[~result.records.intervention.isin(["none", "all"])]
+    assert sorted(set(swept.intervention)) == ["head 0", "head 1"]
+    assert all(layers == [1, 2] for layers in swept.layers)
+    rows = result.summary["functions"]["count"]["layers"]
+    assert [r["label"] for r in rows] == ["head 0", "head 1"] and result.summary["swap"]["what"] == "v"
+    assert "the values of image A's visual tokens swapped with image B's one key/value head at a time" in result.report()
 
 
 def test_the_api_run_in_a_folder_is_the_clis_run(tiny_llava_dir, tmp_path):
@@ -100,3 +112,26 @@ def test_version_module_entry_and_defaults_in_help():
         text = run_cli(*command, "--help").stdout
         assert "(default:" in text, command
     assert "(default: 0.05)" in run_cli("locate", "--help").stdout
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_merged_lora_model_saves_and_loads_back_by_path(tmp_path, family):
+    """What `vfl lora --merge` writes (the LoRA merged in, model and processor saved) loads by path and
+    answers as the model it was saved from."""
+    from vfl.evaluate import answer
+    from vfl.lora import add_vfl_lora
+    from vfl.models import adapter_for
+    from vfl.probes.generate import make_pair
+
+    adapter = adapter_for(*build_tiny(family, num_layers=3))
+    model = add_vfl_lora(adapter, [1], rank=2)
+    with torch.no_grad():  # a non-zero LoRA, so the merge changes the weights
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    adapter.model = model.merge_and_unload()
+    adapter.model.save_pretrained(tmp_path / "merged")
+    adapter.processor.save_pretrained(tmp_path / "merged")
+    loaded = vfl.load(str(tmp_path / "merged"))
+    question, image, *_ = make_pair("count", 0, 32, 0)
+    assert answer(loaded, image, question, 6) == answer(adapter, image, question, 6)

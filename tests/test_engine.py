@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vfl.errors import VflError
-from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, prefill,
+from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, narrowed, prefill,
                                swap_logprobs, swap_sweep, swap_visual_kv, sweep_interventions)
 from vfl.models.tiny import FAMILIES
 from vfl.probes.generate import make_pair
@@ -56,11 +56,12 @@ def test_batched_rows_equal_one_run_per_intervention(adapters, family):
     assert swap_sweep(adapter, prompt_a, prompt_b, interventions, NEW, batch_size=2) == batched
 
 
-def _hooked_generate(adapter, prompt_a, prompt_b, layer):
+def _hooked_generate(adapter, prompt_a, prompt_b, layer, projections=("k_proj", "v_proj"), heads=None, tokens=None):
     """Swap by another route, with forward hooks during a plain `generate` of A's full prompt:
     layer k's k_proj/v_proj outputs at the visual rows are B's (RoPE comes after, at equal positions),
     and the visual rows leaving every layer >= k are reset to A's clean ones, since the intervention
-    changes what later tokens read, not the visual tokens' own states."""
+    changes what later tokens read, not the visual tokens' own states. ``projections``, ``heads`` (slices
+    of the projection's output) and ``tokens`` (offsets into the visual rows) narrow the swap."""
     layers = adapter.language_model.layers
     attention = layers[layer].self_attn
     start, end = prompt_a.visual_span
@@ -81,8 +82,17 @@ def _hooked_generate(adapter, prompt_a, prompt_b, layer):
             if hidden(output).shape[1] != length:
                 return output
             states = hidden(output).clone()
-            states[:, start:end] = captured[name]
-            return (states, *output[1:]) if isinstance(output, tuple) else states
+            if name.startswith("layer"):
+                states[:, start:end] = captured[name]
+                return (states, *output[1:]) if isinstance(output, tuple) else states
+            rows = torch.tensor(range(end - start) if tokens is None else tokens)
+            width = adapter.text_config.head_dim if getattr(adapter.text_config, "head_dim", None) else \
+                adapter.text_config.hidden_size // adapter.text_config.num_attention_heads
+            columns = torch.cat([torch.arange(h * width, (h + 1) * width)
+                                 for h in (range(adapter.num_kv_heads) if heads is None else heads)])
+            states[:, start + rows.view(-1, 1), columns.view(1, -1)] = captured[name][:, rows.view(-1, 1),
+                                                                                     columns.view(1, -1)]
+            return states
         return hook
 
     def hooked(modules, make, prompt):
@@ -93,7 +103,7 @@ def _hooked_generate(adapter, prompt_a, prompt_b, layer):
             for handle in handles:
                 handle.remove()
 
-    projections = [(name, getattr(attention, name)) for name in ("k_proj", "v_proj")]
+    projections = [(name, getattr(attention, name)) for name in projections]
     later = [(f"layer{j}", layers[j]) for j in range(layer, len(layers))]
     hooked(projections, capture, prompt_b)
     hooked(later, capture, prompt_a)
@@ -205,3 +215,84 @@ def test_cumulative_sweeps_reach_both_controls(adapters, family):
         sweep_interventions(layers, "from", window=2)
     with pytest.raises(VflError, match="unknown --sweep"):
         sweep_interventions(layers, "middle")
+
+
+NARROW = {"keys only": dict(what="k"), "values only": dict(what="v"), "one head": dict(heads=[1]),
+          "some tokens": dict(tokens=[0, 2, 3]), "values of one head at some tokens": dict(what="v", heads=[0], tokens=[1, 3])}
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+@pytest.mark.parametrize("case", NARROW)
+def test_narrowed_swaps_match_the_hook_implementation(adapters, family, case):
+    """Keys or values only, chosen key/value heads, chosen visual tokens: the cache swap gives what the
+    independent hook route gives when it replaces only those projection outputs."""
+    adapter = adapters(family)
+    options = NARROW[case]
+    projections = {"kv": ("k_proj", "v_proj"), "k": ("k_proj",), "v": ("v_proj",)}[options.get("what", "kv")]
+    changed = 0
+    for index in range(6):
+        prompt_a, prompt_b = prompts(adapter, index)
+        rows = narrowed(layer_windows(adapter.num_layers), **options)
+        swept = swap_sweep(adapter, prompt_a, prompt_b, rows, NEW)
+        for layer in range(adapter.num_layers):
+            assert swept[layer] == _hooked_generate(adapter, prompt_a, prompt_b, layer, projections,
+                                                    options.get("heads"), options.get("tokens")), (index, layer)
+        changed += any(row != generate(adapter, prompt_a) for row in swept)
+    assert changed, "no narrowed swap changed an answer, so the comparison was vacuous"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_state_swaps_reach_b_from_the_first_layer_and_match_a_hook_route(adapters, family):
+    """Patching the visual positions' residual stream entering every layer, or only layer 0, is B's whole
+    run; patching one later layer equals `generate` with a pre-hook that does the same."""
+    adapter = adapters(family)
+    layers = adapter.language_model.layers
+    for index in range(3):
+        prompt_a, prompt_b = prompts(adapter, index)
+        rows = narrowed(controls(adapter.num_layers)[1:] + layer_windows(adapter.num_layers), "hidden")
+        swept = swap_sweep(adapter, prompt_a, prompt_b, rows, NEW)
+        reference_b = generate(adapter, prompt_b)
+        assert swept[0] == reference_b and swept[1] == reference_b
+        start, end = prompt_a.visual_span
+        length = prompt_a.input_ids.shape[1]
+        k = adapter.num_layers - 1
+        kept = {}
+
+        def keep(module, args, kwargs):
+            states = args[0] if args else kwargs["hidden_states"]
+            if states.shape[1] == length:
+                kept["b"] = states[:, start:end].clone()
+
+        def put(module, args, kwargs):
+            states = args[0] if args else kwargs["hidden_states"]
+            if states.shape[1] != length:
+                return None
+            states = states.clone()
+            states[:, start:end] = kept["b"]
+            return ((states, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": states})
+
+        handle = layers[k].register_forward_pre_hook(keep, with_kwargs=True)
+        generate(adapter, prompt_b)
+        handle.remove()
+        handle = layers[k].register_forward_pre_hook(put, with_kwargs=True)
+        try:
+            assert swept[1 + k] == generate(adapter, prompt_a)
+        finally:
+            handle.remove()
+
+
+def test_narrowing_is_checked(adapters):
+    adapter = adapters("llava")
+    prompt_a, prompt_b = prompts(adapter, 0)
+    with pytest.raises(VflError, match="head 5 does not exist"):
+        swap_sweep(adapter, prompt_a, prompt_b, narrowed(layer_windows(adapter.num_layers), heads=[5]), NEW)
+    with pytest.raises(VflError, match="visual token 99 does not exist"):
+        swap_sweep(adapter, prompt_a, prompt_b, narrowed(layer_windows(adapter.num_layers), tokens=[99]), NEW)
+    with pytest.raises(VflError, match="--heads applies to key/value swaps"):
+        narrowed(layer_windows(4), "hidden", heads=[0])
+    with pytest.raises(VflError, match="unknown --what"):
+        narrowed(layer_windows(4), "q")
+    heads = sweep_interventions(4, "heads", layers=[1, 2], num_heads=2)
+    assert [(i.name, i.layers, i.heads) for i in heads] == [("head 0", (1, 2), (0,)), ("head 1", (1, 2), (1,))]
+    with pytest.raises(VflError, match="--sweep heads needs --layers"):
+        sweep_interventions(4, "heads", num_heads=2)

@@ -67,6 +67,9 @@ def test_a_refused_run_writes_nothing(tiny_llava_dir, tmp_path):
     (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
     (["--sweep", "from", "--window", "2"], "--window applies to --sweep window only"),
     (["--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["--heads", "5"], "head 5 does not exist: this model has key/value heads 0..1"),
+    (["--sweep", "heads"], "--sweep heads needs --layers"),
+    (["--what", "hidden", "--heads", "0"], "--heads applies to key/value swaps"),
 ])
 def test_options_are_checked_before_any_write_and_before_the_model_loads(tiny_llava_dir, tmp_path, option, message):
     """The model folder holds its config alone: loading its weights would fail, so reaching the option's own

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from vfl import report, runner
 from vfl.errors import VflError
-from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, prefill,
-                               swap_logprobs, swap_sweep, sweep_interventions)
+from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, narrowed,
+                               prefill_pair, swap_logprobs, swap_sweep, sweep_interventions)
 from vfl.metrics import matches
 from vfl.models import Adapter, adapter_for
 from vfl.probes.schema import Probe, check_probe_images, load_pair, load_probes
@@ -81,15 +81,22 @@ def check_run_options(batch_size: int | None, max_new_tokens: int) -> None:
 
 
 def plan_locate(num_layers: int, window: int = 1, sweep: str = "window", layers: list[int] | None = None,
-                batch_size: int | None = None, max_new_tokens: int = 32) -> list[Intervention]:
-    """The interventions of a locate run (the two controls first), or a `VflError` for options that do
-    not fit the model; needs the layer count only, so it runs before the model loads."""
+                batch_size: int | None = None, max_new_tokens: int = 32, what: str = "kv",
+                heads: list[int] | None = None, tokens: list[int] | None = None,
+                num_heads: int | None = None) -> list[Intervention]:
+    """The interventions of a locate run (the two controls, whole swaps, first), or a `VflError` for options
+    that do not fit the model; needs the layer and head counts only, so it runs before the model loads."""
     check_run_options(batch_size, max_new_tokens)
-    swept = sweep_interventions(num_layers, sweep, window)
-    if layers is not None:
+    swept = sweep_interventions(num_layers, sweep, window, layers, num_heads)
+    if sweep == "heads":
+        if heads is not None:
+            raise VflError("--sweep heads swaps one head at a time; leave --heads out")
+    elif layers is not None:
         check_layers(layers, len(swept))
         swept = [w for k, w in enumerate(swept) if k in layers]
-    return controls(num_layers) + swept
+    if heads is not None and num_heads is not None and max(heads, default=0) >= num_heads:
+        raise VflError(f"head {max(heads)} does not exist: this model has key/value heads 0..{num_heads - 1}")
+    return controls(num_layers) + narrowed(swept, what, heads, tokens)
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -145,11 +152,15 @@ class DropResult:
 
 # -- the analyses ------------------------------------------------------------------------------------
 def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = "window",
-           layers: list[int] | None = None, out: str | Path | None = None, max_new_tokens: int = 32,
+           layers: list[int] | None = None, what: str = "kv", heads: list[int] | None = None,
+           tokens: list[int] | None = None, out: str | Path | None = None, max_new_tokens: int = 32,
            batch_size: int | None = None, resize: bool = False, scores: bool = True, alpha: float = 0.05,
            min_effect: float = 0.1, min_accuracy: float = 0.5, settings: dict | None = None) -> LocateResult | None:
-    """Visual Token Swapping over every layer window (``sweep="window"``) or cumulative swap (``"from"``:
-    layers k..L-1, ``"upto"``: 0..k) for every probe, with the two controls (no layer, every layer).
+    """Visual Token Swapping over every layer window (``sweep="window"``), cumulative swap (``"from"``:
+    layers k..L-1, ``"upto"``: 0..k) or key/value head at ``layers`` (``"heads"``) for every probe, with the
+    two controls (no layer, every layer). ``what`` swaps keys and values (``kv``), keys or values only, or the
+    residual stream entering the layers (``hidden``); ``heads`` and ``tokens`` (offsets into the visual span)
+    narrow the swap.
 
     ``model``: a loaded transformers MLLM of a supported family (any device or ``device_map``) with its
     ``processor``, a vfl `Adapter`, or a spec string ("nano", a hub id, a local path). ``probes``: a list of
@@ -160,24 +171,26 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
     """
     adapter = as_adapter(model, processor)
     probes = as_probes(probes)
-    interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens)
+    interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens, what, heads,
+                                tokens, adapter.num_kv_heads)
     report.check_test(alpha, min_effect, min_accuracy)
     check_probe_images(probes, resize)
     settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
                             "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens,
-                            "window": window, "sweep": sweep, "layers": layers, "resize": resize, "scores": scores}
+                            "window": window, "sweep": sweep, "layers": layers, "what": what, "heads": heads,
+                            "tokens": tokens, "resize": resize, "scores": scores}
     decode = adapter.tokenizer.decode
 
     def work(probe: Probe, missing: list[str]):
         image_a, image_b, box_b = load_pair(probe, resize)
         prompt_a, prompt_b = adapter.build_prompt(image_a, probe.question), adapter.build_prompt(image_b, probe.question)
         check_pair(probe.id, prompt_a, prompt_b)
-        caches = prefill(adapter, prompt_a), prefill(adapter, prompt_b)
+        pair = prefill_pair(adapter, prompt_a, prompt_b, hidden=what == "hidden")
         # The controls come first in every batch: their answers define `changed` and the score of every row.
         chosen = interventions[:2] + [i for i in interventions[2:] if i.name in missing]
-        tokens = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, caches)
+        tokens = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, pair)
         answers = [decode(t, skip_special_tokens=True).strip() for t in tokens]
-        logprobs = swap_logprobs(adapter, prompt_a, prompt_b, chosen, tokens[:2], batch_size, caches) if scores else None
+        logprobs = swap_logprobs(adapter, prompt_a, prompt_b, chosen, tokens[:2], batch_size, pair) if scores else None
         answer_a, answer_b = answers[0], answers[1]
         for row, (intervention, answer) in enumerate(zip(chosen, answers)):
             if intervention.name not in missing:
@@ -199,7 +212,7 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
 
     def summarise(records):
         return report.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,
-                                     min_effect, min_accuracy)
+                                     min_effect, min_accuracy, {"what": what, "heads": heads, "tokens": tokens})
 
     return _run(out, settings, "results.jsonl", probes, lambda p: p.id, interventions, work, "locate", summarise,
                 report.write_locate, LocateResult)

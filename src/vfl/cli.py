@@ -28,6 +28,18 @@ def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
     return commands.add_parser(name, help=help, description=help, formatter_class=HELP)
 
 
+def _index_list(text: str) -> list[int]:
+    """Comma-separated indices and inclusive ranges: "0-3,8" is [0, 1, 2, 3, 8]."""
+    values = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            start, _, end = part.partition("-")
+            values += list(range(int(start), int(end) + 1)) if end else [int(start)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected indices and ranges such as 0-15,32, got {text!r}") from None
+    return sorted(set(values))
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano",
                         help="nano (vfl's offline reference model), a hub id or local directory of a "
@@ -73,10 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(locate)
     _probe_options(locate)
     locate.add_argument("--window", type=int, default=1, help="swap windows of this many consecutive layers")
-    locate.add_argument("--sweep", default="window", choices=("window", "from", "upto"),
+    locate.add_argument("--sweep", default="window", choices=("window", "from", "upto", "heads"),
                         help="window: layers k..k+window-1; from: k..L-1; upto: 0..k (cumulative sweeps show where "
-                             "a distributed function's reading starts and ends)")
-    locate.add_argument("--layers", type=_int_list, default=None, help="sweep only these k (None: every k)")
+                             "a distributed function's reading starts and ends); heads: key/value head k alone at "
+                             "--layers (e.g. a VFL)")
+    locate.add_argument("--layers", type=_int_list, default=None,
+                        help="sweep only these k (None: every k); with --sweep heads, the layers whose heads to sweep")
+    locate.add_argument("--what", default="kv", choices=("kv", "k", "v", "hidden"),
+                        help="what B gives: keys and values, keys only, values only, or the visual positions' "
+                             "residual stream entering each swapped layer (recomputed onward)")
+    locate.add_argument("--heads", type=_int_list, default=None, help="swap only these key/value heads (None: all)")
+    locate.add_argument("--tokens", type=_index_list, default=None,
+                        help="swap only these visual positions, as offsets into the image's tokens, e.g. 0-15,32 "
+                             "(None: all)")
     locate.add_argument("--resize", action="store_true", help="resize image B to A's size when they differ")
     locate.add_argument("--no-scores", dest="scores", action="store_false",
                         help="skip the teacher-forced log-probabilities and the normalised transfer score")
@@ -172,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
     layers.add_argument("--out", type=Path, required=True, help="folder for similarity.json, groups.json, heatmap.png")
 
+    compare = _command(commands, "compare", "VFL bands of several locate runs on a normalised depth axis, and their "
+                                            "order of functions against the paper's")
+    compare.add_argument("runs", type=Path, nargs="+", help="locate run folders or summary.json files")
+    compare.add_argument("--names", default=None, help="comma-separated labels, one per run (None: model and window)")
+    compare.add_argument("--out", type=Path, required=True, help="folder for compare.json, compare.md, compare.png")
+
     tiny = _command(commands, "make-tiny", "save a tiny random model of a family (for tests and demos)")
     tiny.add_argument("--family", default="llava", help="llava, qwen2_vl, qwen2_5_vl, idefics3 or smolvlm")
     tiny.add_argument("--layers", type=int, default=8, help="decoder layers")
@@ -192,13 +219,13 @@ def _load(args):
     return load(args.model, args.dtype, _device(args), args.device_map, args.download)
 
 
-def _check_model(args) -> int:
-    """The device, dtype and model id checked, and the decoder's layer count read from the config alone."""
-    from vfl.models import check_device, num_layers, torch_dtype
+def _check_model(args) -> tuple[int, int]:
+    """The device, dtype and model id checked; the decoder's layers and key/value heads read from the config."""
+    from vfl.models import check_device, decoder_shape, torch_dtype
 
     check_device(_device(args))
     torch_dtype(args.dtype, args.device, args.device_map)
-    return num_layers(args.model, args.download)
+    return decoder_shape(args.model, args.download)
 
 
 def _locate_or_drop(args) -> None:
@@ -223,9 +250,11 @@ def _locate_or_drop(args) -> None:
     settings = {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, **probe_settings}
     if args.command == "locate":
         report.check_test(args.alpha, args.min_effect, args.min_accuracy)
-        api.plan_locate(_check_model(args), args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens)
-        settings.update(window=args.window, sweep=args.sweep, layers=args.layers, resize=args.resize,
-                        scores=args.scores)
+        layers, heads = _check_model(args)
+        api.plan_locate(layers, args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens,
+                        args.what, args.heads, args.tokens, heads)
+        settings.update(window=args.window, sweep=args.sweep, layers=args.layers, what=args.what, heads=args.heads,
+                        tokens=args.tokens, resize=args.resize, scores=args.scores)
     else:
         api.check_run_options(args.batch_size, args.max_new_tokens)
         _check_model(args)
@@ -241,7 +270,7 @@ def _locate_or_drop(args) -> None:
         common = dict(out=out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings)
         if args.command == "locate":
             result = api.locate(adapter, probes=probes, window=args.window, sweep=args.sweep, layers=args.layers,
-                                resize=args.resize, scores=args.scores, alpha=args.alpha, min_effect=args.min_effect,
+                                what=args.what, heads=args.heads, tokens=args.tokens, resize=args.resize, scores=args.scores, alpha=args.alpha, min_effect=args.min_effect,
                                 min_accuracy=args.min_accuracy, **common)
             if result is not None:
                 print(result.report().split("![")[0].rstrip())
@@ -403,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
             _select(args)
         elif args.command == "vision-layers":
             _vision_layers(args)
+        elif args.command == "compare":
+            from vfl.compare import compare, table, write
+
+            result = compare(args.runs, args.names.split(",") if args.names else None)
+            write(result, args.out)
+            print(table(result))
+            print(f"table: {args.out / 'compare.md'}\nplot: {args.out / 'compare.png'}")
         elif args.command == "make-tiny":
             from vfl.models.tiny import build_tiny
 

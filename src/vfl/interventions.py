@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import AttentionInterface, DynamicCache
@@ -29,12 +29,35 @@ from vfl.models import Adapter, Prompt
 ATTENTION = "vfl_sdpa"
 
 
+WHAT = ("kv", "k", "v", "hidden")
+
+
 @dataclass(frozen=True)
 class Intervention:
-    """Where to intervene: ``layers`` (decoder indices), under a ``name`` such as "layer 7" or "none"."""
+    """Where and what to intervene on: ``layers`` (decoder indices), under a ``name`` such as "layer 7" or
+    "none"; ``what`` B gives: keys and values (``kv``), keys or values only, or the visual positions' residual
+    stream entering each of the layers (``hidden``, recomputed onward); ``heads`` (key/value heads, None: all)
+    and ``tokens`` (offsets into the visual span, None: all) narrow a swap further."""
 
     name: str
     layers: tuple[int, ...]
+    what: str = "kv"
+    heads: tuple[int, ...] | None = None
+    tokens: tuple[int, ...] | None = None
+
+
+def narrowed(interventions: list[Intervention], what: str = "kv", heads: list[int] | None = None,
+             tokens: list[int] | None = None) -> list[Intervention]:
+    """The same interventions swapping only ``what``, at ``heads`` and ``tokens``."""
+    if what not in WHAT:
+        raise VflError(f"unknown --what {what!r}; choose from {', '.join(WHAT)}")
+    if what == "hidden" and heads is not None:
+        raise VflError("--heads applies to key/value swaps (--what kv, k or v), not to --what hidden")
+    for name, values in (("--heads", heads), ("--tokens", tokens)):
+        if values is not None and (not values or min(values) < 0):
+            raise VflError(f"{name} takes non-negative indices, got {values}")
+    return [replace(i, what=what, heads=i.heads if heads is None else tuple(heads),
+                    tokens=None if tokens is None else tuple(tokens)) for i in interventions]
 
 
 def layer_windows(num_layers: int, window: int = 1) -> list[Intervention]:
@@ -44,19 +67,25 @@ def layer_windows(num_layers: int, window: int = 1) -> list[Intervention]:
     return [Intervention(f"layer {k}", tuple(range(k, k + window))) for k in range(num_layers - window + 1)]
 
 
-SWEEPS = ("window", "from", "upto")
+SWEEPS = ("window", "from", "upto", "heads")
 
 
-def sweep_interventions(num_layers: int, sweep: str = "window", window: int = 1) -> list[Intervention]:
-    """The swept interventions, named by their first index k: windows k..k+window-1 (``window``), or the
-    cumulative swaps k..L-1 (``from``) and 0..k (``upto``), which show where a distributed reading starts
-    and ends."""
+def sweep_interventions(num_layers: int, sweep: str = "window", window: int = 1, layers: list[int] | None = None,
+                        num_heads: int | None = None) -> list[Intervention]:
+    """The swept interventions, named by their index k: windows k..k+window-1 (``window``), the cumulative
+    swaps k..L-1 (``from``) and 0..k (``upto``), which show where a distributed reading starts and ends, or
+    key/value head k alone at ``layers`` (``heads``: which heads of a VFL carry the function)."""
     if sweep not in SWEEPS:
         raise VflError(f"unknown --sweep {sweep!r}; choose from {', '.join(SWEEPS)}")
     if sweep == "window":
         return layer_windows(num_layers, window)
     if window != 1:
         raise VflError(f"--window applies to --sweep window only, not to --sweep {sweep}")
+    if sweep == "heads":
+        if not layers:
+            raise VflError("--sweep heads needs --layers: the layers (e.g. a VFL) whose heads to sweep")
+        check_layers(layers, num_layers)
+        return [Intervention(f"head {h}", tuple(sorted(set(layers))), heads=(h,)) for h in range(num_heads)]
     if sweep == "from":
         return [Intervention(f"from {k}", tuple(range(k, num_layers))) for k in range(num_layers)]
     return [Intervention(f"upto {k}", tuple(range(k + 1))) for k in range(num_layers)]
@@ -88,34 +117,116 @@ def _layer_table(interventions: list[Intervention], num_layers: int) -> torch.Te
 
 # -- the prefix ------------------------------------------------------------------------------------
 @torch.inference_mode()
-def prefill(adapter: Adapter, prompt: Prompt) -> DynamicCache:
-    """Run the image and every token up to the last visual one; return the cache (batch 1)."""
+def prefill(adapter: Adapter, prompt: Prompt, rows: int = 1, patch=None) -> DynamicCache:
+    """Run the image and every token up to the last visual one; return the cache (``rows`` copies of the
+    prompt, batch ``rows``). ``patch(layer, hidden)``, if given, may rewrite the hidden states entering each
+    decoder layer (forward pre-hooks, removed afterwards)."""
     end = prompt.prefix_length
     if end >= prompt.input_ids.shape[1]:
         raise VflError("the prompt ends with the image; the question must follow it")
+    images = {k: v.repeat(rows, *[1] * (v.dim() - 1)) if torch.is_tensor(v) and rows > 1 else v
+              for k, v in prompt.image_inputs.items()}
+    handles = []
+    if patch is not None:
+        for index, layer in enumerate(adapter.decoder_layers):
+            handles.append(layer.register_forward_pre_hook(_rewrite_hidden(index, patch), with_kwargs=True))
     cache = DynamicCache(config=adapter.model.config)
-    adapter.model(input_ids=prompt.input_ids[:, :end],
-                  position_ids=adapter.model_positions(prompt.positions[..., :end]),
-                  past_key_values=cache, use_cache=True, logits_to_keep=1, **prompt.image_inputs)
+    try:
+        adapter.model(input_ids=prompt.input_ids[:, :end].expand(rows, -1),
+                      position_ids=adapter.model_positions(prompt.positions[..., :end].expand(-1, rows, -1)),
+                      past_key_values=cache, use_cache=True, logits_to_keep=1, **images)
+    finally:
+        for handle in handles:
+            handle.remove()
     return cache
+
+
+def _rewrite_hidden(index: int, patch):
+    def hook(module, args, kwargs):
+        if args:
+            return (patch(index, args[0]),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": patch(index, kwargs["hidden_states"])}
+    return hook
+
+
+@dataclass
+class Pair:
+    """A's and B's prefix caches, and (for hidden-state swaps) B's residual stream entering every layer."""
+
+    cache_a: DynamicCache
+    cache_b: DynamicCache
+    hidden_b: list[torch.Tensor] | None = None
+
+
+def prefill_pair(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, hidden: bool = False) -> Pair:
+    """Both prefixes, once per probe; ``hidden`` also keeps B's hidden states entering each layer."""
+    kept = [None] * adapter.num_layers if hidden else None
+
+    def keep(layer, states):
+        kept[layer] = states.detach().clone()
+        return states
+
+    cache_b = prefill(adapter, prompt_b, patch=keep if hidden else None)
+    return Pair(prefill(adapter, prompt_a), cache_b, kept)
+
+
+def swap_visual_hidden(adapter: Adapter, prompt_a: Prompt, hidden_b: list[torch.Tensor],
+                       interventions: list[Intervention]) -> DynamicCache:
+    """A cache with one row per intervention: A's prefix run again, with the visual positions' hidden states
+    entering each of its layers replaced by B's (``tokens`` narrows the positions), everything after
+    recomputed. Patching every layer (from layer 0) gives B's cache exactly."""
+    span = prompt_a.visual_span
+    length = prompt_a.prefix_length
+    heads = 1  # the residual stream has no heads: one "head" covers every position's whole vector
+    layers, where, _ = _masks(interventions, adapter.num_layers, heads, length, span)
+
+    def patch(layer, states):
+        rows = (layers[:, layer].view(-1, 1) & where[:, 0]).to(states.device)  # (rows, T)
+        if not bool(rows.any()):
+            return states
+        return torch.where(rows.unsqueeze(-1), hidden_b[layer].to(states.dtype), states)
+
+    return prefill(adapter, prompt_a, rows=len(interventions), patch=patch)
+
+
+def _masks(interventions: list[Intervention], num_layers: int, heads: int, length: int,
+           span: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which rows take B at each layer (rows, L), at which (head, position) (rows, H, T), and whether for
+    keys and for values (rows, 2): the intervention's data as boolean tables."""
+    layers = _layer_table(interventions, num_layers)
+    where = torch.zeros(len(interventions), heads, length, dtype=torch.bool)
+    parts = torch.zeros(len(interventions), 2, dtype=torch.bool)
+    size = span[1] - span[0]
+    for row, intervention in enumerate(interventions):
+        head_ids = list(range(heads)) if intervention.heads is None else list(intervention.heads)
+        offsets = list(range(size)) if intervention.tokens is None else list(intervention.tokens)
+        if head_ids and max(head_ids) >= heads:
+            raise VflError(f"head {max(head_ids)} does not exist: this model has key/value heads 0..{heads - 1}")
+        if offsets and max(offsets) >= size:
+            raise VflError(f"visual token {max(offsets)} does not exist: the image gives tokens 0..{size - 1}")
+        where[row, torch.tensor(head_ids, dtype=torch.long).view(-1, 1),
+              torch.tensor([span[0] + o for o in offsets], dtype=torch.long).view(1, -1)] = True
+        parts[row] = torch.tensor(["k" in intervention.what, "v" in intervention.what])
+    return layers, where, parts
 
 
 def swap_visual_kv(cache_a: DynamicCache, cache_b: DynamicCache, span: tuple[int, int],
                    interventions: list[Intervention], config) -> DynamicCache:
-    """A cache with one row per intervention: A's keys and values, except the span's at its layers, which are B's.
+    """A cache with one row per intervention: A's keys and values, except the visual span's at its layers,
+    which are B's (only its keys or values, heads and visual tokens where it names them).
 
-    One `torch.where` per layer builds every row at once; neither input cache is copied or changed.
+    One `torch.where` per layer and tensor builds every row at once; neither input cache is copied or changed.
     """
     num_layers = len(cache_a.layers)
-    rows = _layer_table(interventions, num_layers)
-    length = cache_a.layers[0].keys.shape[-2]
-    visual = torch.zeros(length, dtype=torch.bool)
-    visual[span[0]:span[1]] = True
+    heads, length = cache_a.layers[0].keys.shape[1], cache_a.layers[0].keys.shape[-2]
+    layers, where, parts = _masks(interventions, num_layers, heads, length, span)
     batched = DynamicCache(config=config)
     for layer in range(num_layers):
         a, b = cache_a.layers[layer], cache_b.layers[layer]
-        take_b = (rows[:, layer].view(-1, 1, 1, 1) & visual.view(1, 1, -1, 1)).to(a.keys.device)
-        batched.update(torch.where(take_b, b.keys, a.keys), torch.where(take_b, b.values, a.values), layer)
+        here = (layers[:, layer].view(-1, 1, 1) & where).unsqueeze(-1).to(a.keys.device)
+        take_k = here & parts[:, 0].view(-1, 1, 1, 1).to(a.keys.device)
+        take_v = here & parts[:, 1].view(-1, 1, 1, 1).to(a.keys.device)
+        batched.update(torch.where(take_k, b.keys, a.keys), torch.where(take_v, b.values, a.values), layer)
     return batched
 
 
@@ -203,7 +314,7 @@ def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
 
 
 def _chunks(items: list, size: int | None):
-    size = size or len(items)
+    size = size or max(1, len(items))
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -237,33 +348,52 @@ def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answe
     return (logprobs * mask).sum(-1).cpu()
 
 
+def _row_batches(interventions: list[Intervention], size: int | None):
+    """(row indices, interventions) batches of at most ``size`` rows, hidden-state swaps apart from cache swaps."""
+    for hidden in (False, True):
+        rows = [r for r, i in enumerate(interventions) if (i.what == "hidden") == hidden]
+        for chunk in _chunks(rows, size):
+            yield chunk, [interventions[r] for r in chunk]
+
+
+def _row_cache(adapter: Adapter, pair: Pair, prompt_a: Prompt, chunk: list[Intervention]) -> DynamicCache:
+    if chunk[0].what == "hidden":
+        if pair.hidden_b is None:
+            raise ValueError("hidden-state swaps need prefill_pair(..., hidden=True)")
+        return swap_visual_hidden(adapter, prompt_a, pair.hidden_b, chunk)
+    return swap_visual_kv(pair.cache_a, pair.cache_b, prompt_a.visual_span, chunk, adapter.model.config)
+
+
+def _pair(adapter, prompt_a, prompt_b, interventions, pair):
+    return pair or prefill_pair(adapter, prompt_a, prompt_b, any(i.what == "hidden" for i in interventions))
+
+
 def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
-               max_new_tokens: int, batch_size: int | None = None,
-               caches: tuple[DynamicCache, DynamicCache] | None = None) -> list[list[int]]:
+               max_new_tokens: int, batch_size: int | None = None, pair: Pair | None = None) -> list[list[int]]:
     """Answer tokens of A's prompt for every swap intervention; two prefills in all (or none, given the
-    ``caches`` of A's and B's prefixes), rows batched."""
-    cache_a, cache_b = caches or (prefill(adapter, prompt_a), prefill(adapter, prompt_b))
-    answers = []
-    for chunk in _chunks(interventions, batch_size):
-        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, chunk, adapter.model.config)
-        answers += greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens)
+    ``pair`` of A's and B's prefixes; hidden-state swaps run A's prefix again per batch), rows batched."""
+    pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
+    answers = [None] * len(interventions)
+    for rows, chunk in _row_batches(interventions, batch_size):
+        cache = _row_cache(adapter, pair, prompt_a, chunk)
+        for row, tokens in zip(rows, greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens)):
+            answers[row] = tokens
     return answers
 
 
 def swap_logprobs(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
-                  answers: list[list[int]], batch_size: int | None = None,
-                  caches: tuple[DynamicCache, DynamicCache] | None = None) -> list[list[float]]:
+                  answers: list[list[int]], batch_size: int | None = None, pair: Pair | None = None) -> list[list[float]]:
     """``[v][j]``: the log-probability of ``answers[j]`` (e.g. A's and B's own answers) under swap
-    intervention v, teacher-forced; one forward per chunk of rows."""
-    cache_a, cache_b = caches or (prefill(adapter, prompt_a), prefill(adapter, prompt_b))
-    rows = [(v, j) for v in range(len(interventions)) for j in range(len(answers))]
-    logprobs = [[] for _ in interventions]
-    for chunk in _chunks(rows, batch_size and batch_size * len(answers)):
-        cache = swap_visual_kv(cache_a, cache_b, prompt_a.visual_span, [interventions[v] for v, _ in chunk],
-                               adapter.model.config)
-        values = answer_logprobs(adapter, cache, prompt_a, [answers[j] for _, j in chunk])
-        for (v, _), value in zip(chunk, values.tolist()):
-            logprobs[v].append(value)
+    intervention v, teacher-forced; one forward per batch of rows."""
+    pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
+    expanded = [(v, j) for v in range(len(interventions)) for j in range(len(answers))]
+    logprobs = [[None] * len(answers) for _ in interventions]
+    for rows, chunk in _row_batches([interventions[v] for v, _ in expanded], batch_size and batch_size * len(answers)):
+        cache = _row_cache(adapter, pair, prompt_a, chunk)
+        values = answer_logprobs(adapter, cache, prompt_a, [answers[expanded[r][1]] for r in rows])
+        for r, value in zip(rows, values.tolist()):
+            v, j = expanded[r]
+            logprobs[v][j] = value
     return logprobs
 
 

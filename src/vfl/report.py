@@ -52,7 +52,8 @@ def span_text(layers: list[int]) -> str:
 
 
 def locate_summary(records: list[dict], model: str, num_layers: int, window: int, sweep: str = "window",
-                   alpha: float = 0.05, min_effect: float = 0.1, min_accuracy: float = 0.5) -> dict:
+                   alpha: float = 0.05, min_effect: float = 0.1, min_accuracy: float = 0.5,
+                   swap: dict | None = None) -> dict:
     """Per function: every swept window's rates, its exact paired test against the no-swap control (Holm
     across the function's windows), the VFL band among the windows that pass, and the function's class."""
     check_test(alpha, min_effect, min_accuracy)
@@ -69,8 +70,8 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
         rows = []
         for k, name, layers in swept:
             mine = groups.get(name, [])
-            rows.append({"layer": k, "layers": list(layers), "label": span_label(list(layers)), **_row(mine),
-                         **_paired(mine, control)})
+            label = f"head {k}" if sweep == "heads" else span_label(list(layers))
+            rows.append({"layer": k, "layers": list(layers), "label": label, **_row(mine), **_paired(mine, control)})
         for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
             row["p_holm"] = adjusted
             row["passes"] = adjusted < alpha and row["transfer_rate"] - floor >= min_effect
@@ -80,22 +81,30 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
         if sweep == "window":
             peak_index, band_index = vfl_band([r["transfer_rate"] for r in rows], [r["passes"] for r in rows])
             peak, band = (None if peak_index is None else rows[peak_index]["layer"]), [rows[i]["layer"] for i in band_index]
+        elif sweep == "heads":  # heads have no order: every passing head counts, the best one is the peak
+            band = [r["layer"] for r in rows if r["passes"]]
+            peak = max(band, key=lambda k: (rows_by_k(rows)[k]["transfer_rate"], -k), default=None)
         data = {
             "layers": rows,
             "controls": {"none": _row(none), "all": every},
             "accuracy_a": _rate(none, "correct_a")["rate"],
             "peak": peak,
             "vfl_windows": band,
-            "vfl": sorted({k for row in rows if row["layer"] in band for k in row["layers"]}),
+            "vfl": [] if sweep == "heads" else sorted({k for row in rows if row["layer"] in band for k in row["layers"]}),
         }
         data["class"] = classify(data, sweep, min_accuracy)
         data["verdict"] = verdict(data, sweep, window, num_layers, min_accuracy)
         functions[function] = data
     return {"model": model, "num_layers": num_layers, "window": window, "sweep": sweep,
+            "swap": swap or {"what": "kv", "heads": None, "tokens": None},
             "test": {"method": "exact one-sided McNemar test of each window against the no-swap control on the "
                                "same probes, Holm-corrected across a function's windows",
                      "alpha": alpha, "min_effect": min_effect, "min_accuracy": min_accuracy},
             "functions": functions}
+
+
+def rows_by_k(rows: list[dict]) -> dict[int, dict]:
+    return {row["layer"]: row for row in rows}
 
 
 def check_test(alpha: float, min_effect: float, min_accuracy: float) -> None:
@@ -115,9 +124,9 @@ def classify(data: dict, sweep: str, min_accuracy: float) -> str:
         return "model fails"
     if not data["controls"]["all"]["passes"]:
         return "not read"
-    if sweep != "window":
+    if sweep in ("from", "upto"):
         return "read"
-    return "localized" if data["vfl"] else "distributed"
+    return "localized" if data["vfl_windows"] else "distributed"
 
 
 def verdict(data: dict, sweep: str, window: int, num_layers: int, min_accuracy: float) -> str:
@@ -130,11 +139,20 @@ def verdict(data: dict, sweep: str, window: int, num_layers: int, min_accuracy: 
     if kind == "not read":
         return (f"not read: even swapping every layer transfers {every['transfer_rate']:.2f} (no swap "
                 f"{none['transfer_rate']:.2f}, p = {every['p_value']:.2g}); the answer does not follow this attribute")
+    if kind == "localized" and sweep == "heads":
+        best = rows_by_k(data["layers"])[data["peak"]]
+        return (f"localized in heads {', '.join(map(str, data['vfl_windows']))} of {span_text(best['layers'])} (best: "
+                f"head {best['layer']} alone transfers {best['transfer_rate']:.2f} against {none['transfer_rate']:.2f} "
+                f"without a swap, Holm p = {best['p_holm']:.2g}; all layers {every['transfer_rate']:.2f})")
     if kind == "localized":
         best = next(r for r in data["layers"] if r["layer"] == data["peak"])
         return (f"localized: {span_text(data['vfl'])} (peak {span_text(best['layers'])}: transfer "
                 f"{best['transfer_rate']:.2f} against {none['transfer_rate']:.2f} without a swap, Holm p = "
                 f"{best['p_holm']:.2g}; all layers {every['transfer_rate']:.2f})")
+    if kind == "distributed" and sweep == "heads":
+        layers = span_text(data["layers"][0]["layers"]) if data["layers"] else "the chosen layers"
+        return (f"distributed over heads: swapping all layers transfers {every['transfer_rate']:.2f}, but no single "
+                f"key/value head of {layers} passes the test")
     if kind == "distributed":
         best = max(data["layers"], key=lambda r: r["transfer_rate"], default=None)
         best_text = "" if best is None else f" (best: {span_text(best['layers'])}, {best['transfer_rate']:.2f})"
@@ -181,7 +199,7 @@ def _figure(**kwargs):
 
 
 SWEEP_AXIS = {"window": "layers swapped (window of {w})", "from": "layers swapped: k..{last}",
-              "upto": "layers swapped: 0..k"}
+              "upto": "layers swapped: 0..k", "heads": "key/value head swapped (at the chosen layers)"}
 
 
 def plot_locate(summary: dict, path: Path | None = None):
@@ -250,16 +268,37 @@ def write_locate(summary: dict, out: Path) -> None:
     write_atomic(out / "report.md", locate_report(summary))
 
 
+def _swapped(swap: dict | None) -> str:
+    swap = swap or {"what": "kv"}
+    text = {"kv": "the keys and values", "k": "the keys", "v": "the values",
+            "hidden": "the residual stream (recomputed onward)"}[swap["what"]]
+    if swap.get("heads") is not None:
+        text += f" of key/value heads {', '.join(map(str, swap['heads']))}"
+    if swap.get("tokens") is not None:
+        text += f" at {len(swap['tokens'])} chosen visual positions"
+    return text
+
+
+def _vfl_text(data: dict, sweep: str) -> str:
+    if data["vfl"]:
+        return span_text(data["vfl"])
+    if sweep == "heads" and data["vfl_windows"]:
+        return "heads " + ", ".join(map(str, data["vfl_windows"]))
+    return "–"
+
+
 def locate_report(summary: dict) -> str:
     """report.md: what was swapped, the table, each function's class in words, the plot."""
     sweep, window = summary.get("sweep", "window"), summary["window"]
     last = summary["num_layers"] - 1
     what = {"window": "one layer at a time" if window == 1 else f"in windows of {window} consecutive layers",
-            "from": f"from layer k to the last ({last}), for every k", "upto": "from the first layer to layer k, for every k"}
+            "from": f"from layer k to the last ({last}), for every k", "upto": "from the first layer to layer k, for every k",
+            "heads": "one key/value head at a time, at the chosen layers"}
     test = summary["test"]
     lines = [
         f"# Vision Function Layers of `{summary['model']}`", "",
-        f"{summary['num_layers']} decoder layers; the visual KV of image A swapped with image B's {what[sweep]}.", "",
+        f"{summary['num_layers']} decoder layers; {_swapped(summary.get('swap'))} of image A's visual tokens swapped "
+        f"with image B's {what[sweep]}.", "",
         "| function | class | probes | A answered right | transfer, no swap | transfer, all layers | peak "
         "| peak transfer (95% CI) | Holm p | VFL layers |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -274,7 +313,7 @@ def locate_report(summary: dict) -> str:
                      f"{none['transfer_rate']:.2f} | {every['transfer_rate']:.2f} | "
                      f"{'–' if best is None else span_text(best['layers'])} | {peak_text} | "
                      f"{'–' if best is None else format(best['p_holm'], '.2g')} | "
-                     f"{span_text(data['vfl']) if data['vfl'] else '–'} |")
+                     f"{_vfl_text(data, sweep)} |")
     lines += [""] + [f"- **{NAMES[f]}**: {d['verdict']}." for f, d in summary["functions"].items()]
     lines += ["", "![transfer rate per layer window](curves.png)", "",
               "Transfer: the answer matches image B's (count equal, IoU > 0.5, same word, yes turned to no). A window "

@@ -21,7 +21,7 @@ ADAPTERS = (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter)
 SUPPORTED = tuple(name for adapter in ADAPTERS for name in adapter.model_classes)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
-__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load", "num_layers", "check_device"]
+__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load", "decoder_shape", "check_device"]
 
 
 def adapter_for(model, processor) -> Adapter:
@@ -73,19 +73,20 @@ def _config(spec: str, download: bool = False):
         raise VflError(f"cannot load model {spec!r}: it is not {where} ({str(err).splitlines()[0]})") from None
 
 
-def num_layers(spec: str, download: bool = False) -> int:
-    """The decoder's layer count of ``spec`` from its config alone (no weights read)."""
+def decoder_shape(spec: str, download: bool = False) -> tuple[int, int]:
+    """(decoder layers, key/value heads per layer) of ``spec`` from its config alone (no weights read)."""
     if spec == "nano":
-        from vfl.nano.parts import smollm2_layers
+        from vfl.nano.parts import smollm2_shape
 
-        return smollm2_layers()
+        return smollm2_shape()
     if spec.startswith("tiny:"):
-        from vfl.models.tiny import FAMILIES, TINY_LAYERS
+        from vfl.models.tiny import FAMILIES, TINY_KV_HEADS, TINY_LAYERS
 
         if spec.split(":", 1)[1] not in FAMILIES:
             raise VflError(f"unknown tiny family {spec.split(':', 1)[1]!r}; choose one of {', '.join(FAMILIES)}")
-        return TINY_LAYERS
-    return _supported_config(spec, download).get_text_config().num_hidden_layers
+        return TINY_LAYERS, TINY_KV_HEADS
+    text = _supported_config(spec, download).get_text_config()
+    return text.num_hidden_layers, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
 
 
 def _supported_config(spec: str, download: bool):

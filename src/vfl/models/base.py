@@ -65,8 +65,18 @@ class Adapter:
         return self.model.model.language_model
 
     @property
+    def decoder_layers(self):
+        """The decoder layers, in order (the hidden-state swap hooks their inputs)."""
+        return self.language_model.layers
+
+    @property
     def num_layers(self) -> int:
         return self.text_config.num_hidden_layers
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads per layer (the cache's head axis; fewer than query heads under grouped attention)."""
+        return getattr(self.text_config, "num_key_value_heads", None) or self.text_config.num_attention_heads
 
     @property
     def device(self) -> torch.device:

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerFast
 from vfl.models.processors import image_only
 
 FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
-TINY_LAYERS = 4  # decoder layers of a tiny model unless asked otherwise
+TINY_LAYERS, TINY_KV_HEADS = 4, 2  # a tiny model's decoder layers and key/value heads unless asked otherwise
 
 _SPECIAL = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<|vision_start|>", "<|vision_end|>",
@@ -66,7 +66,7 @@ def _text_config(kind: str, tok, layers: int, hidden: int, heads: int, kv_heads:
     )
 
 
-def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, heads: int = 4, kv_heads: int = TINY_KV_HEADS,
                image_size: int = 32, patch: int = 8, vision_layers: int = 2, vision_hidden: int = 32,
                seed: int = 0, dtype: torch.dtype = torch.float32):
     """Return ``(model, processor)`` of ``family`` with random weights (std 0.2, so images matter)."""

@@ -96,15 +96,20 @@ def dinov2() -> "torch.nn.Module":
     return Dinov2Model.from_pretrained(path).eval()
 
 
-def smollm2_layers() -> int:
-    """SmolLM2's decoder layer count, read from the converted config or else the GGUF header (no weights)."""
+def smollm2_shape() -> tuple[int, int]:
+    """SmolLM2's decoder layers and key/value heads, from the converted config or else the GGUF header."""
     config = cache_dir() / "smollm2-135m-instruct" / "config.json"
     if config.exists():
-        return json.loads(config.read_text())["num_hidden_layers"]
+        values = json.loads(config.read_text())
+        return values["num_hidden_layers"], values["num_key_value_heads"]
     import gguf
 
-    field = gguf.GGUFReader(package_file(GGUF_PACKAGE, GGUF_FILE)).fields["llama.block_count"]
-    return int(field.parts[field.data[0]][0])
+    fields = gguf.GGUFReader(package_file(GGUF_PACKAGE, GGUF_FILE)).fields
+
+    def read(name):
+        return int(fields[name].parts[fields[name].data[0]][0])
+
+    return read("llama.block_count"), read("llama.attention.head_count_kv")
 
 
 def smollm2_dir() -> Path:

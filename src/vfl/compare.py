@@ -1,0 +1,126 @@
+"""`vfl compare`: the VFL bands of several locate runs (models, training regimes, windows) on one
+normalised depth axis (layer / number of layers), with each run's order of functions checked against
+the paper's (recognition < counting < grounding < OCR). Reads existing summary.json files only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vfl.errors import VflError
+from vfl.jsonl import read_json
+from vfl.probes.schema import FUNCTIONS
+from vfl.report import NAMES, _figure, span_text
+
+PAPER_ORDER = FUNCTIONS  # recog < count < ground < ocr (Shi, Yu, Yang 2025, Qwen2.5-VL-7B and others)
+
+
+def load_summary(path: Path) -> dict:
+    """A locate summary from a run folder or a summary.json path."""
+    path = Path(path)
+    file = path / "summary.json" if path.is_dir() else path
+    summary = read_json(file, "locate summary")
+    if not isinstance(summary, dict) or not {"num_layers", "functions", "window"} <= set(summary):
+        raise VflError(f"{file} is not a vfl locate summary (it lacks num_layers, window or functions)")
+    return summary
+
+
+def bands(summary: dict) -> dict[str, dict]:
+    """Per function: its class, and for a VFL the band's layers and its span on the depth axis [0, 1]."""
+    depth = summary["num_layers"]
+    out = {}
+    for function, data in summary["functions"].items():
+        entry = {"class": data.get("class", "localized" if data.get("vfl") else "no VFL"), "vfl": data.get("vfl", [])}
+        if entry["vfl"]:
+            start, end = min(entry["vfl"]), max(entry["vfl"]) + 1
+            entry.update(depth=[start / depth, end / depth], centre=(start + end) / 2 / depth)
+        out[function] = entry
+    return out
+
+
+def order(entries: dict[str, dict]) -> tuple[list[str], str]:
+    """The localized functions from shallow to deep, and whether that order is the paper's: ``matches``,
+    ``differs`` or ``not testable`` (fewer than two localized functions)."""
+    placed = sorted((e["centre"], PAPER_ORDER.index(f), f) for f, e in entries.items() if "centre" in e)
+    functions = [f for _, _, f in placed]
+    if len(functions) < 2:
+        return functions, "not testable"
+    ranks = [PAPER_ORDER.index(f) for f in functions]
+    return functions, "matches" if ranks == sorted(ranks) else "differs"
+
+
+def compare(runs: list[Path], names: list[str] | None = None) -> dict:
+    if len(runs) < 1:
+        raise VflError("give at least one run folder or summary.json")
+    if names is not None and len(names) != len(runs):
+        raise VflError(f"--names gives {len(names)} names for {len(runs)} runs")
+    rows = []
+    for index, run in enumerate(runs):
+        summary = load_summary(run)
+        entries = bands(summary)
+        functions, verdict = order(entries)
+        label = names[index] if names else f"{summary.get('model', run)} (w{summary['window']})"
+        rows.append({"name": label, "path": str(run), "model": summary.get("model"), "num_layers": summary["num_layers"],
+                     "window": summary["window"], "functions": entries, "order": functions, "paper_order": verdict})
+    return {"paper_order": list(PAPER_ORDER), "runs": rows}
+
+
+def table(result: dict) -> str:
+    present = [f for f in FUNCTIONS if any(f in row["functions"] for row in result["runs"])]
+    lines = ["| run | layers | window | " + " | ".join(NAMES[f] for f in present) + " | order (shallow to deep) | "
+             "paper's order |", "|---|---|---|" + "---|" * len(present) + "---|---|"]
+    for row in result["runs"]:
+        cells = []
+        for function in present:
+            entry = row["functions"].get(function)
+            if entry is None:
+                cells.append("not run")
+            elif entry["vfl"]:
+                cells.append(f"{span_text(entry['vfl'])} ({entry['depth'][0]:.2f}-{entry['depth'][1]:.2f})")
+            else:
+                cells.append(entry["class"])
+        order_text = " < ".join(NAMES[f] for f in row["order"]) or "–"
+        lines.append(f"| {row['name']} | {row['num_layers']} | {row['window']} | " + " | ".join(cells)
+                     + f" | {order_text} | {row['paper_order']} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path | None = None):
+    """One row per run; each function's VFL as a bar over its span of normalised depth."""
+    from matplotlib.patches import Patch
+
+    runs = result["runs"]
+    fig = _figure(figsize=(9, 1.2 + 0.55 * len(runs) * 1.6), dpi=120)
+    ax = fig.subplots()
+    height = 0.8 / len(FUNCTIONS)
+    for y, row in enumerate(reversed(runs)):
+        for slot, function in enumerate(FUNCTIONS):
+            entry = row["functions"].get(function)
+            offset = y - 0.4 + height * (slot + 0.5)
+            if entry and entry["vfl"]:
+                start, end = entry["depth"]
+                ax.barh(offset, end - start, left=start, height=height * 0.9, color=f"C{slot}")
+            elif entry:
+                ax.text(0.005, offset, f"{NAMES[function]}: {entry['class']}", va="center", fontsize=6, color=f"C{slot}")
+    ax.legend([Patch(color=f"C{slot}") for slot in range(len(FUNCTIONS))], [NAMES[f] for f in FUNCTIONS],
+              fontsize=7, loc="upper right")
+    ax.set_yticks(range(len(runs)), [row["name"] for row in reversed(runs)], fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="depth (layer / number of decoder layers)", title="VFL bands on a normalised depth axis")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+def write(result: dict, out: Path) -> None:
+    from vfl.runner import write_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "compare.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "compare.md", "# VFL bands compared\n\n" + table(result) + "\n\n![bands](compare.png)\n\n"
+                 "Depth is layer / number of layers; a band covers its VFL's layers. The paper's order is "
+                 "recognition < counting < grounding < OCR; a run `matches` when its localized functions keep "
+                 "that order, and is `not testable` with fewer than two.\n")
+    plot(result, out / "compare.png")

@@ -1,0 +1,50 @@
+"""`vfl compare` on fabricated summaries: depth normalisation, order against the paper's, outputs."""
+
+import json
+
+from conftest import run_cli
+from vfl.compare import compare
+
+
+def summary(num_layers, window, vfls, classes=None):
+    classes = classes or {}
+    return {"model": f"m{num_layers}", "num_layers": num_layers, "window": window,
+            "functions": {f: {"vfl": layers, "class": classes.get(f, "localized" if layers else "distributed")}
+                          for f, layers in vfls.items()}}
+
+
+def test_bands_are_normalised_and_the_order_is_judged(tmp_path):
+    paper_like = tmp_path / "a.json"
+    paper_like.write_text(json.dumps(summary(28, 1, {"recog": [2, 3, 4], "count": [12], "ground": [18],
+                                                     "ocr": [22, 23]})))
+    shuffled = tmp_path / "b"
+    shuffled.mkdir()
+    (shuffled / "summary.json").write_text(json.dumps(summary(30, 4, {"count": [20, 21, 22, 23, 24],
+                                                                      "ground": [8, 9, 10, 11], "ocr": []},
+                                                                     {"ocr": "not read"})))
+    result = compare([paper_like, shuffled], ["paper", "other"])
+    first, second = result["runs"]
+    assert first["functions"]["count"]["depth"] == [12 / 28, 13 / 28]
+    assert first["order"] == ["recog", "count", "ground", "ocr"] and first["paper_order"] == "matches"
+    assert second["order"] == ["ground", "count"] and second["paper_order"] == "differs"
+    assert second["functions"]["ocr"]["class"] == "not read"
+    single = tmp_path / "c.json"
+    single.write_text(json.dumps(summary(30, 1, {"count": [5], "ocr": []})))
+    assert compare([single])["runs"][0]["paper_order"] == "not testable"
+
+    out = tmp_path / "out"
+    cli = run_cli("compare", paper_like, shuffled, "--names", "paper,other", "--out", out)
+    assert cli.returncode == 0, cli.stderr
+    assert {"compare.json", "compare.md", "compare.png"} <= {p.name for p in out.iterdir()}
+    text = (out / "compare.md").read_text()
+    assert "| paper | 28 | 1 | layers 2-4 (0.07-0.18) |" in text and "| matches |" in text and "not read" in text
+
+
+def test_bad_inputs_are_one_sentence(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"hello": 1}))
+    result = run_cli("compare", tmp_path / "x.json", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "is not a vfl locate summary" in result.stderr
+    result = run_cli("compare", tmp_path / "missing", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    result = run_cli("compare", tmp_path / "x.json", "--names", "a,b", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "gives 2 names for 1 runs" in result.stderr
