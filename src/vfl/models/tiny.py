@@ -21,7 +21,7 @@ _SPECIAL = [
     "<|image_pad|>", "<|video_pad|>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
 ]
 
-_TEMPLATES = {
+CHAT_TEMPLATES = {
     # LLaVA-1.5 layout: "USER: <image>\n{question} ASSISTANT:"
     "llava": (
         "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
@@ -91,7 +91,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
         image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                                 crop_size={"height": image_size, "width": image_size})
         processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
-                                   vision_feature_select_strategy="default", chat_template=_TEMPLATES["llava"],
+                                   vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATES["llava"],
                                    num_additional_image_tokens=1)
     elif family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers import Qwen2VLImageProcessorPil
@@ -121,7 +121,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
         image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
                                                    min_pixels=pixels, max_pixels=pixels)
         processor = image_only(Processor)(image_processor=image_processor, tokenizer=tok,
-                                              video_processor=None, chat_template=_TEMPLATES["qwen"])
+                                              video_processor=None, chat_template=CHAT_TEMPLATES["qwen"])
     else:
         from transformers import Idefics3ImageProcessorPil
 
@@ -139,7 +139,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
         )
         image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
                                                     max_image_size={"longest_edge": image_size})
-        processor = Processor(image_processor=image_processor, tokenizer=tok, chat_template=_TEMPLATES["idefics3"],
+        processor = Processor(image_processor=image_processor, tokenizer=tok, chat_template=CHAT_TEMPLATES["idefics3"],
                               image_seq_len=(image_size // patch) ** 2 // 4)
     model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id

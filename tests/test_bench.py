@@ -1,0 +1,36 @@
+"""The sweep benchmark runs end to end at a small shape, and its GPU shape is LLaVA-1.5-7B's."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def test_the_benchmark_prints_its_timings_and_ratios_at_a_tiny_shape():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep.py"), "--shape", "tiny", "--repeats", "1",
+                             "--probes", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^ratios: sweep/plain=\d+\.\d\d naive/sweep=\d+\.\d\d$", result.stdout, re.M), result.stdout
+    assert re.search(r"\(d\) 2-probe sweep: \d+\.\d\d probes/s", result.stdout)
+    assert "peak memory:" in result.stdout and "8 variants" in result.stdout
+
+
+def test_the_llava_7b_shape_has_its_parameters_and_576_visual_tokens():
+    from sweep import llava_7b
+
+    from vfl.models import adapter_for
+    from vfl.probes.generate import make_pair
+
+    model, processor = llava_7b("meta", torch.bfloat16)  # shapes only, no memory
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 7.0e9 < parameters < 7.1e9, parameters  # LLaVA-1.5-7B has 7.06e9
+    assert model.config.text_config.num_hidden_layers == 32 and model.config.text_config.hidden_size == 4096
+    question, image, *_ = make_pair("count", 0, 336, 0)
+    inputs = processor(images=[image], text=["USER: <image>\n" + question + " ASSISTANT:"], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 576
+    assert adapter_for(model, processor).num_layers == 32
