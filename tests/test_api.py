@@ -97,7 +97,8 @@ def test_make_tiny_saves_a_model_that_loads_back_by_path(tmp_path, family):
     made = run_cli("make-tiny", "--family", family, "--layers", 3, "--out", out)
     assert made.returncode == 0, made.stderr[-2000:]
     adapter = vfl.load(str(out))
-    assert adapter.family == {"qwen2_5_vl": "qwen2_vl", "smolvlm": "idefics3"}.get(family, family)
+    assert adapter.family == {"qwen2_5_vl": "qwen2_vl", "smolvlm": "idefics3", "llava_next": "llava",
+                              "llava_onevision": "llava"}.get(family, family)
     assert adapter.num_layers == 3
     result = vfl.locate(adapter, probes=vfl.make_probes(["count"], n=1, size=32, out=tmp_path / "p"))
     assert len(result.records) == 3 + 2

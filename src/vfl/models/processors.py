@@ -1,15 +1,19 @@
-"""Processors for images alone. The Qwen-VL processors insist on a video processor, which transformers
+"""Processors for images alone. The Qwen-VL and LLaVA-OneVision processors insist on a video processor, which transformers
 5.23 can build only with torchvision; vfl feeds images only, so without torchvision it builds these
 processors from their image processor, tokenizer and chat template, and saves them the same way."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vfl.errors import VflError
 
-IMAGE_ONLY = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
+IMAGE_ONLY = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
+              "llava_onevision": "LlavaOnevisionProcessor"}
 TEMPLATE_FILE = "chat_template.jinja"
+SETTINGS_FILE = "processor_config.json"  # the processor's own settings (e.g. tokens per image)
+PARTS = ("tokenizer", "image_processor", "video_processor", "processor_class")
 
 
 def image_only(processor_class):
@@ -30,6 +34,8 @@ def image_only(processor_class):
             self.image_processor.save_pretrained(folder)
             if isinstance(self.chat_template, str):
                 (folder / TEMPLATE_FILE).write_text(self.chat_template, encoding="utf-8")
+            settings = {k: v for k, v in self.to_dict().items() if k not in PARTS}
+            (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
             return [str(folder)]
 
     ImageOnly.__name__ = processor_class.__name__
@@ -49,8 +55,10 @@ def load_processor(spec: str, model_type: str, local_only: bool = True):
             raise VflError(f"the processor of {spec!r} needs a package this environment lacks "
                            f"({str(err).strip().splitlines()[0]})") from None
     tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
-    template = Path(spec) / TEMPLATE_FILE
+    template, saved = Path(spec) / TEMPLATE_FILE, Path(spec) / SETTINGS_FILE
     chat_template = template.read_text(encoding="utf-8") if template.is_file() else tokenizer.chat_template
+    settings = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     processor_class = image_only(getattr(transformers, IMAGE_ONLY[model_type]))
     return processor_class(image_processor=AutoImageProcessor.from_pretrained(spec, local_files_only=local_only),
-                           tokenizer=tokenizer, video_processor=None, chat_template=chat_template)
+                           tokenizer=tokenizer, video_processor=None, chat_template=chat_template,
+                           **{k: v for k, v in settings.items() if k not in PARTS})
