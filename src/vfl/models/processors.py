@@ -1,4 +1,4 @@
-"""Processors for images alone. The Qwen-VL and LLaVA-OneVision processors insist on a video processor, which transformers
+"""Processors for images alone. The Qwen-VL, LLaVA-OneVision and InternVL processors insist on a video processor, which transformers
 5.23 can build only with torchvision; vfl feeds images only, so without torchvision it builds these
 processors from their image processor, tokenizer and chat template, and saves them the same way."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from vfl.errors import VflError
 
 IMAGE_ONLY = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
-              "llava_onevision": "LlavaOnevisionProcessor"}
+              "llava_onevision": "LlavaOnevisionProcessor", "internvl": "InternVLProcessor"}
 TEMPLATE_FILE = "chat_template.jinja"
 SETTINGS_FILE = "processor_config.json"  # the processor's own settings (e.g. tokens per image)
 PARTS = ("tokenizer", "image_processor", "video_processor", "processor_class")
@@ -50,10 +50,9 @@ def load_processor(spec: str, model_type: str, local_only: bool = True):
 
     try:
         return AutoProcessor.from_pretrained(spec, local_files_only=local_only)
-    except ImportError as err:
-        if model_type not in IMAGE_ONLY:
-            raise VflError(f"the processor of {spec!r} needs a package this environment lacks "
-                           f"({str(err).strip().splitlines()[0]})") from None
+    except (ImportError, ValueError) as err:  # transformers says "requires torchvision" either way
+        if model_type not in IMAGE_ONLY or "torchvision" not in str(err).lower():
+            raise VflError(f"cannot build the processor of {spec!r} ({str(err).strip().splitlines()[0]})") from None
     tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
     template, saved = Path(spec) / TEMPLATE_FILE, Path(spec) / SETTINGS_FILE
     chat_template = template.read_text(encoding="utf-8") if template.is_file() else tokenizer.chat_template

@@ -13,7 +13,9 @@ from transformers import PreTrainedTokenizerFast
 
 from vfl.models.processors import image_only
 
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "internvl")
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                   "video_token": "<video>"}
 TINY_LAYERS, TINY_KV_HEADS = 4, 2  # a tiny model's decoder layers and key/value heads unless asked otherwise
 
 _SPECIAL = [
@@ -36,6 +38,13 @@ CHAT_TEMPLATES = {
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     ),
+    # InternVL: ChatML with a context token the processor expands to <img><IMG_CONTEXT>...</img>
+    "internvl": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
     # Idefics3 / SmolVLM layout: "User:<image>{question}<end_of_utterance>\nAssistant:"
     "idefics3": (
         "{% for m in messages %}{{ m['role'] | capitalize }}:"
@@ -45,13 +54,15 @@ CHAT_TEMPLATES = {
 }
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (256 byte tokens + the families' special tokens), built offline."""
+def tiny_tokenizer(named: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + the families' special tokens), built offline. ``named``
+    adds special tokens that a processor reads by attribute (InternVL's ``start_image_token`` ...)."""
     byte_vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     tok = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   **({"extra_special_tokens": named} if named else {}))
     fast.add_special_tokens({"additional_special_tokens": _SPECIAL[1:]})
     fast.add_tokens([f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)], special_tokens=True)
     return fast
@@ -74,7 +85,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
 
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
-    tok = tiny_tokenizer()
+    tok = tiny_tokenizer(INTERNVL_TOKENS if family == "internvl" else None)
     # Seed 0 gives a tiny LLaVA-NeXT whose single-layer swaps change no answer on the test probes (its
     # answers hardly depend on the image), which would leave the engine's comparisons vacuous.
     torch.manual_seed(seed + (1 if family == "llava_next" else 0))
@@ -151,6 +162,23 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
                                                    min_pixels=pixels, max_pixels=pixels)
         processor = image_only(Processor)(image_processor=image_processor, tokenizer=tok,
                                               video_processor=None, chat_template=CHAT_TEMPLATES["qwen"])
+    elif family == "internvl":
+        from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLProcessor
+
+        config = InternVLConfig(
+            vision_config=dict(model_type="internvl_vision", hidden_size=vision_hidden, num_hidden_layers=vision_layers,
+                               num_attention_heads=2, intermediate_size=2 * vision_hidden, image_size=[image_size] * 2,
+                               patch_size=[patch] * 2, initializer_range=0.2),
+            text_config=dict(model_type="qwen2", **_text_config("qwen2", tok, num_layers, hidden, heads, kv_heads,
+                                                                eos="<|im_end|>")),
+            image_token_id=tok.context_image_token_id, image_seq_length=(image_size // patch) ** 2 // 4,
+            downsample_ratio=0.5, vision_feature_layer=-1, tie_word_embeddings=False,
+        )
+        image_processor = GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                   crop_to_patches=False)
+        processor = image_only(InternVLProcessor)(image_processor=image_processor, tokenizer=tok, video_processor=None,
+                                                  image_seq_length=config.image_seq_length,
+                                                  chat_template=CHAT_TEMPLATES["internvl"])
     else:
         from transformers import Idefics3ImageProcessorPil
 
