@@ -105,7 +105,7 @@ def plot(result: dict, path: Path | None = None):
     ax.legend([Patch(color=f"C{slot}") for slot in range(len(FUNCTIONS))], [NAMES[f] for f in FUNCTIONS],
               fontsize=7, loc="upper right")
     ax.set_yticks(range(len(runs)), [row["name"] for row in reversed(runs)], fontsize=8)
-    ax.set(xlim=(0, 1), xlabel="depth (layer / number of decoder layers)", title="VFL bands on a normalised depth axis")
+    ax.set(xlim=(0, 1), ylim=(-0.5, len(runs) - 0.5), xlabel="depth (layer / number of decoder layers)", title="VFL bands on a normalised depth axis")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     if path is not None:
