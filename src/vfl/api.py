@@ -101,9 +101,9 @@ def plan_locate(num_layers: int, window: int = 1, sweep: str = "window", layers:
 
 # -- results -----------------------------------------------------------------------------------------
 @dataclass
-class LocateResult:
-    """What `locate` found: ``summary`` (as in summary.json), ``records`` (one row per probe x intervention,
-    a pandas DataFrame), ``vfl`` and ``classes`` per function, ``plot()``; ``out`` the run folder or None."""
+class Result:
+    """An analysis' ``summary`` (as in its summary file), its records (``records``: a pandas DataFrame, one
+    row per item x intervention) and ``out``, the run folder or None."""
 
     summary: dict
     record_list: list[dict]
@@ -114,6 +114,10 @@ class LocateResult:
         import pandas
 
         return pandas.DataFrame(self.record_list)
+
+
+class LocateResult(Result):
+    """What `locate` found; ``vfl`` and ``classes`` per function, ``report()``, ``plot()``."""
 
     @property
     def vfl(self) -> dict[str, list[int]]:
@@ -132,19 +136,8 @@ class LocateResult:
         return report.plot_locate(self.summary, None if path is None else Path(path))
 
 
-@dataclass
-class DropResult:
-    """What `drop` measured: ``summary`` (accuracy per function and N), ``records`` (a DataFrame), ``plot()``."""
-
-    summary: dict
-    record_list: list[dict]
-    out: Path | None = None
-
-    @property
-    def records(self):
-        import pandas
-
-        return pandas.DataFrame(self.record_list)
+class DropResult(Result):
+    """What `drop` measured: accuracy per function and number of dropped layers; ``plot()``."""
 
     def plot(self, path: str | Path | None = None):
         return report.plot_drop(self.summary, None if path is None else Path(path))

@@ -10,7 +10,7 @@ from pathlib import Path
 from vfl.errors import VflError
 from vfl.jsonl import read_json
 from vfl.probes.schema import FUNCTIONS
-from vfl.report import NAMES, _figure, span_text
+from vfl.report import NAMES, finish, new_figure, span_text
 
 PAPER_ORDER = FUNCTIONS  # recog < count < ground < ocr (Shi, Yu, Yang 2025, Qwen2.5-VL-7B and others)
 
@@ -90,7 +90,7 @@ def plot(result: dict, path: Path | None = None):
     from matplotlib.patches import Patch
 
     runs = result["runs"]
-    fig = _figure(figsize=(9, 1.2 + 0.55 * len(runs) * 1.6), dpi=120)
+    fig = new_figure(figsize=(9, 1.2 + 0.55 * len(runs) * 1.6), dpi=120)
     ax = fig.subplots()
     height = 0.8 / len(FUNCTIONS)
     for y, row in enumerate(reversed(runs)):
@@ -105,12 +105,10 @@ def plot(result: dict, path: Path | None = None):
     ax.legend([Patch(color=f"C{slot}") for slot in range(len(FUNCTIONS))], [NAMES[f] for f in FUNCTIONS],
               fontsize=7, loc="upper right")
     ax.set_yticks(range(len(runs)), [row["name"] for row in reversed(runs)], fontsize=8)
-    ax.set(xlim=(0, 1), ylim=(-0.5, len(runs) - 0.5), xlabel="depth (layer / number of decoder layers)", title="VFL bands on a normalised depth axis")
+    ax.set(xlim=(0, 1), ylim=(-0.5, len(runs) - 0.5), xlabel="depth (layer / number of decoder layers)",
+           title="VFL bands on a normalised depth axis")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)
 
 
 def write(result: dict, out: Path) -> None:

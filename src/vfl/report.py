@@ -190,12 +190,20 @@ def mean_sd(values: list[float]) -> str:
     return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
-def _figure(**kwargs):
+def new_figure(**kwargs):
     """A matplotlib Figure outside pyplot: no global state to close, drawn by whichever backend shows it
     (a notebook's inline one, or Agg when saved)."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
+
+
+def finish(fig, path: Path | None):
+    """Lay the figure out, save it to ``path`` if given, and return it."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 
 SWEEP_AXIS = {"window": "layers swapped (window of {w})", "from": "layers swapped: k..{last}",
@@ -208,7 +216,7 @@ def plot_locate(summary: dict, path: Path | None = None):
     labelled by their layer span. Returns the figure; saves and closes it when ``path`` is given."""
     functions = summary["functions"]
     has_scores = any(r.get("score_mean") is not None for d in functions.values() for r in d["layers"])
-    fig = _figure(figsize=(13 if has_scores else 8, 4.8), dpi=120)
+    fig = new_figure(figsize=(13 if has_scores else 8, 4.8), dpi=120)
     axes = fig.subplots(1, 2 if has_scores else 1, squeeze=False)
     rate_ax = axes[0][0]
     labels = {}
@@ -253,10 +261,7 @@ def plot_locate(summary: dict, path: Path | None = None):
             score_ax.axhline(level, color="0.5", linewidth=0.8, linestyle="--" if level == 0 else ":")
         score_ax.set(title="normalised transfer score (0 = no swap, 1 = all layers)",
                      ylabel="mean of (ΔlogP - ΔlogP none) / (ΔlogP all - ΔlogP none)")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)
 
 
 def write_locate(summary: dict, out: Path) -> None:
@@ -342,7 +347,7 @@ def drop_summary(records: list[dict], model: str, num_layers: int) -> dict:
 
 def plot_drop(summary: dict, path: Path | None = None):
     """Accuracy per function against the number of last layers whose visual KV is dropped (95% Wilson bands)."""
-    fig = _figure(figsize=(8, 4.5), dpi=120)
+    fig = new_figure(figsize=(8, 4.5), dpi=120)
     ax = fig.subplots()
     for function, data in summary["functions"].items():
         xs = [r["dropped"] for r in data["curve"]]
@@ -353,10 +358,7 @@ def plot_drop(summary: dict, path: Path | None = None):
            ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
+    return finish(fig, path)
 
 
 def write_drop(summary: dict, out: Path) -> None:
