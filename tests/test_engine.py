@@ -14,7 +14,7 @@ NEW = 6
 
 def generate(adapter, prompt):
     """The reference: transformers' own greedy `generate` on the full prompt."""
-    extra = {}
+    extra = dict(prompt.token_inputs)
     if adapter.family == "qwen2_vl":
         extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
     out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
@@ -172,7 +172,7 @@ def test_pairs_with_different_layouts_are_refused(adapters):
 def generated_logprob(adapter, prompt, tokens):
     """The reference: the log-probability of ``tokens`` from `generate`'s own logits (greedy, so the
     generated tokens are these)."""
-    extra = {}
+    extra = dict(prompt.token_inputs)
     if adapter.family == "qwen2_vl":
         extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
     out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),

@@ -132,9 +132,10 @@ def prefill(adapter: Adapter, prompt: Prompt, rows: int = 1, patch=None) -> Dyna
             handles.append(layer.register_forward_pre_hook(_rewrite_hidden(index, patch), with_kwargs=True))
     cache = DynamicCache(config=adapter.model.config)
     try:
+        tokens = {k: v[:, :end].expand(rows, -1) for k, v in prompt.token_inputs.items()}
         adapter.model(input_ids=prompt.input_ids[:, :end].expand(rows, -1),
                       position_ids=adapter.model_positions(prompt.positions[..., :end].expand(-1, rows, -1)),
-                      past_key_values=cache, use_cache=True, logits_to_keep=1, **images)
+                      past_key_values=cache, use_cache=True, logits_to_keep=1, **images, **tokens)
     finally:
         for handle in handles:
             handle.remove()

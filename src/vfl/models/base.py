@@ -7,7 +7,7 @@ processor and chat template. Families override only what differs (e.g. Qwen2-VL'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -30,6 +30,7 @@ class Prompt:
     image_inputs: dict
     positions: torch.Tensor
     visual_span: tuple[int, int]
+    token_inputs: dict = field(default_factory=dict)  # per-token tensors the prefix needs (Gemma 3's token types)
 
     @property
     def prefix_length(self) -> int:
@@ -49,6 +50,9 @@ class Adapter:
     model_classes: tuple[str, ...] = ()
     # How the family writes boxes in answers: "unit" (0-1), "thousand" (0-1000) or "pixel".
     box_format = "unit"
+    # Per-token processor outputs the prefill must pass along (sliced to the prefix), e.g. token types
+    # that make image tokens attend to each other both ways.
+    token_inputs: tuple[str, ...] = ()
 
     def __init__(self, model, processor):
         self.model = model
@@ -113,7 +117,8 @@ class Adapter:
             if torch.is_tensor(value) and value.is_floating_point():
                 image_inputs[key] = value.to(self.model.dtype)
         return Prompt(input_ids.to(self.device), image_inputs, self.positions(inputs).to(self.device),
-                      (int(visual[0]), int(visual[-1]) + 1))
+                      (int(visual[0]), int(visual[-1]) + 1),
+                      {k: inputs[k].to(self.device) for k in self.token_inputs if k in inputs})
 
     def positions(self, inputs) -> torch.Tensor:
         """Position ids of the whole prompt, shape (R, 1, T)."""

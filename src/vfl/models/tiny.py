@@ -13,7 +13,9 @@ from transformers import PreTrainedTokenizerFast
 
 from vfl.models.processors import image_only
 
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "internvl")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "internvl",
+            "gemma3")
+GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
 INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                    "video_token": "<video>"}
 TINY_LAYERS, TINY_KV_HEADS = 4, 2  # a tiny model's decoder layers and key/value heads unless asked otherwise
@@ -42,6 +44,13 @@ CHAT_TEMPLATES = {
     "internvl": (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
         "{% for c in m['content'] %}{% if c['type'] == 'image' %}<IMG_CONTEXT>\n"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    # Gemma 3: ChatML here; the processor expands <start_of_image> to the image's soft tokens
+    "gemma3": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>"
         "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     ),
@@ -85,7 +94,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
 
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(FAMILIES)}")
-    tok = tiny_tokenizer(INTERNVL_TOKENS if family == "internvl" else None)
+    tok = tiny_tokenizer({"internvl": INTERNVL_TOKENS, "gemma3": GEMMA3_TOKENS}.get(family))
     # Seed 0 gives a tiny LLaVA-NeXT whose single-layer swaps change no answer on the test probes (its
     # answers hardly depend on the image), which would leave the engine's comparisons vacuous.
     torch.manual_seed(seed + (1 if family == "llava_next" else 0))
@@ -162,6 +171,22 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
                                                    min_pixels=pixels, max_pixels=pixels)
         processor = image_only(Processor)(image_processor=image_processor, tokenizer=tok,
                                               video_processor=None, chat_template=CHAT_TEMPLATES["qwen"])
+    elif family == "gemma3":
+        from transformers import Gemma3Config, Gemma3ImageProcessorPil, Gemma3Processor
+
+        text = _text_config("gemma3", tok, num_layers, hidden, heads, kv_heads, eos="<|im_end|>")
+        text.update(head_dim=hidden // heads, query_pre_attn_scalar=hidden // heads, sliding_window=512,
+                    layer_types=["sliding_attention" if k % 2 == 0 else "full_attention" for k in range(num_layers)])
+        tokens_per_image = (image_size // patch) ** 2 // 4
+        config = Gemma3Config(
+            text_config=dict(model_type="gemma3_text", **text),
+            vision_config=dict(model_type="siglip_vision_model", image_size=image_size, patch_size=patch, **vision),
+            mm_tokens_per_image=tokens_per_image, boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
+            image_token_index=tok.image_token_id, initializer_range=0.2, tie_word_embeddings=False,
+        )
+        processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size},
+                                                                          do_pan_and_scan=False),
+                                    tokenizer=tok, chat_template=CHAT_TEMPLATES["gemma3"], image_seq_length=tokens_per_image)
     elif family == "internvl":
         from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLProcessor
 
@@ -199,6 +224,9 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
         processor = Processor(image_processor=image_processor, tokenizer=tok, chat_template=CHAT_TEMPLATES["idefics3"],
                               image_seq_len=(image_size // patch) ** 2 // 4)
     model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    if family == "gemma3":  # Gemma 3 starts its image projection at zero, which would hide the image
+        with torch.no_grad():
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.2)
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.eval()
