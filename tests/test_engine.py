@@ -5,7 +5,8 @@ import torch
 
 from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, narrowed, prefill,
-                               swap_logprobs, swap_sweep, swap_visual_kv, sweep_interventions)
+                               prefill_pair, swap_logprobs, swap_sweep, swap_visual_hidden, swap_visual_kv,
+                               sweep_interventions)
 from vfl.models.tiny import FAMILIES
 from vfl.probes.generate import make_pair
 
@@ -15,7 +16,7 @@ NEW = 6
 def generate(adapter, prompt):
     """The reference: transformers' own greedy `generate` on the full prompt."""
     extra = dict(prompt.token_inputs)
-    if adapter.family == "qwen2_vl":
+    if adapter.family in ("qwen2_vl", "qwen3_vl"):
         extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
     out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
                                  **prompt.image_inputs, **extra, max_new_tokens=NEW, do_sample=False)
@@ -173,7 +174,7 @@ def generated_logprob(adapter, prompt, tokens):
     """The reference: the log-probability of ``tokens`` from `generate`'s own logits (greedy, so the
     generated tokens are these)."""
     extra = dict(prompt.token_inputs)
-    if adapter.family == "qwen2_vl":
+    if adapter.family in ("qwen2_vl", "qwen3_vl"):
         extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
     out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
                                  **prompt.image_inputs, **extra, max_new_tokens=len(tokens), do_sample=False,
@@ -296,3 +297,21 @@ def test_narrowing_is_checked(adapters):
     assert [(i.name, i.layers, i.heads) for i in heads] == [("head 0", (1, 2), (0,)), ("head 1", (1, 2), (1,))]
     with pytest.raises(VflError, match="--sweep heads needs --layers"):
         sweep_interventions(4, "heads", num_heads=2)
+
+
+def test_qwen3_vl_hidden_swaps_carry_b_deepstack_features_unless_kept(adapters):
+    """Qwen3-VL adds vision features to the visual positions after its first layers (DeepStack). A
+    hidden-state swap from layer 0 puts B's there too, so the whole cache is B's; keeping A's leaves
+    A in the later layers."""
+    adapter = adapters("qwen3_vl")
+    prompt_a, prompt_b = prompts(adapter, 0)
+    pair = prefill_pair(adapter, prompt_a, prompt_b, hidden=True)
+    assert len(pair.injected_b) == 2  # one per vision layer of the tiny model
+    start, end = prompt_a.visual_span
+    swapped = swap_visual_hidden(adapter, prompt_a, pair, narrowed([Intervention("x", (0,))], "hidden"))
+    kept = swap_visual_hidden(adapter, prompt_a, pair, narrowed([Intervention("x", (0,))], "hidden", keep_injected=True))
+    for layer in range(adapter.num_layers):
+        assert torch.allclose(swapped.layers[layer].keys, pair.cache_b.layers[layer].keys, atol=1e-10)
+    assert not torch.allclose(kept.layers[1].keys[..., start:end, :], pair.cache_b.layers[1].keys[..., start:end, :])
+    with pytest.raises(VflError, match="--keep-injected applies to --what hidden only"):
+        narrowed(layer_windows(4), "kv", keep_injected=True)

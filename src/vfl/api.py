@@ -83,7 +83,7 @@ def check_run_options(batch_size: int | None, max_new_tokens: int) -> None:
 def plan_locate(num_layers: int, window: int = 1, sweep: str = "window", layers: list[int] | None = None,
                 batch_size: int | None = None, max_new_tokens: int = 32, what: str = "kv",
                 heads: list[int] | None = None, tokens: list[int] | None = None,
-                num_heads: int | None = None) -> list[Intervention]:
+                num_heads: int | None = None, keep_injected: bool = False) -> list[Intervention]:
     """The interventions of a locate run (the two controls, whole swaps, first), or a `VflError` for options
     that do not fit the model; needs the layer and head counts only, so it runs before the model loads."""
     check_run_options(batch_size, max_new_tokens)
@@ -96,7 +96,7 @@ def plan_locate(num_layers: int, window: int = 1, sweep: str = "window", layers:
         swept = [w for k, w in enumerate(swept) if k in layers]
     if heads is not None and num_heads is not None and max(heads, default=0) >= num_heads:
         raise VflError(f"head {max(heads)} does not exist: this model has key/value heads 0..{num_heads - 1}")
-    return controls(num_layers) + narrowed(swept, what, heads, tokens)
+    return controls(num_layers) + narrowed(swept, what, heads, tokens, keep_injected)
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -146,14 +146,15 @@ class DropResult(Result):
 # -- the analyses ------------------------------------------------------------------------------------
 def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = "window",
            layers: list[int] | None = None, what: str = "kv", heads: list[int] | None = None,
-           tokens: list[int] | None = None, out: str | Path | None = None, max_new_tokens: int = 32,
+           tokens: list[int] | None = None, keep_injected: bool = False, out: str | Path | None = None,
+           max_new_tokens: int = 32,
            batch_size: int | None = None, resize: bool = False, scores: bool = True, alpha: float = 0.05,
            min_effect: float = 0.1, min_accuracy: float = 0.5, settings: dict | None = None) -> LocateResult | None:
     """Visual Token Swapping over every layer window (``sweep="window"``), cumulative swap (``"from"``:
     layers k..L-1, ``"upto"``: 0..k) or key/value head at ``layers`` (``"heads"``) for every probe, with the
     two controls (no layer, every layer). ``what`` swaps keys and values (``kv``), keys or values only, or the
     residual stream entering the layers (``hidden``); ``heads`` and ``tokens`` (offsets into the visual span)
-    narrow the swap.
+    narrow the swap; ``keep_injected`` keeps A's DeepStack features in a hidden swap (Qwen3-VL).
 
     ``model``: a loaded transformers MLLM of a supported family (any device or ``device_map``) with its
     ``processor``, a vfl `Adapter`, or a spec string ("nano", a hub id, a local path). ``probes``: a list of
@@ -165,13 +166,13 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
     adapter = as_adapter(model, processor)
     probes = as_probes(probes)
     interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens, what, heads,
-                                tokens, adapter.num_kv_heads)
+                                tokens, adapter.num_kv_heads, keep_injected)
     report.check_test(alpha, min_effect, min_accuracy)
     check_probe_images(probes, resize)
     settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
                             "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens,
                             "window": window, "sweep": sweep, "layers": layers, "what": what, "heads": heads,
-                            "tokens": tokens, "resize": resize, "scores": scores}
+                            "tokens": tokens, "keep_injected": keep_injected, "resize": resize, "scores": scores}
     decode = adapter.tokenizer.decode
 
     def work(probe: Probe, missing: list[str]):
@@ -205,7 +206,8 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
 
     def summarise(records):
         return report.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,
-                                     min_effect, min_accuracy, {"what": what, "heads": heads, "tokens": tokens})
+                                     min_effect, min_accuracy,
+                                     {"what": what, "heads": heads, "tokens": tokens, "keep_injected": keep_injected})
 
     return _run(out, settings, "results.jsonl", probes, lambda p: p.id, interventions, work, "locate", summarise,
                 report.write_locate, LocateResult)

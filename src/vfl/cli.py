@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     locate.add_argument("--what", default="kv", choices=("kv", "k", "v", "hidden"),
                         help="what B gives: keys and values, keys only, values only, or the visual positions' "
                              "residual stream entering each swapped layer (recomputed onward)")
+    locate.add_argument("--keep-injected", action="store_true",
+                        help="with --what hidden on Qwen3-VL: keep A's DeepStack features (default: B's from the "
+                             "first patched layer on)")
     locate.add_argument("--heads", type=_int_list, default=None, help="swap only these key/value heads (None: all)")
     locate.add_argument("--tokens", type=_index_list, default=None,
                         help="swap only these visual positions, as offsets into the image's tokens, e.g. 0-15,32 "
@@ -252,9 +255,9 @@ def _locate_or_drop(args) -> None:
         report.check_test(args.alpha, args.min_effect, args.min_accuracy)
         layers, heads = _check_model(args)
         api.plan_locate(layers, args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens,
-                        args.what, args.heads, args.tokens, heads)
+                        args.what, args.heads, args.tokens, heads, args.keep_injected)
         settings.update(window=args.window, sweep=args.sweep, layers=args.layers, what=args.what, heads=args.heads,
-                        tokens=args.tokens, resize=args.resize, scores=args.scores)
+                        tokens=args.tokens, keep_injected=args.keep_injected, resize=args.resize, scores=args.scores)
     else:
         api.check_run_options(args.batch_size, args.max_new_tokens)
         _check_model(args)
@@ -270,8 +273,9 @@ def _locate_or_drop(args) -> None:
         common = dict(out=out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings)
         if args.command == "locate":
             result = api.locate(adapter, probes=probes, window=args.window, sweep=args.sweep, layers=args.layers,
-                                what=args.what, heads=args.heads, tokens=args.tokens, resize=args.resize, scores=args.scores, alpha=args.alpha, min_effect=args.min_effect,
-                                min_accuracy=args.min_accuracy, **common)
+                                what=args.what, heads=args.heads, tokens=args.tokens,
+                                keep_injected=args.keep_injected, resize=args.resize, scores=args.scores,
+                                alpha=args.alpha, min_effect=args.min_effect, min_accuracy=args.min_accuracy, **common)
             if result is not None:
                 print(result.report().split("![")[0].rstrip())
                 print(f"results: {out / 'results.jsonl'}\nreport: {out / 'report.md'}\nplot: {out / 'curves.png'}")

@@ -37,17 +37,19 @@ class Intervention:
     """Where and what to intervene on: ``layers`` (decoder indices), under a ``name`` such as "layer 7" or
     "none"; ``what`` B gives: keys and values (``kv``), keys or values only, or the visual positions' residual
     stream entering each of the layers (``hidden``, recomputed onward); ``heads`` (key/value heads, None: all)
-    and ``tokens`` (offsets into the visual span, None: all) narrow a swap further."""
+    and ``tokens`` (offsets into the visual span, None: all) narrow a swap further; ``keep_injected`` keeps
+    A's visual features where a model injects them into later layers (Qwen3-VL's DeepStack)."""
 
     name: str
     layers: tuple[int, ...]
     what: str = "kv"
     heads: tuple[int, ...] | None = None
     tokens: tuple[int, ...] | None = None
+    keep_injected: bool = False  # hidden swaps: keep A's features injected into later layers (Qwen3-VL)
 
 
 def narrowed(interventions: list[Intervention], what: str = "kv", heads: list[int] | None = None,
-             tokens: list[int] | None = None) -> list[Intervention]:
+             tokens: list[int] | None = None, keep_injected: bool = False) -> list[Intervention]:
     """The same interventions swapping only ``what``, at ``heads`` and ``tokens``."""
     if what not in WHAT:
         raise VflError(f"unknown --what {what!r}; choose from {', '.join(WHAT)}")
@@ -56,8 +58,11 @@ def narrowed(interventions: list[Intervention], what: str = "kv", heads: list[in
     for name, values in (("--heads", heads), ("--tokens", tokens)):
         if values is not None and (not values or min(values) < 0):
             raise VflError(f"{name} takes non-negative indices, got {values}")
+    if keep_injected and what != "hidden":
+        raise VflError("--keep-injected applies to --what hidden only")
     return [replace(i, what=what, heads=i.heads if heads is None else tuple(heads),
-                    tokens=None if tokens is None else tuple(tokens)) for i in interventions]
+                    tokens=None if tokens is None else tuple(tokens), keep_injected=keep_injected)
+            for i in interventions]
 
 
 def layer_windows(num_layers: int, window: int = 1) -> list[Intervention]:
@@ -152,30 +157,37 @@ def _rewrite_hidden(index: int, patch):
 
 @dataclass
 class Pair:
-    """A's and B's prefix caches, and (for hidden-state swaps) B's residual stream entering every layer."""
+    """A's and B's prefix caches, and (for hidden-state swaps) B's residual stream entering every layer and
+    the visual features B's model injects into later layers (Qwen3-VL's DeepStack; None elsewhere)."""
 
     cache_a: DynamicCache
     cache_b: DynamicCache
     hidden_b: list[torch.Tensor] | None = None
+    injected_b: list[torch.Tensor] | None = None
 
 
 def prefill_pair(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, hidden: bool = False) -> Pair:
-    """Both prefixes, once per probe; ``hidden`` also keeps B's hidden states entering each layer."""
-    kept = [None] * adapter.num_layers if hidden else None
+    """Both prefixes, once per probe; ``hidden`` also keeps B's hidden states entering each layer and the
+    features B's model injects."""
+    if not hidden:
+        return Pair(prefill(adapter, prompt_a), prefill(adapter, prompt_b))
+    kept = [None] * adapter.num_layers
 
     def keep(layer, states):
         kept[layer] = states.detach().clone()
         return states
 
-    cache_b = prefill(adapter, prompt_b, patch=keep if hidden else None)
-    return Pair(prefill(adapter, prompt_a), cache_b, kept)
+    with adapter.injected_features_kept() as injected:
+        cache_b = prefill(adapter, prompt_b, patch=keep)
+    return Pair(prefill(adapter, prompt_a), cache_b, kept, injected or None)
 
 
-def swap_visual_hidden(adapter: Adapter, prompt_a: Prompt, hidden_b: list[torch.Tensor],
-                       interventions: list[Intervention]) -> DynamicCache:
+def swap_visual_hidden(adapter: Adapter, prompt_a: Prompt, pair: Pair, interventions: list[Intervention]) -> DynamicCache:
     """A cache with one row per intervention: A's prefix run again, with the visual positions' hidden states
     entering each of its layers replaced by B's (``tokens`` narrows the positions), everything after
-    recomputed. Patching every layer (from layer 0) gives B's cache exactly."""
+    recomputed. Where the model injects visual features into later layers (Qwen3-VL), a row takes B's
+    injections from its first patched layer on, unless ``keep_injected``. Patching every layer (from layer 0)
+    gives B's cache exactly."""
     span = prompt_a.visual_span
     length = prompt_a.prefix_length
     heads = 1  # the residual stream has no heads: one "head" covers every position's whole vector
@@ -185,9 +197,15 @@ def swap_visual_hidden(adapter: Adapter, prompt_a: Prompt, hidden_b: list[torch.
         rows = (layers[:, layer].view(-1, 1) & where[:, 0]).to(states.device)  # (rows, T)
         if not bool(rows.any()):
             return states
-        return torch.where(rows.unsqueeze(-1), hidden_b[layer].to(states.dtype), states)
+        return torch.where(rows.unsqueeze(-1), pair.hidden_b[layer].to(states.dtype), states)
 
-    return prefill(adapter, prompt_a, rows=len(interventions), patch=patch)
+    if not pair.injected_b:
+        return prefill(adapter, prompt_a, rows=len(interventions), patch=patch)
+    count = len(pair.injected_b)
+    use_b = torch.tensor([[bool(i.layers) and not i.keep_injected and k >= min(i.layers) for k in range(count)]
+                          for i in interventions])
+    with adapter.injected_features_replaced(pair.injected_b, use_b):
+        return prefill(adapter, prompt_a, rows=len(interventions), patch=patch)
 
 
 def _masks(interventions: list[Intervention], num_layers: int, heads: int, length: int,
@@ -361,7 +379,7 @@ def _row_cache(adapter: Adapter, pair: Pair, prompt_a: Prompt, chunk: list[Inter
     if chunk[0].what == "hidden":
         if pair.hidden_b is None:
             raise ValueError("hidden-state swaps need prefill_pair(..., hidden=True)")
-        return swap_visual_hidden(adapter, prompt_a, pair.hidden_b, chunk)
+        return swap_visual_hidden(adapter, prompt_a, pair, chunk)
     return swap_visual_kv(pair.cache_a, pair.cache_b, prompt_a.visual_span, chunk, adapter.model.config)
 
 

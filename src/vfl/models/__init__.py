@@ -18,8 +18,9 @@ from vfl.models.idefics3 import Idefics3Adapter
 from vfl.models.internvl import InternVLAdapter
 from vfl.models.llava import LlavaAdapter
 from vfl.models.qwen2_vl import Qwen2VLAdapter
+from vfl.models.qwen3_vl import Qwen3VLAdapter
 
-ADAPTERS = (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter, InternVLAdapter, Gemma3Adapter)
+ADAPTERS = (LlavaAdapter, Qwen2VLAdapter, Qwen3VLAdapter, Idefics3Adapter, InternVLAdapter, Gemma3Adapter)
 SUPPORTED = tuple(name for adapter in ADAPTERS for name in adapter.model_classes)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 

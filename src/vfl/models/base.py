@@ -7,6 +7,7 @@ processor and chat template. Families override only what differs (e.g. Qwen2-VL'
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +95,17 @@ class Adapter:
             if source is not None:
                 ids.update(source if isinstance(source, (list, tuple)) else [source])
         return ids
+
+    # -- visual features injected into later layers (none by default) --------------------------------
+    @contextmanager
+    def injected_features_kept(self):
+        """Within the block, a forward's injected visual features are appended to the yielded list."""
+        yield []
+
+    @contextmanager
+    def injected_features_replaced(self, features: list[torch.Tensor], use_b: torch.Tensor):
+        """Within the block, row r's injected features k are ``features[k]`` where ``use_b[r, k]``."""
+        yield
 
     # -- prompts ----------------------------------------------------------------------------------
     def chat_text(self, question: str) -> str:

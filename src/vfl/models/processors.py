@@ -10,7 +10,8 @@ from pathlib import Path
 from vfl.errors import VflError
 
 IMAGE_ONLY = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
-              "llava_onevision": "LlavaOnevisionProcessor", "internvl": "InternVLProcessor"}
+              "qwen3_vl": "Qwen3VLProcessor", "llava_onevision": "LlavaOnevisionProcessor",
+              "internvl": "InternVLProcessor"}
 TEMPLATE_FILE = "chat_template.jinja"
 SETTINGS_FILE = "processor_config.json"  # the processor's own settings (e.g. tokens per image)
 PARTS = ("tokenizer", "image_processor", "video_processor", "processor_class")

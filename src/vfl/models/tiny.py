@@ -13,8 +13,8 @@ from transformers import PreTrainedTokenizerFast
 
 from vfl.models.processors import image_only
 
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "internvl",
-            "gemma3")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm",
+            "internvl", "gemma3")
 GEMMA3_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
 INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
                    "video_token": "<video>"}
@@ -142,7 +142,7 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
         processor = processor_class(image_processor=image_processor, tokenizer=tok, patch_size=patch,
                                     vision_feature_select_strategy=config.vision_feature_select_strategy,
                                     chat_template=CHAT_TEMPLATES["llava"], **extra)
-    elif family in ("qwen2_vl", "qwen2_5_vl"):
+    elif family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         from transformers import Qwen2VLImageProcessorPil
 
         head_dim = hidden // heads
@@ -160,12 +160,22 @@ def build_tiny(family: str, num_layers: int = TINY_LAYERS, hidden: int = 64, hea
             from transformers import Qwen2VLConfig as Config, Qwen2VLProcessor as Processor
 
             vconf = dict(embed_dim=vision_hidden, hidden_size=hidden, mlp_ratio=2, **qv)
+        elif family == "qwen3_vl":
+            from transformers import Qwen3VLConfig as Config, Qwen3VLProcessor as Processor
+
+            text["rope_parameters"]["mrope_interleaved"] = True
+            text["head_dim"] = head_dim
+            # DeepStack: every vision layer's features are injected after the language model's first layers
+            vconf = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, out_hidden_size=hidden,
+                         num_position_embeddings=(image_size // patch) ** 2,
+                         deepstack_visual_indexes=list(range(vision_layers)), **qv)
         else:
             from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLProcessor as Processor
 
             vconf = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, out_hidden_size=hidden,
                          window_size=2 * patch * 2, fullatt_block_indexes=[vision_layers - 1], **qv)
-        config = Config(text_config=dict(model_type=family + "_text", **text), vision_config=vconf, **ids)
+        config = Config(text_config=dict(model_type=family + "_text", **text), vision_config=vconf,
+                        **({"tie_word_embeddings": False} if family == "qwen3_vl" else {}), **ids)
         pixels = image_size * image_size
         image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
                                                    min_pixels=pixels, max_pixels=pixels)
