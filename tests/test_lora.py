@@ -169,3 +169,17 @@ def test_batched_examples_give_each_examples_own_loss(adapters):
     assert together == pytest.approx(alone, abs=1e-9)
     text_labels = examples[-1][1][0]
     assert (text_labels != -100).sum() >= 2  # both answers are trained
+
+
+def test_the_last_complete_checkpoint_is_found_after_a_kill_between_renames(tmp_path):
+    from vfl.lora import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoint.new").mkdir()  # a save killed before it finished: never used
+    assert last_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoint.old").mkdir()
+    (tmp_path / "checkpoint.old" / "progress.json").write_text('{"step": 4}')
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint.old"  # killed between the two renames
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "progress.json").write_text('{"step": 8}')
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint"

@@ -9,7 +9,9 @@ those decoder layers of the language model, so the vision tower and projector ne
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -287,11 +289,11 @@ def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRu
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if accelerator.is_main_process:
         print(f"LoRA on layers {layers}: {count:,} trainable parameters ({100 * share:.2f}% of {count / share:,.0f})")
-    progress_file, state_dir = out / "progress.json", out / "checkpoint"
+    progress_file, state_dir = out / "progress.json", last_checkpoint(out)
     step, losses, spent = 0, [], 0.0
-    if progress_file.exists():
+    if state_dir is not None:
         accelerator.load_state(str(state_dir))
-        progress = json.loads(progress_file.read_text())
+        progress = json.loads((state_dir / "progress.json").read_text())
         step, losses, spent = progress["step"], progress["losses"], progress.get("train_s", 0.0)
     mine = samples[accelerator.process_index::accelerator.num_processes]
     encoded: dict[int, tuple] = {}
@@ -339,11 +341,10 @@ def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRu
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
             bar.update(1)
             if step % run.save_every == 0 or step == run.steps:
-                accelerator.save_state(str(state_dir))
+                progress = json.dumps({"step": step, "losses": losses, "train_s": spent + time.perf_counter() - started})
+                save_checkpoint(accelerator, out, progress + "\n")
                 if accelerator.is_main_process:
-                    progress_file.write_text(json.dumps({"step": step, "losses": losses,
-                                                         "train_s": spent + time.perf_counter() - started}) + "\n")
-                accelerator.wait_for_everyone()
+                    progress_file.write_text(progress + "\n")  # for people watching; the checkpoint holds its own
     if not accelerator.is_main_process:
         return None
     adapter_dir = out / "adapter"
@@ -352,6 +353,36 @@ def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRu
     (out / "trainable.json").write_text(json.dumps({"layers": layers, "trainable": count, "share": share,
                                                     "train_s": train_s}) + "\n")
     return adapter_dir
+
+
+def save_checkpoint(accelerator, out: Path, progress: str) -> None:
+    """The training state and its progress, replaced as a whole: written into a fresh folder, then swapped in
+    by renames, so a kill at any moment leaves one complete checkpoint (`last_checkpoint` finds it)."""
+    fresh, current, old = out / "checkpoint.new", out / "checkpoint", out / "checkpoint.old"
+    if accelerator.is_main_process:
+        shutil.rmtree(fresh, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(fresh))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (fresh / "progress.json").write_text(progress)
+        if current.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(current, old)
+        os.rename(fresh, current)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint (one killed between the two renames is still found under its old name)."""
+    for folder in (out / "checkpoint", out / "checkpoint.old"):
+        if (folder / "progress.json").exists():
+            return folder
+    if (out / "checkpoint").is_dir() and (out / "progress.json").exists():  # a run from before this layout
+        shutil.copy2(out / "progress.json", out / "checkpoint" / "progress.json")
+        return out / "checkpoint"
+    return None
 
 
 def with_adapter(adapter: Adapter, adapter_dir: Path) -> Adapter:
