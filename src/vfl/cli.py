@@ -40,6 +40,14 @@ def _index_list(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def _weights(text: str) -> dict[str, float]:
+    """"recog=4,count=1" as {"recog": 4.0, "count": 1.0}."""
+    try:
+        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(",") if part.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected function=weight pairs such as recog=4,count=1, got {text!r}") from None
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano",
                         help="nano (vfl's offline reference model), a hub id or local directory of a "
@@ -123,7 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     train.add_argument("--vision-layers", type=_int_list, default=[6, 9, 12],
                        help="DINOv2 layers (1-12) concatenated into the projector")
-    train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only")
+    train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only (or, with --full, "
+                                                                   "the projector and the whole language model)")
+    train.add_argument("--full", action="store_true", help="fine-tune the whole language model (with --lora-rank 0)")
+    train.add_argument("--lr-projector", type=float, default=1e-3, help="the projector's peak learning rate")
+    train.add_argument("--lr-lm", type=float, default=1e-4, help="the language model's (LoRA or full) peak rate")
+    train.add_argument("--lm-start", type=float, default=0.4,
+                       help="share of the steps trained on the projector alone before the language model joins")
+    train.add_argument("--loss-weights", type=_weights, default=None,
+                       help="per-function weights, e.g. recog=4,count=1 (None: the token mean over the batch)")
+    train.add_argument("--data", default="cached", choices=("cached", "stream"),
+                       help="cached: --per-function images, encoder features computed once; stream: fresh samples "
+                            "every step, rendered by --workers DataLoader workers, encoder run on --device")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader workers for --data stream")
+    train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
     nano_eval = _command(nano, "eval", "nano's held-out accuracy per function")
@@ -294,7 +315,9 @@ def _nano(args) -> None:
 
         spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
         config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
-                             seed=args.seed, save_every=args.save_every, spec=spec)
+                             seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
+                             lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
+                             full=args.full, loss_weights=args.loss_weights, device=args.device)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)

@@ -111,6 +111,9 @@ def apply_trained(model, spec: NanoSpec, weights: Path):
     from peft import set_peft_model_state_dict
 
     model.model.multi_modal_projector.load_state_dict(load_file(str(weights / "projector.safetensors")))
+    language_file = weights / "language_model.safetensors"  # a full fine-tune (not shippable, loadable)
+    if language_file.exists():
+        model.model.language_model.load_state_dict(load_file(str(language_file)))
     lora_file = weights / "lora.safetensors"
     if lora_file.exists():
         peft_model = add_lora(model, spec)

@@ -1,8 +1,12 @@
-"""`vfl nano train`: train nano's projector (and a LoRA on its language model) on the function suite.
+"""`vfl nano train`: train nano's projector (and a LoRA on, or all of, its language model) on the function suite.
 
-The vision encoder is frozen, so its features are computed once and cached in the run folder. The
-loss covers answer tokens only, and the vocabulary projection runs only at those positions. A
-checkpoint is written every `--save-every` steps; running the same command again resumes from it.
+Two data paths. ``cached`` (the CPU default, and the shipped weights' recipe): a fixed set of images per
+function whose frozen-encoder features are computed once and cached in the run folder. ``stream`` (for a
+GPU): every step draws fresh samples, rendered by DataLoader workers from (seed, sample index) alone, and
+runs the frozen encoder on the device; on CUDA the forward passes run under bf16 autocast. The loss covers
+answer tokens only (token mean, or per-sample means weighted by function with ``loss_weights``), and the
+vocabulary projection runs only at those positions. A checkpoint is written every `--save-every` steps;
+running the same command again resumes from it, to the same weights.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,21 +27,52 @@ from tqdm import tqdm
 
 from vfl.errors import VflError
 from vfl.nano.data import FUNCTIONS, make_sample
-from vfl.nano.model import NanoSpec, add_lora, build_untrained
+from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
+
+
+DATA = ("cached", "stream")
+SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
 
 
 @dataclass
 class TrainConfig:
-    per_function: int = 1000  # training images per function
+    per_function: int = 1000  # training images per function (cached data)
     steps: int = 320
     batch_size: int = 16
     lr_projector: float = 1e-3
-    lr_lora: float = 1e-4
+    lr_lora: float = 1e-4  # the language model's rate: its LoRA, or all of it with `full`
     warmup: float = 0.03
-    lora_start: float = 0.4  # share of the steps trained on the projector alone before the LoRA joins
+    lora_start: float = 0.4  # share of the steps trained on the projector alone before the language model joins
     seed: int = 0
     save_every: int = 20
     spec: NanoSpec = field(default_factory=NanoSpec)
+    data: str = "cached"  # or "stream": fresh samples every step
+    workers: int = 0  # DataLoader workers rendering the stream
+    full: bool = False  # fine-tune the whole language model (needs spec.lora_rank 0)
+    loss_weights: dict[str, float] | None = None  # per function; None: the token mean over the batch
+    device: str = "cpu"
+
+    def check(self) -> None:
+        """Refuse settings that cannot train, before anything is built."""
+        for name in ("steps", "batch_size", "save_every", "per_function"):
+            if getattr(self, name) < 1:
+                raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.lora_start < 1:
+            raise VflError(f"--lm-start must be in [0, 1), got {self.lora_start}")
+        if self.data not in DATA:
+            raise VflError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
+        if self.workers < 0:
+            raise VflError(f"--workers must be 0 or more, got {self.workers}")
+        if self.full and self.spec.lora_rank:
+            raise VflError("--full trains the whole language model; pass --lora-rank 0 with it")
+        if self.spec.lora_rank < 0:
+            raise VflError(f"--lora-rank must be 0 or more, got {self.spec.lora_rank}")
+        for name in ("lr_projector", "lr_lora"):
+            if getattr(self, name) <= 0:
+                raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        unknown = set(self.loss_weights or {}) - set(FUNCTIONS)
+        if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
+            raise VflError(f"--loss-weights takes non-negative weights of {', '.join(FUNCTIONS)}, got {self.loss_weights}")
 
 
 def token_ids(processor, question: str, answer: str, image_tokens: int) -> tuple[list[int], list[int]]:
@@ -85,8 +121,9 @@ def _data(run: Path, model, processor, config: TrainConfig):
                                                          config.spec.vision_layers))
 
 
-def answer_loss(model, ids, labels, attention, features) -> torch.Tensor:
-    """Cross-entropy on answer tokens, with the image tokens' embeddings given by the projector."""
+def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy on answer tokens, with the image tokens' embeddings given by the projector: the token
+    mean over the batch, or with ``weights`` (one per sample) the weighted mean of each sample's token mean."""
     inner = model.model
     embeds = inner.get_input_embeddings()(ids)
     image = inner.multi_modal_projector(features.to(embeds.dtype))
@@ -96,12 +133,18 @@ def answer_loss(model, ids, labels, attention, features) -> torch.Tensor:
     targets = labels[:, 1:]
     chosen = targets != -100
     logits = model.lm_head(hidden[:, :-1][chosen])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[chosen])
+    if weights is None:
+        return torch.nn.functional.cross_entropy(logits.float(), targets[chosen])
+    per_token = torch.nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="none")
+    rows = chosen.nonzero()[:, 0]
+    per_sample = torch.zeros(ids.shape[0], device=per_token.device).index_add_(0, rows, per_token)
+    per_sample = per_sample / chosen.sum(1).clamp(min=1)
+    weights = weights.to(per_sample.device)
+    return (per_sample * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
-def _batch(data, order: list[int], pad_id: int):
-    ids = [data["ids"][i] for i in order]
-    labels = [data["labels"][i] for i in order]
+def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
+    """Right-padded token ids, labels (-100) and attention mask."""
     width = max(len(x) for x in ids)
     tensor = torch.full((len(ids), width), pad_id, dtype=torch.long)
     label_tensor = torch.full((len(ids), width), -100, dtype=torch.long)
@@ -109,7 +152,51 @@ def _batch(data, order: list[int], pad_id: int):
     for row, (x, y) in enumerate(zip(ids, labels)):
         tensor[row, : len(x)], label_tensor[row, : len(y)], attention[row, : len(x)] = (
             torch.tensor(x), torch.tensor(y), 1)
-    return tensor, label_tensor, attention, data["features"][order]
+    return tensor, label_tensor, attention
+
+
+def _batch(data, order: list[int], pad_id: int):
+    ids, labels, attention = _padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
+    return ids, labels, attention, data["features"][order], [i // data["per_function"] for i in order]
+
+
+class StreamSamples(torch.utils.data.Dataset):
+    """Sample i of the endless training stream: function ``FUNCTIONS[i % 4]``, drawn by ``make_sample`` from
+    (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in any worker."""
+
+    def __init__(self, processor, seed: int, image_tokens: int):
+        self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, index: int):
+        function = FUNCTIONS[index % len(FUNCTIONS)]
+        sample = make_sample(function, index // len(FUNCTIONS), self.seed)
+        pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
+        ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens)
+        return pixels, ids, labels, FUNCTIONS.index(function)
+
+
+def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int, pad_id: int):
+    """Steps ``start``..``config.steps - 1`` of the stream: step t holds samples t*B .. t*B + B - 1, rendered by
+    ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
+
+    def collate(items):
+        pixels, ids, labels, functions = zip(*items)
+        return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions))
+
+    steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
+    return torch.utils.data.DataLoader(StreamSamples(processor, config.seed, image_tokens), batch_sampler=steps,
+                                       num_workers=config.workers, collate_fn=collate,
+                                       persistent_workers=False, pin_memory=config.device.startswith("cuda"))
+
+
+def encoded(model, pixels: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """The frozen encoder's features of the configured layers, on the model's device."""
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pixels).hidden_states
+        return torch.cat([hidden[k] for k in layers], dim=-1)
 
 
 def _schedules(config: TrainConfig):
@@ -145,50 +232,76 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights.
     ``data`` (ids, labels, features) replaces the run's own cached training set, e.g. features shared
     by several variants."""
+    from vfl.models import check_device
+
+    config.check()
+    check_device(config.device)
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
     if settings.exists() and json.loads(settings.read_text()) != json.loads(json.dumps(asdict(config))):
         raise VflError(f"{run} holds a training run with other settings; use another --out")
     settings.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    device = torch.device(config.device)
     torch.manual_seed(config.seed)
     base, processor = build_untrained(config.spec, config.seed)
-    data = data if data is not None else _data(run, base, processor, config)
+    if config.data == "cached":
+        data = data if data is not None else _data(run, base, processor, config)
+        data.setdefault("per_function", config.per_function)
     peft_model = add_lora(base, config.spec) if config.spec.lora_rank else None  # injects into `base`
     model = peft_model or base
     projector = base.model.multi_modal_projector
     for parameter in projector.parameters():
         parameter.requires_grad_(True)
-    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    if config.full:
+        for parameter in base.model.language_model.parameters():
+            parameter.requires_grad_(True)
+    language = {n: p for n, p in model.named_parameters()
+                if p.requires_grad and ("lora_" in n or (config.full and ".language_model." in f".{n}"))}
+    base.to(device)
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
-                                   {"params": lora, "lr": config.lr_lora}], weight_decay=0.0)
+                                   {"params": list(language.values()), "lr": config.lr_lora}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses = 0, []
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
         projector.load_state_dict(state["projector"])
-        model.load_state_dict(state["lora"], strict=False)
+        model.load_state_dict(state.get("language", state.get("lora", {})), strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, losses = state["step"], state["losses"]
         random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
-    n = len(data["ids"])
+        torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    stream = None
+    if config.data == "stream":
+        image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
+        stream = iter(stream_batches(processor, config, image_tokens, step, pad))
     model.train()
     started = time.time()
     with tqdm(total=config.steps, initial=step, desc="nano train", unit="step", dynamic_ncols=True) as bar:
         while step < config.steps:
-            epoch, offset = divmod(step * config.batch_size, n)
-            order = list(range(n))
-            random.Random(config.seed * 1000 + epoch).shuffle(order)
-            picked = [order[(offset + i) % n] for i in range(config.batch_size)]
-            ids, labels, attention, features = _batch(data, picked, pad)
-            loss = answer_loss(base, ids, labels, attention, features)
+            if stream is not None:
+                ids, labels, attention, pixels, functions = next(stream)
+                with autocast():
+                    features = encoded(base, pixels.to(device, non_blocking=True), config.spec.vision_layers)
+            else:
+                n = len(data["ids"])
+                epoch, offset = divmod(step * config.batch_size, n)
+                order = list(range(n))
+                random.Random(config.seed * 1000 + epoch).shuffle(order)
+                picked = [order[(offset + i) % n] for i in range(config.batch_size)]
+                ids, labels, attention, features, functions = _batch(data, picked, pad)
+            weights = None if config.loss_weights is None else \
+                torch.tensor([config.loss_weights.get(FUNCTIONS[f], 1.0) for f in functions])
+            with autocast():
+                loss = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
+                                   features.to(device), weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(projector.parameters()) + lora, 1.0)
+            torch.nn.utils.clip_grad_norm_(list(projector.parameters()) + list(language.values()), 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -197,8 +310,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             bar.update(1)
             if step % config.save_every == 0 or step == config.steps:
                 proj_state, _ = trainable_state(base, peft_model)
-                torch.save({"projector": proj_state, "lora": {k: v for k, v in model.state_dict().items()
-                                                              if "lora_" in k},
+                torch.save({"projector": proj_state,
+                            "language": {n: p.detach().clone() for n, p in language.items()},
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "step": step, "losses": losses, "python_rng": random.getstate(),
                             "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
@@ -206,18 +319,26 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     weights = run / "weights"
     weights.mkdir(exist_ok=True)
     proj_state, lora_state = trainable_state(base, peft_model)
-    save_file({k: v.to(torch.float16).contiguous() for k, v in proj_state.items()}, str(weights / "projector.safetensors"))
-    if lora_state:
-        save_file({k: v.to(torch.float16).contiguous() for k, v in lora_state.items()}, str(weights / "lora.safetensors"))
+    half = {"projector": proj_state, "lora": lora_state,
+            "language_model": base.model.language_model.state_dict() if config.full else {}}
+    for name, state in half.items():
+        if state:
+            save_file({k: v.to(torch.float16).contiguous().cpu() for k, v in state.items()},
+                      str(weights / f"{name}.safetensors"))
     (weights / "spec.json").write_text(json.dumps(asdict(config.spec), indent=2) + "\n")
     (run / "losses.json").write_text(json.dumps(losses) + "\n")
-    print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session); weights in {weights}")
+    print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session) on {config.device}; "
+          f"weights in {weights}")
     return weights
 
 
 def ship(weights: Path, target: Path) -> None:
     """Replace the package's weights with a run's: projector, LoRA if any, spec, and the run's settings
     (train.json) and loss curve, so that the shipped model says how to retrain it."""
+    size = sum(f.stat().st_size for f in weights.glob("*.safetensors"))
+    if size > SHIP_LIMIT:
+        raise VflError(f"{weights} holds {size / 2 ** 20:.0f} MB of weights, more than the package's "
+                       f"{SHIP_LIMIT / 2 ** 20:.0f} MB; ship a projector or LoRA run, not a full fine-tune")
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.safetensors"):
         old.unlink()
