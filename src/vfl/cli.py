@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cached: --per-function images, encoder features computed once; stream: fresh samples "
                             "every step, rendered by --workers DataLoader workers, encoder run on --device")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for --data stream")
+    train.add_argument("--suite", default="v1", choices=("v1", "v2"),
+                       help="v1: the shipped nano's data; v2: every answer depends on the question (distractors, "
+                            "binding, one of two words, held-out words)")
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
@@ -151,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     nano_eval.add_argument("--n", type=int, default=200, help="held-out samples per function")
     nano_eval.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
+    nano_eval.add_argument("--suite", default="v1", choices=("v1", "v2"),
+                           help="held-out items of this suite (v2: OCR of words never trained on)")
     nano_eval.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32")
     nano_eval.add_argument("--device", default="cpu", help="cpu, cuda, mps ...")
     study = _command(nano, "study", "train and evaluate nano variants fed from each encoder layer group, "
@@ -317,7 +322,7 @@ def _nano(args) -> None:
         config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
                              seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
-                             full=args.full, loss_weights=args.loss_weights, device=args.device)
+                             full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)
@@ -330,7 +335,7 @@ def _nano(args) -> None:
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
         check_device(args.device)
-        items = held_out_items(FUNCTIONS, args.n, args.seed)
+        items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite)
         summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":

@@ -25,6 +25,7 @@ class Sample:
     question: str
     answer: str
     box: list[float] | None = None  # pixels, for grounding
+    scene: list | None = None  # the drawn objects (`Thing`s), where the sample is a scene
 
 
 def unit_box(box: list[float], size: int) -> str:
@@ -69,10 +70,28 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
     raise ValueError(f"unknown function {function!r}")
 
 
-def held_out_items(functions, n: int, seed: int, **sample_options) -> list:
+SUITES = ("v1", "v2")
+
+
+def sample_maker(suite: str = "v1"):
+    """``make(function, index, seed, **options)`` of a suite: v1 (`make_sample`, the shipped nano's data) or
+    v2 (`vfl.nano.suite`, question-dependent; held-out evaluation reads held-out words)."""
+    if suite == "v1":
+        return make_sample
+    if suite == "v2":
+        from vfl.nano.suite import make_question_sample
+
+        return make_question_sample
+    raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+
+
+def held_out_items(functions, n: int, seed: int, suite: str = "v1", **sample_options) -> list:
     """``n`` evaluation items per function (ids ``<function>-<k>`` in order), for `vfl.evaluate.evaluate`;
-    ``sample_options`` go to `make_sample` (e.g. ``counts``)."""
+    ``sample_options`` go to the suite's sample maker (e.g. ``counts``); suite v2 reads held-out words."""
     from vfl.evaluate import Item
 
-    samples = [make_sample(f, i, seed, **sample_options) for f in functions for i in range(n)]
+    make = sample_maker(suite)
+    if suite == "v2":
+        sample_options = {"split": "held_out", **sample_options}
+    samples = [make(f, i, seed, **sample_options) for f in functions for i in range(n)]
     return [Item(f"{s.function}-{k}", s.function, s.image, s.question, s.answer, s.box) for k, s in enumerate(samples)]

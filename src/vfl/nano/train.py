@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, make_sample
+from vfl.nano.data import FUNCTIONS, SUITES, sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 
 
@@ -51,6 +51,7 @@ class TrainConfig:
     full: bool = False  # fine-tune the whole language model (needs spec.lora_rank 0)
     loss_weights: dict[str, float] | None = None  # per function; None: the token mean over the batch
     device: str = "cpu"
+    suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite`)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -59,6 +60,8 @@ class TrainConfig:
                 raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.lora_start < 1:
             raise VflError(f"--lm-start must be in [0, 1), got {self.lora_start}")
+        if self.suite not in SUITES:
+            raise VflError(f"--suite must be one of {', '.join(SUITES)}, got {self.suite!r}")
         if self.data not in DATA:
             raise VflError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
         if self.workers < 0:
@@ -97,9 +100,10 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
     return torch.cat(chunks)
 
 
-def training_set(model, processor, per_function: int, seed: int, layers: list[int]) -> dict:
+def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1") -> dict:
     """Token ids, labels and the encoder layers' concatenated features of the training samples."""
-    samples = [make_sample(f, i, seed) for f in FUNCTIONS for i in range(per_function)]
+    make = sample_maker(suite)
+    samples = [make(f, i, seed) for f in FUNCTIONS for i in range(per_function)]
     features = vision_features(model, processor, [s.image for s in samples], layers)
     tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
     return {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
@@ -118,7 +122,7 @@ def cached(path: Path, build) -> dict:
 def _data(run: Path, model, processor, config: TrainConfig):
     """The training set, built once per run folder."""
     return cached(run / "data.pt", lambda: training_set(model, processor, config.per_function, config.seed,
-                                                         config.spec.vision_layers))
+                                                         config.spec.vision_layers, config.suite))
 
 
 def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,18 +165,19 @@ def _batch(data, order: list[int], pad_id: int):
 
 
 class StreamSamples(torch.utils.data.Dataset):
-    """Sample i of the endless training stream: function ``FUNCTIONS[i % 4]``, drawn by ``make_sample`` from
-    (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in any worker."""
+    """Sample i of the endless training stream: function ``FUNCTIONS[i % 4]``, drawn by the suite's sample maker
+    from (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in any worker."""
 
-    def __init__(self, processor, seed: int, image_tokens: int):
+    def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1"):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
+        self.make = sample_maker(suite)
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, index: int):
         function = FUNCTIONS[index % len(FUNCTIONS)]
-        sample = make_sample(function, index // len(FUNCTIONS), self.seed)
+        sample = self.make(function, index // len(FUNCTIONS), self.seed)
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens)
         return pixels, ids, labels, FUNCTIONS.index(function)
@@ -187,7 +192,8 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
         return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions))
 
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
-    return torch.utils.data.DataLoader(StreamSamples(processor, config.seed, image_tokens), batch_sampler=steps,
+    return torch.utils.data.DataLoader(StreamSamples(processor, config.seed, image_tokens, config.suite),
+                                       batch_sampler=steps,
                                        num_workers=config.workers, collate_fn=collate,
                                        persistent_workers=False, pin_memory=config.device.startswith("cuda"))
 

@@ -63,13 +63,20 @@ def render_word(word: str, size: int, font_size: int | None = None, offset: tupl
                 colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
     """The word centred (then shifted by ``offset``) in PIL's built-in font: with the defaults, only the
     word differs between two renders."""
+    return render_text([(word, colour, offset)], size, font_size)
+
+
+def render_text(lines: list[tuple[str, tuple[int, int, int], tuple[int, int]]], size: int,
+                font_size: int | None = None) -> Image.Image:
+    """Each (text, ink, offset): the text centred, then shifted by offset, in PIL's built-in font."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=font_size or max(8, size // 5))
-    left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
-    x = (size - (right - left)) / 2 - left + offset[0]
-    y = (size - (bottom - top)) / 2 - top + offset[1]
-    draw.text((x, y), word, fill=colour, font=font)
+    for text, colour, offset in lines:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = (size - (right - left)) / 2 - left + offset[0]
+        y = (size - (bottom - top)) / 2 - top + offset[1]
+        draw.text((x, y), text, fill=colour, font=font)
     return image
 
 

@@ -1,0 +1,73 @@
+"""nano v2's suite: every answer depends on the question, OCR reads one of two words, held-out words stay out."""
+
+import numpy as np
+import pytest
+
+from vfl.nano.data import held_out_items
+from vfl.nano.suite import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY, make_question_sample
+from vfl.probes.render import COLOURS
+
+
+def colours_in(image) -> set[tuple[int, int, int]]:
+    pixels = np.asarray(image).reshape(-1, 3)
+    return {tuple(int(v) for v in p) for p in np.unique(pixels, axis=0)}
+
+
+def test_the_vocabulary_is_large_and_held_out_words_are_never_trained_on():
+    assert len(VOCABULARY) >= 300 and len(set(VOCABULARY)) == len(VOCABULARY)
+    assert not set(HELD_OUT) & set(TRAIN_WORDS) and len(HELD_OUT) >= 30
+    trained = {make_question_sample("ocr", i, 0).answer for i in range(300)}
+    assert trained <= set(TRAIN_WORDS) and len(trained) > 100
+    tested = {item.answer for item in held_out_items(["ocr"], 40, 1, suite="v2")}
+    assert tested <= set(HELD_OUT)
+
+
+@pytest.mark.parametrize("function", ["count", "ground", "recog", "ocr"])
+def test_samples_depend_on_seed_and_index_alone(function):
+    one, two = make_question_sample(function, 7, 3), make_question_sample(function, 7, 3)
+    assert one.question == two.question and one.answer == two.answer
+    assert np.array_equal(np.asarray(one.image), np.asarray(two.image))
+    assert not np.array_equal(np.asarray(one.image), np.asarray(make_question_sample(function, 8, 3).image))
+
+
+def asked_kind(sample) -> tuple[str, str]:
+    """(shape, colour) that the question names."""
+    words = sample.question.rstrip("?").replace("?", "").split()
+    colour = next(w for w in words if w in COLOURS)
+    shape = words[words.index(colour) + 1].rstrip("s")
+    return shape, colour
+
+
+def test_counting_and_grounding_scenes_hold_distractors():
+    for index in range(30):
+        count = make_question_sample("count", index, 0)
+        kind = asked_kind(count)
+        targets = [t for t in count.scene if (t.shape, t.colour) == kind]
+        assert len(targets) == int(count.answer) and len(count.scene) > len(targets)
+        ground = make_question_sample("ground", index, 0)
+        kind = asked_kind(ground)
+        targets = [t for t in ground.scene if (t.shape, t.colour) == kind]
+        assert len(targets) == 1 and list(targets[0].box) == ground.box and len(ground.scene) > 1
+
+
+def test_recognition_needs_binding_colour_to_shape():
+    """Whatever the answer, the scene holds the asked colour on another shape and the asked shape in another
+    colour, so "is there a red circle" cannot be answered from colour or shape alone."""
+    answers = set()
+    for index in range(30):
+        sample = make_question_sample("recog", index, 0)
+        shape, colour = asked_kind(sample)
+        kinds = {(t.shape, t.colour) for t in sample.scene}
+        assert any(s != shape and c == colour for s, c in kinds) and any(s == shape and c != colour for s, c in kinds)
+        assert ((shape, colour) in kinds) == (sample.answer == "yes")
+        answers.add(sample.answer)
+    assert answers == {"yes", "no"}
+
+
+def test_ocr_shows_two_words_in_two_inks_and_asks_for_one():
+    for index in range(20):
+        sample = make_question_sample("ocr", index, 0)
+        inks = {ink for ink in INKS.values() if ink in colours_in(sample.image)}
+        assert len(inks) == 2, sample.question
+        assert sample.answer in TRAIN_WORDS
+        assert ("written in" in sample.question) or ("at the top" in sample.question) or ("at the bottom" in sample.question)
