@@ -19,6 +19,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -183,19 +184,19 @@ class StreamSamples(torch.utils.data.Dataset):
         return pixels, ids, labels, FUNCTIONS.index(function)
 
 
+def _collate(items, pad_id: int):
+    pixels, ids, labels, functions = zip(*items)
+    return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions))
+
+
 def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int, pad_id: int):
     """Steps ``start``..``config.steps - 1`` of the stream: step t holds samples t*B .. t*B + B - 1, rendered by
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
-
-    def collate(items):
-        pixels, ids, labels, functions = zip(*items)
-        return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions))
-
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
     return torch.utils.data.DataLoader(StreamSamples(processor, config.seed, image_tokens, config.suite),
-                                       batch_sampler=steps,
-                                       num_workers=config.workers, collate_fn=collate,
-                                       persistent_workers=False, pin_memory=config.device.startswith("cuda"))
+                                       batch_sampler=steps, num_workers=config.workers,
+                                       collate_fn=partial(_collate, pad_id=pad_id),
+                                       pin_memory=config.device.startswith("cuda"))
 
 
 def encoded(model, pixels: torch.Tensor, layers: list[int]) -> torch.Tensor:
