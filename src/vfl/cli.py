@@ -260,6 +260,7 @@ def _check_model(args) -> tuple[int, int]:
 def _locate_or_drop(args) -> None:
     """Check everything (probes, options, model config) before the first write, then claim the run folder,
     write the built-in probes into it and run the analysis through the Python API."""
+    from vfl.probes.generate import check_probe_options, make_probe_set
     from vfl.probes.schema import check_probe_images, load_probes, parse_functions
 
     functions = parse_functions(args.functions)
@@ -269,10 +270,7 @@ def _locate_or_drop(args) -> None:
         check_probe_images(probes, resize)
         probe_settings = {"probes": str(args.probes.resolve())}
     else:
-        if args.n < 1:
-            raise VflError(f"--n must be at least 1, got {args.n}")
-        if args.size < 24:
-            raise VflError(f"--size must be at least 24 pixels, got {args.size}")
+        check_probe_options(args.n, args.size)
         probe_settings = {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed}
     from vfl import api, report, runner
 
@@ -289,8 +287,6 @@ def _locate_or_drop(args) -> None:
         _check_model(args)
     with runner.claim(args.out, settings) as out:
         if args.probes is None:
-            from vfl.probes.generate import make_probe_set
-
             if runner.rank_and_world()[0] == 0:
                 make_probe_set(functions, args.n, args.size, args.seed, out / "probes")
             runner.barrier()

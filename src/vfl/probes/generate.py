@@ -66,12 +66,17 @@ def _box_text(box: list[int]) -> str:
     return "[" + ", ".join(str(v) for v in box) + "]"
 
 
-def make_probes(function: str, n: int, size: int, seed: int, out: Path) -> list[Probe]:
-    """Write ``n`` pairs of ``function`` as ``out/probes.jsonl`` + ``out/images/`` and return them."""
+def check_probe_options(n: int, size: int) -> None:
+    """Refuse a pair count or image size the generator cannot draw (before anything is written)."""
     if n < 1:
         raise VflError(f"--n must be at least 1, got {n}")
     if size < 24:
         raise VflError(f"--size must be at least 24 pixels, got {size}")
+
+
+def make_probes(function: str, n: int, size: int, seed: int, out: Path) -> list[Probe]:
+    """Write ``n`` pairs of ``function`` as ``out/probes.jsonl`` + ``out/images/`` and return them."""
+    check_probe_options(n, size)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     probes = []
