@@ -169,6 +169,17 @@ def test_resuming_with_other_settings_is_refused(tiny_llava_dir, tmp_path):
     assert result.returncode == 2 and "other settings (window)" in result.stderr
 
 
+def test_v2_probes_run_and_are_part_of_the_run_settings(tiny_llava_dir, tmp_path):
+    base = ["locate", "--model", tiny_llava_dir, "--functions", "ocr,recog", "--n", 1, "--size", 32, "--out", tmp_path]
+    result = run_cli(*base, "--suite", "v2")
+    assert result.returncode == 0, result.stderr
+    probes = [json.loads(line) for line in (tmp_path / "probes" / "probes.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in probes] == ["ocr-v2-0-0000", "recog-v2-0-0000"]
+    assert json.loads((tmp_path / "run.json").read_text())["suite"] == "v2"
+    refused = run_cli(*base)
+    assert refused.returncode == 2 and "other settings (suite)" in refused.stderr
+
+
 def test_unsupported_model_class_lists_the_supported_ones(tmp_path):
     from transformers import LlamaConfig
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vfl.nano.data import held_out_items
-from vfl.nano.suite import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY, make_question_sample
+from vfl.nano.suite import make_question_sample
+from vfl.probes.questions import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY
 from vfl.probes.render import COLOURS
 
 

@@ -1,10 +1,13 @@
 import json
+import random
 
+import numpy as np
 import pytest
 
 from vfl.errors import VflError
 from vfl.probes.generate import make_pair, make_probe_set
-from vfl.probes.render import WORDS
+from vfl.probes.questions import HELD_OUT, question_pair
+from vfl.probes.render import COLOURS, WORDS
 from vfl.probes.schema import FUNCTIONS, load_probes, parse_function
 
 
@@ -82,3 +85,59 @@ def test_function_aliases():
     assert parse_function("Counting") == "count" and parse_function("OCR") == "ocr"
     with pytest.raises(VflError, match="choose from"):
         parse_function("colour")
+
+
+# -- suite v2: question-dependent pairs ----------------------------------------------------------------
+def changed_pixels(image_a, image_b) -> np.ndarray:
+    """(y, x) of every pixel that differs between the two images."""
+    return np.argwhere(np.any(np.asarray(image_a) != np.asarray(image_b), axis=-1))
+
+
+def inside(points: np.ndarray, boxes) -> bool:
+    return all(any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes) for y, x in points)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_v2_pairs_change_only_what_the_question_asks_about(function):
+    """Distractors and the unasked word stay put: every changed pixel lies on the asked-about object(s)."""
+    for index in range(12):
+        pair = question_pair(function, random.Random(f"test:{index}"), 112, HELD_OUT)
+        changed = changed_pixels(pair.image_a, pair.image_b)
+        assert len(changed) and pair.answer_a != pair.answer_b
+        if function == "ocr":
+            # the asked word's line (top or bottom half) changes, the other word's never does
+            rows = {int(y) < 56 for y, _ in changed}
+            assert len(rows) == 1, pair.question
+            assert {pair.answer_a, pair.answer_b} <= set(HELD_OUT)
+            continue
+        kind = asked_kind(pair.question)
+        targets = [{t.box for t in scene if (t.shape, t.colour) == kind} for scene in (pair.scene_a, pair.scene_b)]
+        others = [{t for t in scene if (t.shape, t.colour) != kind} for scene in (pair.scene_a, pair.scene_b)]
+        assert others[0] == others[1] and others[0], "the same distractors on both sides"
+        assert inside(changed, targets[0] | targets[1])
+        if function == "count":
+            assert [len(t) for t in targets] == [int(pair.answer_a), int(pair.answer_b)]
+        if function == "ground":
+            assert [list(b) for t in targets for b in t] == [pair.box_a, pair.box_b]
+        if function == "recog":
+            assert [len(t) for t in targets] == [1, 0]
+            # binding: the asked colour on another shape, the asked shape in another colour, on both sides
+            assert any(t.colour == kind[1] for t in others[1]) and any(t.shape == kind[0] for t in others[1])
+
+
+def asked_kind(question: str) -> tuple[str, str]:
+    words = question.replace("?", "").split()
+    colour = next(w for w in words if w in COLOURS)
+    return words[words.index(colour) + 1].rstrip("s"), colour
+
+
+def test_v2_probe_files_are_their_own_set_and_bad_suites_are_refused(tmp_path):
+    v2 = load_probes(make_probe_set(["ocr", "count"], 3, 96, 0, tmp_path / "v2", "v2"))
+    v1 = load_probes(make_probe_set(["ocr", "count"], 3, 96, 0, tmp_path / "v1"))
+    assert [p.id for p in v2] == [f"{f}-v2-0-{i:04d}" for f in ("ocr", "count") for i in range(3)]
+    assert all(p.answer_a in HELD_OUT for p in v2 if p.function == "ocr")
+    assert {p.question for p in v1}.isdisjoint(p.question for p in v2 if p.function == "ocr")
+    again = make_probe_set(["ocr", "count"], 3, 96, 0, tmp_path / "again", "v2")
+    assert again.read_text() == (tmp_path / "v2" / "probes.jsonl").read_text()
+    with pytest.raises(VflError, match="--suite must be one of v1, v2"):
+        make_probe_set(["ocr"], 1, 96, 0, tmp_path / "v3", "v3")

@@ -60,6 +60,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="fetch a hub id missing from the local cache (otherwise local files only)")
 
 
+SUITE_HELP = ("built-in pairs: v1 (only the asked-about objects) or v2 (distractors, binding, one of two words "
+              "in held-out vocabulary; each pair still differs in the asked attribute only)")
+
+
 def _probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--functions", default="recog,count,ground,ocr", help="comma-separated: recog,count,ground,ocr")
     parser.add_argument("--probes", type=Path, help="a probe JSONL of your own (None: generate built-in pairs)")
@@ -68,6 +72,7 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
                              "whose own parsers take --n for theirs)")
     parser.add_argument("--size", type=int, default=224, help="built-in image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="built-in probe seed")
+    parser.add_argument("--suite", default="v1", choices=("v1", "v2"), help=SUITE_HELP)
     parser.add_argument("--out", type=Path, required=True, help="run folder (rerun the same command to resume)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit")
     parser.add_argument("--batch-size", type=int, default=None, help="interventions decoded together (None: all)")
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--n", type=int, default=20, help="pairs per function")
     make.add_argument("--size", type=int, default=224, help="image size in pixels")
     make.add_argument("--seed", type=int, default=0, help="same seed, same files")
+    make.add_argument("--suite", default="v1", choices=("v1", "v2"), help=SUITE_HELP)
     make.add_argument("--out", type=Path, required=True, help="folder for probes.jsonl and images/")
 
     locate = _command(commands, "locate", "Visual Token Swapping per decoder layer: find the VFLs")
@@ -270,8 +276,10 @@ def _locate_or_drop(args) -> None:
         check_probe_images(probes, resize)
         probe_settings = {"probes": str(args.probes.resolve())}
     else:
-        check_probe_options(args.n, args.size)
+        check_probe_options(args.n, args.size, args.suite)
         probe_settings = {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed}
+        if args.suite != "v1":  # v1 runs recorded before suites existed still resume
+            probe_settings["suite"] = args.suite
     from vfl import api, report, runner
 
     settings = {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, **probe_settings}
@@ -288,7 +296,7 @@ def _locate_or_drop(args) -> None:
     with runner.claim(args.out, settings) as out:
         if args.probes is None:
             if runner.rank_and_world()[0] == 0:
-                make_probe_set(functions, args.n, args.size, args.seed, out / "probes")
+                make_probe_set(functions, args.n, args.size, args.seed, out / "probes", args.suite)
             runner.barrier()
             probes = load_probes(out / "probes" / "probes.jsonl")
         adapter = _load(args)
@@ -440,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             from vfl.probes.generate import make_probe_set
             from vfl.probes.schema import parse_functions
 
-            path = make_probe_set(parse_functions(args.function), args.n, args.size, args.seed, args.out)
+            path = make_probe_set(parse_functions(args.function), args.n, args.size, args.seed, args.out,
+                                  args.suite)
             print(f"wrote {path}")
         elif args.command == "nano":
             _nano(args)

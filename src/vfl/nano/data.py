@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from vfl.probes.generate import MAX_COUNT
-from vfl.probes.render import COLOURS, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
+from vfl.probes.generate import SUITES
+from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
 
@@ -68,9 +68,6 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
         ink = tuple(rng.randint(0, 80) for _ in range(3))
         return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word)
     raise ValueError(f"unknown function {function!r}")
-
-
-SUITES = ("v1", "v2")
 
 
 def sample_maker(suite: str = "v1"):

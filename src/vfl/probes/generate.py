@@ -1,4 +1,8 @@
-"""Built-in counterfactual pairs: two images that differ in exactly one function-relevant attribute."""
+"""Built-in counterfactual pairs: two images that differ in exactly one function-relevant attribute.
+
+Two suites: v1 (each image holds only the asked-about object(s); the shipped nano's data) and v2
+(`vfl.probes.questions`: distractors, binding, two words; nano v2's data, OCR from held-out words).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,27 @@ import random
 from pathlib import Path
 
 from vfl.errors import VflError
-from vfl.probes.render import COLOURS, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
-from vfl.probes.schema import Probe, save_probes
+from vfl.probes.questions import HELD_OUT, box_text, question_pair
+from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
+from vfl.probes.schema import FUNCTIONS, Probe, save_probes
 
-MAX_COUNT = 6
+SUITES = ("v1", "v2")
 
 
 def _thing_size(size: int) -> int:
     return max(4, size // 6)
 
 
-def make_pair(function: str, index: int, size: int, seed: int):
+def make_pair(function: str, index: int, size: int, seed: int, suite: str = "v1"):
     """Return ``(question, image_a, image_b, answer_a, answer_b, box_a, box_b)`` for one pair.
 
-    The RNG is seeded by (function, seed, index) alone, so any pair can be regenerated on its own.
+    The RNG is seeded by (suite, function, seed, index) alone, so any pair can be regenerated on its own.
     """
+    if function not in FUNCTIONS:
+        raise VflError(f"unknown function {function!r}")
+    if suite == "v2":
+        pair = question_pair(function, random.Random(f"probe-v2:{function}:{seed}:{index}"), size, HELD_OUT)
+        return pair.question, pair.image_a, pair.image_b, pair.answer_a, pair.answer_b, pair.box_a, pair.box_b
     rng = random.Random(f"{function}:{seed}:{index}")
     side = _thing_size(size)
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
@@ -41,13 +51,13 @@ def make_pair(function: str, index: int, size: int, seed: int):
         image_a = render_scene([Thing(shape, colour, first)], size)
         image_b = render_scene([Thing(shape, colour, second)], size)
         question = f"Where is the {colour} {shape}? Answer with its bounding box."
-        answer_a, answer_b = _box_text(box_a), _box_text(box_b)
+        answer_a, answer_b = box_text(box_a), box_text(box_b)
     elif function == "ocr":
         word_a, word_b = rng.sample(WORDS, 2)
         image_a, image_b = render_word(word_a, size), render_word(word_b, size)
         question = "What word is written in the image?"
         answer_a, answer_b = word_a, word_b
-    elif function == "recog":
+    else:
         others = [(s, c) for s in SHAPES for c in COLOURS if s != shape and c != colour]
         distractors = rng.sample(others, rng.randint(1, 3))
         boxes = place_boxes(rng, len(distractors) + 1, size, side)
@@ -57,32 +67,28 @@ def make_pair(function: str, index: int, size: int, seed: int):
         article = "an" if colour[0] in "aeiou" else "a"
         question = f"Is there {article} {colour} {shape} in the image? Answer yes or no."
         answer_a, answer_b = "yes", "no"
-    else:
-        raise VflError(f"unknown function {function!r}")
     return question, image_a, image_b, answer_a, answer_b, box_a, box_b
 
 
-def _box_text(box: list[int]) -> str:
-    return "[" + ", ".join(str(v) for v in box) + "]"
-
-
-def check_probe_options(n: int, size: int) -> None:
-    """Refuse a pair count or image size the generator cannot draw (before anything is written)."""
+def check_probe_options(n: int, size: int, suite: str = "v1") -> None:
+    """Refuse a pair count, image size or suite the generator cannot draw (before anything is written)."""
+    if suite not in SUITES:
+        raise VflError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
     if n < 1:
         raise VflError(f"--n must be at least 1, got {n}")
     if size < 24:
         raise VflError(f"--size must be at least 24 pixels, got {size}")
 
 
-def make_probes(function: str, n: int, size: int, seed: int, out: Path) -> list[Probe]:
+def make_probes(function: str, n: int, size: int, seed: int, out: Path, suite: str = "v1") -> list[Probe]:
     """Write ``n`` pairs of ``function`` as ``out/probes.jsonl`` + ``out/images/`` and return them."""
-    check_probe_options(n, size)
+    check_probe_options(n, size, suite)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     probes = []
     for index in range(n):
-        question, image_a, image_b, answer_a, answer_b, box_a, box_b = make_pair(function, index, size, seed)
-        pid = f"{function}-{seed}-{index:04d}"
+        question, image_a, image_b, answer_a, answer_b, box_a, box_b = make_pair(function, index, size, seed, suite)
+        pid = f"{function}-{seed}-{index:04d}" if suite == "v1" else f"{function}-{suite}-{seed}-{index:04d}"
         names = [f"images/{pid}_{which}.png" for which in "ab"]
         image_a.save(out / names[0])
         image_b.save(out / names[1])
@@ -90,8 +96,8 @@ def make_probes(function: str, n: int, size: int, seed: int, out: Path) -> list[
     return probes
 
 
-def make_probe_set(functions: list[str], n: int, size: int, seed: int, out: Path) -> Path:
+def make_probe_set(functions: list[str], n: int, size: int, seed: int, out: Path, suite: str = "v1") -> Path:
     """All functions' pairs in one ``out/probes.jsonl``; returns its path."""
-    probes = [p for f in functions for p in make_probes(f, n, size, seed, out)]
+    probes = [p for f in functions for p in make_probes(f, n, size, seed, out, suite)]
     save_probes(probes, Path(out) / "probes.jsonl")
     return Path(out) / "probes.jsonl"

@@ -16,6 +16,7 @@ COLOURS = {
     "purple": (140, 60, 180), "orange": (240, 130, 20), "black": (20, 20, 20),
 }
 BACKGROUND = (245, 245, 245)
+MAX_COUNT = 6  # the most objects of one kind a built-in counting question asks about
 # A closed vocabulary of short common English words (OCR probes and training data draw from it).
 WORDS = (
     "apple", "bread", "chair", "dance", "eagle", "flame", "grape", "house", "input", "juice", "knife", "lemon",
