@@ -13,7 +13,7 @@ from conftest import run_cli
 
 ARGS = ["nano", "train", "--steps", 6, "--per-function", 4, "--batch-size", 4, "--save-every", 2]
 STREAM = ["nano", "train", "--data", "stream", "--workers", 2, "--device", "cpu", "--steps", 4, "--batch-size", 2,
-          "--save-every", 1, "--lora-rank", 4, "--loss-weights", "recog=3,ocr=2"]
+          "--save-every", 1, "--lora-rank", 4, "--loss-weights", "recog=3,ocr=2", "--suite", "v2"]
 
 
 @pytest.mark.parametrize("args", [pytest.param(ARGS, marks=pytest.mark.slow, id="cached"),
@@ -40,7 +40,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
         assert not differing, (name, differing[:3], again.stderr[-1500:])
 
 
-def test_streamed_samples_depend_on_seed_and_index_alone():
+@pytest.mark.parametrize("suite", ["v1", "v2"])
+def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     import torch
 
     from vfl.nano.model import NanoSpec, build_processor
@@ -51,12 +52,12 @@ def test_streamed_samples_depend_on_seed_and_index_alone():
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     processor = build_processor(tokenizer)
-    samples = StreamSamples(processor, seed=0, image_tokens=64)
+    samples = StreamSamples(processor, seed=0, image_tokens=64, suite=suite)
     pixels, ids, labels, function = samples[5]
-    again = StreamSamples(processor, seed=0, image_tokens=64)[5]
+    again = StreamSamples(processor, seed=0, image_tokens=64, suite=suite)[5]
     assert torch.equal(pixels, again[0]) and ids == again[1] and labels == again[2] and function == 1  # 5 % 4: count
-    assert not torch.equal(pixels, StreamSamples(processor, seed=1, image_tokens=64)[5][0])
-    config = TrainConfig(data="stream", steps=3, batch_size=2, spec=NanoSpec(lora_rank=0))
+    assert not torch.equal(pixels, StreamSamples(processor, seed=1, image_tokens=64, suite=suite)[5][0])
+    config = TrainConfig(data="stream", steps=3, batch_size=2, spec=NanoSpec(lora_rank=0), suite=suite)
     by_workers = list(stream_batches(processor, TrainConfig(**{**config.__dict__, "workers": 2}), 64, 0, 0))
     in_process = list(stream_batches(processor, config, 64, 0, 0))
     resumed = list(stream_batches(processor, config, 64, 1, 0))  # from step 1, as after a kill
