@@ -1,6 +1,7 @@
 """`vfl nano train` resumes after a kill and ends exactly where an uninterrupted run ends; its streamed data
 is the same for a sample index whoever renders it; bad recipes end in one sentence."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
         assert ours.keys() == reference.keys()
         differing = [k for k in ours if not (ours[k] == reference[k]).all()]
         assert not differing, (name, differing[:3], again.stderr[-1500:])
+    if "stream" in args:  # a run's weights are evaluated where they lie, without shipping them
+        scored = run_cli("nano", "eval", "--weights", out, "--suite", "v2", "--n", 1, "--out", tmp_path / "eval.json")
+        assert scored.returncode == 0, scored.stderr[-2000:]
+        assert set(json.loads((tmp_path / "eval.json").read_text())) == {"recog", "count", "ground", "ocr"}
 
 
 @pytest.mark.parametrize("suite", ["v1", "v2"])
@@ -77,4 +82,14 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)
     assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-1000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_that_are_not_a_training_run_are_one_sentence(tmp_path):
+    for command in (["nano", "eval", "--weights", tmp_path], ["locate", "--model", f"nano:{tmp_path}", "--out",
+                                                               tmp_path / "run"]):
+        result = run_cli(*command)
+        assert result.returncode == 2, result.stderr[-1000:]
+        assert result.stderr.strip().splitlines()[-1] == f"vfl: error: {tmp_path} holds no trained nano weights " \
+            "(spec.json); give a `vfl nano train` run folder"
     assert not (tmp_path / "run").exists()

@@ -50,8 +50,9 @@ def _weights(text: str) -> dict[str, float]:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano",
-                        help="nano (vfl's offline reference model), a hub id or local directory of a "
-                             "supported MLLM, or tiny:<family> (random, for tests)")
+                        help="nano (vfl's offline reference model; nano:DIR with a `vfl nano train` run's "
+                             "weights), a hub id or local directory of a supported MLLM, or tiny:<family> "
+                             "(random, for tests)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32 on CPU, the "
                                                                                 "checkpoint's dtype elsewhere")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
     nano_eval.add_argument("--suite", default="v1", choices=("v1", "v2"),
                            help="held-out items of this suite (v2: OCR of words never trained on)")
+    nano_eval.add_argument("--weights", default=None, type=Path,
+                           help="a `vfl nano train` run folder to evaluate (None: the shipped weights)")
     nano_eval.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32")
     nano_eval.add_argument("--device", default="cpu", help="cpu, cuda, mps ...")
     study = _command(nano, "study", "train and evaluate nano variants fed from each encoder layer group, "
@@ -333,14 +336,16 @@ def _nano(args) -> None:
             print(f"shipped into {WEIGHTS}")
     elif args.action == "eval":
         from vfl.evaluate import evaluate
-        from vfl.models import check_device, load
+        from vfl.models import check_device, load, nano_weights
         from vfl.nano.data import FUNCTIONS, held_out_items
 
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
         check_device(args.device)
+        spec = "nano" if args.weights is None else f"nano:{args.weights}"
+        nano_weights(spec)  # a folder without weights is refused before the items are drawn
         items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite)
-        summary, records = evaluate(load("nano", args.dtype, args.device), items, 32)
+        summary, records = evaluate(load(spec, args.dtype, args.device), items, 32)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":
         from vfl.nano.study import StudyConfig, run_study, study_table

@@ -8,6 +8,7 @@ that can be wrong (the device, the dtype, the id, the class) is checked before a
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -76,9 +77,26 @@ def _config(spec: str, download: bool = False):
         raise VflError(f"cannot load model {spec!r}: it is not {where} ({str(err).splitlines()[0]})") from None
 
 
+def nano_weights(spec: str) -> Path | None:
+    """The weights folder a nano spec names: ``nano`` (the shipped weights) or ``nano:DIR`` (a `vfl nano
+    train` run folder or its weights/ folder); None for any other spec."""
+    if spec == "nano":
+        from vfl.nano.model import WEIGHTS
+
+        return WEIGHTS
+    if not spec.startswith("nano:"):
+        return None
+    folder = Path(spec.split(":", 1)[1])
+    if (folder / "weights" / "spec.json").is_file():
+        folder = folder / "weights"
+    if not (folder / "spec.json").is_file():
+        raise VflError(f"{folder} holds no trained nano weights (spec.json); give a `vfl nano train` run folder")
+    return folder
+
+
 def decoder_shape(spec: str, download: bool = False) -> tuple[int, int]:
     """(decoder layers, key/value heads per layer) of ``spec`` from its config alone (no weights read)."""
-    if spec == "nano":
+    if nano_weights(spec) is not None:
         from vfl.nano.parts import smollm2_shape
 
         return smollm2_shape()
@@ -103,13 +121,15 @@ def _supported_config(spec: str, download: bool):
 
 def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | None = None,
          download: bool = False) -> Adapter:
-    """Load a model and its processor: ``nano`` (vfl's own), a hub id, a local directory or ``tiny:<family>``."""
+    """Load a model and its processor: ``nano`` (vfl's own; ``nano:DIR`` with the weights of a `vfl nano train`
+    run), a hub id, a local directory or ``tiny:<family>``."""
     check_device(device)
     resolved = torch_dtype(dtype, device, device_map)
-    if spec == "nano":
+    weights = nano_weights(spec)
+    if weights is not None:
         from vfl.nano.model import load_nano
 
-        model, processor = load_nano(dtype=torch.float32 if resolved == "auto" else resolved, device=device)
+        model, processor = load_nano(weights, torch.float32 if resolved == "auto" else resolved, device)
         return adapter_for(model, processor)
     if spec.startswith("tiny:"):
         from vfl.models.tiny import build_tiny
