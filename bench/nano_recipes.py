@@ -1,0 +1,121 @@
+"""Benchmark: nano v2's training recipes, compared by measurement on the same streamed data.
+
+Each recipe trains on suite v2 (`vfl nano train --data stream --suite v2`) with the same steps, batch and
+seed, so every run sees the same samples; then each run's weights are scored, where they lie
+(`nano:RUN`), on held-out items of both suites (seed 1, ``--n`` per function, greedy), with 95% intervals.
+
+  projector  the projector alone (language model frozen)
+  lora       projector + LoRA rank 64 on every linear layer of the language model, joining at 10% of the steps
+  full       projector + the whole language model, joining at 10% of the steps
+
+Rows go to OUT/results.jsonl as they finish (one per recipe and suite, with the device named); a killed
+run continues: training resumes from each run's checkpoint and scored rows are not scored again.
+
+  python bench/nano_recipes.py --device cuda --workers 14 --steps 1100 --batch-size 64 --n 200 --out runs/recipes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from vfl.evaluate import evaluate
+from vfl.jsonl import json_objects
+from vfl.models import load
+from vfl.nano.data import FUNCTIONS, held_out_items
+from vfl.nano.model import NanoSpec
+from vfl.nano.train import TrainConfig, train
+
+RECIPES = {
+    "projector": dict(lora_rank=0),
+    "lora": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4),
+    "full": dict(lora_rank=0, full=True, lora_start=0.1, lr_lora=5e-5),
+}
+SUITES = ("v2", "v1")
+
+
+def recipe_config(name: str, args) -> TrainConfig:
+    recipe = dict(RECIPES[name])
+    rank = recipe.pop("lora_rank")
+    spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=rank, lora_alpha=2 * rank)
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
+                       spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2", **recipe)
+
+
+def trained_parameters(weights: Path) -> int:
+    """Parameters a run trained: those saved in its weights folder (projector, LoRA or language model)."""
+    total = 0
+    for path in weights.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            total += sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys())
+    return total
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: " + ", ".join(RECIPES))
+    parser.add_argument("--steps", type=int, default=1100)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering the stream")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
+    parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
+    args = parser.parse_args()
+    args.vision_layers = [int(k) for k in args.vision_layers.split(",")]
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
+    configs = {name: recipe_config(name, args) for name in recipes}
+    for config in configs.values():
+        config.check()
+
+    results = args.out / "results.jsonl"
+    rows = [r for _, r in json_objects(results, "results")] if results.exists() else []
+    done = {(r["recipe"], r["suite"]) for r in rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, config in configs.items():
+        if all((name, suite) in done for suite in SUITES):
+            continue
+        started = time.perf_counter()
+        weights = train(args.out / name, config)
+        train_s = time.perf_counter() - started
+        adapter = load(f"nano:{weights}", device=args.device)
+        for suite in SUITES:
+            if (name, suite) in done:
+                continue
+            summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32)
+            row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
+                   "train_s": round(train_s, 1), "trained_parameters": trained_parameters(weights),
+                   "device": device_name(args.device),
+                   **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
+                   "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
+                   "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}
+            rows.append(row)
+            with results.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    print("| recipe | suite | " + " | ".join(FUNCTIONS) + " | mean | train s | trained params |")
+    print("|---|---|" + "---|" * (len(FUNCTIONS) + 3))
+    for row in rows:
+        print(f"| {row['recipe']} | {row['suite']} | " + " | ".join(f"{row[f]:.2f}" for f in FUNCTIONS)
+              + f" | {row['mean']:.3f} | {row['train_s']:.0f} | {row['trained_parameters'] / 1e6:.2f}M |")
+    print(f"rows: {results} (device: {rows[0]['device'] if rows else '-'})")
+
+
+if __name__ == "__main__":
+    main()
