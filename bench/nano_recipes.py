@@ -8,8 +8,13 @@ seed, so every run sees the same samples; then each run's weights are scored, wh
   lora       projector + LoRA rank 64 on every linear layer of the language model, joining at 10% of the steps
   full       projector + the whole language model, joining at 10% of the steps
 
+Then `vfl locate` runs on each recipe with the same v2 probes (``--locate`` per function, ``--window``), and
+`vfl compare` sets their bands side by side (OUT/compare): does training the language model move, widen or
+spread where each function is read?
+
 Rows go to OUT/results.jsonl as they finish (one per recipe and suite, with the device named); a killed
-run continues: training resumes from each run's checkpoint and scored rows are not scored again.
+run continues: training resumes from each run's checkpoint, scored rows are not scored again, and each
+locate run resumes from its own records.
 
   python bench/nano_recipes.py --device cuda --workers 14 --steps 1100 --batch-size 64 --n 200 --out runs/recipes
 """
@@ -25,6 +30,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from vfl.api import locate, make_probes
+from vfl.compare import compare, write as write_comparison, table as comparison_table
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
@@ -74,6 +81,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
+    parser.add_argument("--locate", type=int, default=40,
+                        help="v2 probes per function for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
+    parser.add_argument("--window", type=int, default=3, help="the locate window")
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
     args = parser.parse_args()
     args.vision_layers = [int(k) for k in args.vision_layers.split(",")]
@@ -90,18 +100,21 @@ def main() -> None:
     done = {(r["recipe"], r["suite"]) for r in rows}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, config in configs.items():
-        if all((name, suite) in done for suite in SUITES):
+        located = not args.locate or (args.out / name / "locate" / "summary.json").exists()
+        if located and all((name, suite) in done for suite in SUITES):
             continue
-        started = time.perf_counter()
-        weights = train(args.out / name, config)
-        train_s = time.perf_counter() - started
+        weights, timing = args.out / name / "weights", args.out / name / "train_seconds.json"
+        if not timing.exists():  # trains, or resumes a killed training from its checkpoint
+            started = time.perf_counter()
+            train(args.out / name, config)
+            timing.write_text(json.dumps(round(time.perf_counter() - started, 1)) + "\n")
         adapter = load(f"nano:{weights}", device=args.device)
         for suite in SUITES:
             if (name, suite) in done:
                 continue
             summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32)
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
-                   "train_s": round(train_s, 1), "trained_parameters": trained_parameters(weights),
+                   "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device),
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
@@ -109,6 +122,13 @@ def main() -> None:
             rows.append(row)
             with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
+        if not located:
+            probes = make_probes(FUNCTIONS, n=args.locate, suite="v2", out=args.out / "probes-v2")
+            locate(adapter, probes=probes, window=args.window, out=args.out / name / "locate")
+    if args.locate:
+        compared = compare([args.out / name / "locate" for name in configs], list(configs))
+        write_comparison(compared, args.out / "compare")
+        print(comparison_table(compared))
     print("| recipe | suite | " + " | ".join(FUNCTIONS) + " | mean | train s | trained params |")
     print("|---|---|" + "---|" * (len(FUNCTIONS) + 3))
     for row in rows:

@@ -38,11 +38,12 @@ def test_the_llava_7b_shape_has_its_parameters_and_576_visual_tokens():
 
 def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     """One projector-only step on CPU: a row per suite with every function, the device and the trained
-    parameters; a rerun scores nothing again."""
+    parameters, a locate run on v2 probes and a comparison; a rerun scores nothing again."""
     import json
 
     command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector", "--steps", "1",
-               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--out", str(tmp_path)]
+               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
+               "--out", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -51,6 +52,9 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
         assert {"recog", "count", "ground", "ocr", "mean", "ci", "train_s"} <= set(row)
         assert row["device"].startswith("cpu") and row["steps"] == 1 and row["n"] == 1
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
+    summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
+    assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
+    assert json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"][0]["name"] == "projector"
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
