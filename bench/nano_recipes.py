@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
+    parser.add_argument("--eval-batch", type=int, default=64, help="items answered together (generate, left-padded)")
     parser.add_argument("--locate", type=int, default=40,
                         help="v2 probes per function for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
     parser.add_argument("--window", type=int, default=3, help="the locate window")
@@ -112,7 +113,7 @@ def main() -> None:
         for suite in SUITES:
             if (name, suite) in done:
                 continue
-            summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32)
+            summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
                    "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device),

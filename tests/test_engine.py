@@ -315,3 +315,23 @@ def test_qwen3_vl_hidden_swaps_carry_b_deepstack_features_unless_kept(adapters):
     assert not torch.allclose(kept.layers[1].keys[..., start:end, :], pair.cache_b.layers[1].keys[..., start:end, :])
     with pytest.raises(VflError, match="--keep-injected applies to --what hidden only"):
         narrowed(layer_windows(4), "kv", keep_injected=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_evaluation_answers_as_the_engine_does(adapters, family):
+    """`generate` over left-padded batches of different questions and images gives, item for item, the
+    answers of the engine's one-row path (prompts of different lengths, so the padding is exercised)."""
+    from vfl.evaluate import answers
+
+    adapter = adapters(family)
+    side = adapter.tokenizer.padding_side
+    images, questions = [], []
+    for function in ("count", "ocr", "recog"):
+        question, image_a, image_b, *_ = make_pair(function, 0, 64, 0)
+        images += [image_a, image_b]
+        questions += [question, question + " Think of the picture as a whole."]
+    one = answers(adapter, images, questions, 6, batch_size=1)
+    batched = answers(adapter, images, questions, 6, batch_size=4)
+    assert batched == one
+    assert len({len(adapter.tokenizer(adapter.chat_text(q)).input_ids) for q in questions}) > 1
+    assert adapter.tokenizer.padding_side == side  # the tokenizer is handed back as it was

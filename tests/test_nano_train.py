@@ -83,9 +83,12 @@ def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)
     assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-1000:]
     assert not (tmp_path / "run").exists()
+    batch = run_cli("nano", "eval", "--batch-size", 0)
+    assert batch.returncode == 2 and batch.stderr.strip().splitlines()[-1] == "vfl: error: --batch-size must be at " \
+        "least 1, got 0"
 
 
-def test_weights_that_are_not_a_training_run_are_one_sentence(tmp_path):
+def test_bad_eval_inputs_are_one_sentence(tmp_path):
     for command in (["nano", "eval", "--weights", tmp_path], ["locate", "--model", f"nano:{tmp_path}", "--out",
                                                                tmp_path / "run"]):
         result = run_cli(*command)
@@ -93,3 +96,6 @@ def test_weights_that_are_not_a_training_run_are_one_sentence(tmp_path):
         assert result.stderr.strip().splitlines()[-1] == f"vfl: error: {tmp_path} holds no trained nano weights " \
             "(spec.json); give a `vfl nano train` run folder"
     assert not (tmp_path / "run").exists()
+    batch = run_cli("nano", "eval", "--batch-size", 0)
+    assert batch.returncode == 2 and batch.stderr.strip().splitlines()[-1] == "vfl: error: --batch-size must be at " \
+        "least 1, got 0"

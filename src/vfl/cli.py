@@ -61,6 +61,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="fetch a hub id missing from the local cache (otherwise local files only)")
 
 
+EVAL_BATCH_HELP = ("items answered together by the model's generate over left-padded batches (1: the swap engine's "
+                   "own path, one item at a time; on a GPU use 32-64)")
+
+
 SUITE_HELP = ("built-in pairs: v1 (only the asked-about objects) or v2 (distractors, binding, one of two words "
               "in held-out vocabulary; each pair still differs in the asked attribute only)")
 
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="held-out items of this suite (v2: OCR of words never trained on)")
     nano_eval.add_argument("--weights", default=None, type=Path,
                            help="a `vfl nano train` run folder to evaluate (None: the shipped weights)")
+    nano_eval.add_argument("--batch-size", type=int, default=1, help=EVAL_BATCH_HELP)
     nano_eval.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32")
     nano_eval.add_argument("--device", default="cpu", help="cpu, cuda, mps ...")
     study = _command(nano, "study", "train and evaluate nano variants fed from each encoder layer group, "
@@ -182,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
     evaluate.add_argument("--out", type=Path, help="write the summary as JSON here (records beside it)")
     evaluate.add_argument("--max-new-tokens", type=int, default=32, help="answer length limit")
+    evaluate.add_argument("--batch-size", type=int, default=1, help=EVAL_BATCH_HELP)
     evaluate.add_argument("--adapter", type=Path, help="a LoRA adapter folder (from vfl lora) to merge in first")
 
     lora = _command(commands, "lora", "LoRA on chosen decoder layers only (VFL-LoRA and its baselines)")
@@ -335,17 +341,18 @@ def _nano(args) -> None:
             ship(weights, WEIGHTS)
             print(f"shipped into {WEIGHTS}")
     elif args.action == "eval":
-        from vfl.evaluate import evaluate
+        from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights
         from vfl.nano.data import FUNCTIONS, held_out_items
 
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
+        check_batch_size(args.batch_size)
         check_device(args.device)
         spec = "nano" if args.weights is None else f"nano:{args.weights}"
         nano_weights(spec)  # a folder without weights is refused before the items are drawn
         items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite)
-        summary, records = evaluate(load(spec, args.dtype, args.device), items, 32)
+        summary, records = evaluate(load(spec, args.dtype, args.device), items, 32, args.batch_size)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":
         from vfl.nano.study import StudyConfig, run_study, study_table
@@ -459,15 +466,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "nano":
             _nano(args)
         elif args.command == "eval":
-            from vfl.evaluate import evaluate, load_items
+            from vfl.evaluate import check_batch_size, evaluate, load_items
 
+            check_batch_size(args.batch_size)
             items = load_items(args.data)
             adapter = _load(args)
             if args.adapter is not None:
                 from vfl.lora import with_adapter
 
                 adapter = with_adapter(adapter, args.adapter)
-            _report_eval(evaluate(adapter, items, args.max_new_tokens), args.out)
+            _report_eval(evaluate(adapter, items, args.max_new_tokens, args.batch_size), args.out)
         elif args.command == "lora":
             _lora(args)
         elif args.command == "select":

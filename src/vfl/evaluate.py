@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -62,13 +63,54 @@ def answer(adapter: Adapter, image: Image.Image, question: str, max_new_tokens: 
     return adapter.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
-def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 32) -> tuple[dict, list[dict]]:
-    """Per-function accuracy (with 95% Wilson intervals) and one record per item."""
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise VflError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def answers(adapter: Adapter, images: list[Image.Image], questions: list[str], max_new_tokens: int = 32,
+            batch_size: int = 1) -> list[str]:
+    """Greedy answers. ``batch_size`` 1: the swap engine's own path, one item at a time. Larger: the model's
+    `generate` over left-padded batches, the same answers up to float rounding and many times faster on a
+    GPU, which one row per forward leaves idle."""
+    check_batch_size(batch_size)
+    if batch_size == 1:
+        return [answer(adapter, image, question, max_new_tokens) for image, question in zip(images, questions)]
+    said = []
+    tokenizer, side = adapter.tokenizer, adapter.tokenizer.padding_side
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(adapter.eos_token_ids)
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(images), batch_size):
+            texts = [adapter.chat_text(q) for q in questions[start:start + batch_size]]
+            nested = [[image] for image in images[start:start + batch_size]]  # one image per prompt (Gemma 3 asks)
+            inputs = adapter.processor(images=nested, text=texts, padding=True, return_tensors="pt").to(adapter.device)
+            for key, value in inputs.items():
+                if value.is_floating_point():
+                    inputs[key] = value.to(adapter.model.dtype)
+            with torch.inference_mode():
+                out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                             eos_token_id=sorted(adapter.eos_token_ids), pad_token_id=pad)
+            said += [t.strip() for t in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
+                                                               skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return said
+
+
+def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 32, batch_size: int = 1) -> tuple[dict, list[dict]]:
+    """Per-function accuracy (with 95% Wilson intervals) and one record per item; ``batch_size`` as in
+    `answers`."""
+    said = []
+    with tqdm(total=len(items), desc="eval", unit="item", dynamic_ncols=True) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            said += answers(adapter, [i.image for i in chunk], [i.question for i in chunk], max_new_tokens, batch_size)
+            bar.update(len(chunk))
     records = []
-    for item in tqdm(items, desc="eval", unit="item", dynamic_ncols=True):
-        said = answer(adapter, item.image, item.question, max_new_tokens)
-        records.append({"id": item.id, "function": item.function, "question": item.question, "answer": said,
-                        "target": item.answer, "correct": matches(item.function, said, item.answer, item.box,
+    for item, text in zip(items, said):
+        records.append({"id": item.id, "function": item.function, "question": item.question, "answer": text,
+                        "target": item.answer, "correct": matches(item.function, text, item.answer, item.box,
                                                                   box_format=adapter.box_format,
                                                                   image_size=item.image.size)})
     summary = {}
