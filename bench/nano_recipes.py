@@ -7,6 +7,7 @@ seed, so every run sees the same samples; then each run's weights are scored, wh
   projector  the projector alone (language model frozen)
   lora       projector + LoRA rank 64 on every linear layer of the language model, joining at 10% of the steps
   full       projector + the whole language model, joining at 10% of the steps
+  lora-579   as lora, fed encoder layers 5, 7 and 9 instead of 6, 9 and 12 (not run by default)
 
 Then `vfl locate` runs on each recipe with the same v2 probes (``--locate`` per function, ``--window``), and
 `vfl compare` sets their bands side by side (OUT/compare): does training the language model move, widen or
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from safetensors import safe_open
 
 from vfl.api import locate, make_probes
 from vfl.compare import compare, write as write_comparison, table as comparison_table
+from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
@@ -43,14 +46,17 @@ RECIPES = {
     "projector": dict(lora_rank=0),
     "lora": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4),
     "full": dict(lora_rank=0, full=True, lora_start=0.1, lr_lora=5e-5),
+    # the encoder layers whose tokens carry colour-and-shape best (bench/encoder_probe.py)
+    "lora-579": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, vision_layers=[5, 7, 9]),
 }
+DEFAULT = ("projector", "lora", "full")
 SUITES = ("v2", "v1")
 
 
 def recipe_config(name: str, args) -> TrainConfig:
     recipe = dict(RECIPES[name])
-    rank = recipe.pop("lora_rank")
-    spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=rank, lora_alpha=2 * rank)
+    rank, layers = recipe.pop("lora_rank"), recipe.pop("vision_layers", args.vision_layers)
+    spec = NanoSpec(vision_layers=layers, lora_rank=rank, lora_alpha=2 * rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2", **recipe)
 
@@ -71,13 +77,20 @@ def device_name(device: str) -> str:
 
 
 def main() -> None:
+    try:
+        run()
+    except VflError as err:
+        sys.exit(f"nano_recipes.py: error: {err}")
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: " + ", ".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(DEFAULT), help="comma-separated: " + ", ".join(RECIPES))
     parser.add_argument("--steps", type=int, default=1100)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering the stream")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector")
+    parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
@@ -105,9 +118,9 @@ def main() -> None:
         if located and all((name, suite) in done for suite in SUITES):
             continue
         weights, timing = args.out / name / "weights", args.out / name / "train_seconds.json"
-        if not timing.exists():  # trains, or resumes a killed training from its checkpoint
-            started = time.perf_counter()
-            train(args.out / name, config)
+        started = time.perf_counter()
+        train(args.out / name, config)  # trains, resumes a killed run, or (finished) refuses other settings
+        if not timing.exists():  # the call that finished training (a resumed run: its last part only)
             timing.write_text(json.dumps(round(time.perf_counter() - started, 1)) + "\n")
         adapter = load(f"nano:{weights}", device=args.device)
         for suite in SUITES:
