@@ -33,10 +33,11 @@ def make_probes(functions=("recog", "count", "ground", "ocr"), n: int = 20, size
                 out: str | Path | None = None, suite: str = "v1") -> list[Probe]:
     """Built-in probe pairs (images written under ``out``, or a temporary folder) of suite v1 (only the
     asked-about objects) or v2 (question-dependent scenes: distractors, binding, one of two words)."""
-    from vfl.probes.generate import make_probe_set
+    from vfl.probes.generate import check_probe_options, make_probe_set
     from vfl.probes.schema import parse_functions
 
     functions = parse_functions(functions if isinstance(functions, str) else ",".join(functions))
+    check_probe_options(n, size, suite)  # before a temporary folder is made
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="vfl-probes-"))
     return load_probes(make_probe_set(functions, n, size, seed, folder, suite))
 
