@@ -249,9 +249,13 @@ def swap_visual_kv(cache_a: DynamicCache, cache_b: DynamicCache, span: tuple[int
     return batched
 
 
-def repeat_cache(cache: DynamicCache, rows: int, config) -> DynamicCache:
-    """``rows`` copies of a batch-1 cache (the rows then decode under different drops)."""
-    return swap_visual_kv(cache, cache, (0, 0), [Intervention("copy", ())] * rows, config)
+def repeat_cache(cache: DynamicCache, times: int, config) -> DynamicCache:
+    """Each row of ``cache`` ``times`` times in a row (row r becomes rows r*times .. r*times + times - 1):
+    e.g. copies of one prefix that then decode under different drops."""
+    repeated = DynamicCache(config=config)
+    for index, layer in enumerate(cache.layers):
+        repeated.update(layer.keys.repeat_interleave(times, dim=0), layer.values.repeat_interleave(times, dim=0), index)
+    return repeated
 
 
 # -- dropping visual KV through the attention interface --------------------------------------------
@@ -403,16 +407,15 @@ def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventio
 def swap_logprobs(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
                   answers: list[list[int]], batch_size: int | None = None, pair: Pair | None = None) -> list[list[float]]:
     """``[v][j]``: the log-probability of ``answers[j]`` (e.g. A's and B's own answers) under swap
-    intervention v, teacher-forced; one forward per batch of rows."""
+    intervention v, teacher-forced; one forward per batch of rows. Each row's cache is built once and
+    repeated for the answers (a hidden-state swap's patched prefix is the costly part)."""
     pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
-    expanded = [(v, j) for v in range(len(interventions)) for j in range(len(answers))]
-    logprobs = [[None] * len(answers) for _ in interventions]
-    for rows, chunk in _row_batches([interventions[v] for v, _ in expanded], batch_size and batch_size * len(answers)):
-        cache = _row_cache(adapter, pair, prompt_a, chunk)
-        values = answer_logprobs(adapter, cache, prompt_a, [answers[expanded[r][1]] for r in rows])
-        for r, value in zip(rows, values.tolist()):
-            v, j = expanded[r]
-            logprobs[v][j] = value
+    logprobs = [None] * len(interventions)
+    for rows, chunk in _row_batches(interventions, batch_size):
+        cache = repeat_cache(_row_cache(adapter, pair, prompt_a, chunk), len(answers), adapter.model.config)
+        values = answer_logprobs(adapter, cache, prompt_a, [answer for _ in chunk for answer in answers])
+        for r, value in zip(rows, values.view(len(chunk), len(answers)).tolist()):
+            logprobs[r] = value
     return logprobs
 
 
