@@ -50,7 +50,7 @@ RECIPES = {
     "lora-579": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, vision_layers=[5, 7, 9]),
 }
 DEFAULT = ("projector", "lora", "full")
-SUITES = ("v2", "v1")
+SCORED_SUITES = ("v2", "v1")
 
 
 def recipe_config(name: str, args) -> TrainConfig:
@@ -115,7 +115,7 @@ def run() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, config in configs.items():
         located = not args.locate or (args.out / name / "locate" / "summary.json").exists()
-        if located and all((name, suite) in done for suite in SUITES):
+        if located and all((name, suite) in done for suite in SCORED_SUITES):
             continue
         weights, timing = args.out / name / "weights", args.out / name / "train_seconds.json"
         started = time.perf_counter()
@@ -123,7 +123,7 @@ def run() -> None:
         if not timing.exists():  # the call that finished training (a resumed run: its last part only)
             timing.write_text(json.dumps(round(time.perf_counter() - started, 1)) + "\n")
         adapter = load(f"nano:{weights}", device=args.device)
-        for suite in SUITES:
+        for suite in SCORED_SUITES:
             if (name, suite) in done:
                 continue
             summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)

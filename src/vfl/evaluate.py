@@ -86,7 +86,7 @@ def answers(adapter: Adapter, images: list[Image.Image], questions: list[str], m
             nested = [[image] for image in images[start:start + batch_size]]  # one image per prompt (Gemma 3 asks)
             inputs = adapter.processor(images=nested, text=texts, padding=True, return_tensors="pt").to(adapter.device)
             for key, value in inputs.items():
-                if value.is_floating_point():
+                if torch.is_tensor(value) and value.is_floating_point():
                     inputs[key] = value.to(adapter.model.dtype)
             with torch.inference_mode():
                 out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,

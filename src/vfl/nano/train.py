@@ -27,8 +27,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, SUITES, sample_maker
+from vfl.nano.data import FUNCTIONS, sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
+from vfl.probes.generate import check_suite
 
 
 DATA = ("cached", "stream")
@@ -61,8 +62,7 @@ class TrainConfig:
                 raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.lora_start < 1:
             raise VflError(f"--lm-start must be in [0, 1), got {self.lora_start}")
-        if self.suite not in SUITES:
-            raise VflError(f"--suite must be one of {', '.join(SUITES)}, got {self.suite!r}")
+        check_suite(self.suite)
         if self.data not in DATA:
             raise VflError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
         if self.workers < 0:

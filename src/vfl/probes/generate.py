@@ -28,6 +28,7 @@ def make_pair(function: str, index: int, size: int, seed: int, suite: str = "v1"
     """
     if function not in FUNCTIONS:
         raise VflError(f"unknown function {function!r}")
+    check_suite(suite)
     if suite == "v2":
         pair = question_pair(function, random.Random(f"probe-v2:{function}:{seed}:{index}"), size, HELD_OUT)
         return pair.question, pair.image_a, pair.image_b, pair.answer_a, pair.answer_b, pair.box_a, pair.box_b
@@ -70,10 +71,14 @@ def make_pair(function: str, index: int, size: int, seed: int, suite: str = "v1"
     return question, image_a, image_b, answer_a, answer_b, box_a, box_b
 
 
-def check_probe_options(n: int, size: int, suite: str = "v1") -> None:
-    """Refuse a pair count, image size or suite the generator cannot draw (before anything is written)."""
+def check_suite(suite: str) -> None:
     if suite not in SUITES:
         raise VflError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
+
+
+def check_probe_options(n: int, size: int, suite: str = "v1") -> None:
+    """Refuse a pair count, image size or suite the generator cannot draw (before anything is written)."""
+    check_suite(suite)
     if n < 1:
         raise VflError(f"--n must be at least 1, got {n}")
     if size < 24:
