@@ -33,6 +33,7 @@ import torch
 
 from vfl.nano.suite import make_question_sample
 from vfl.nano.vision import pixel_shuffle
+from vfl.probes.questions import asked_kind
 from vfl.probes.render import COLOURS, SHAPES
 
 CELL = 28  # pixels per visual token at 224 px: a 2x2 block of 14 px patches
@@ -103,12 +104,6 @@ def fit_probe(train_x, train_y, steps: int = 300):
         torch.nn.functional.cross_entropy(linear((train_x - mean) / std), train_y).backward()
         optimiser.step()
     return lambda x: linear((x - mean) / std).argmax(-1).detach()
-
-
-def asked_kind(question: str) -> tuple[str, str]:
-    words = question.replace("?", "").split()
-    colour = next(w for w in words if w in COLOURS)
-    return words[words.index(colour) + 1].rstrip("s"), colour
 
 
 def recognition_from_tokens(predict, tokens: torch.Tensor, samples) -> float:

@@ -5,8 +5,7 @@ import pytest
 
 from vfl.nano.data import held_out_items
 from vfl.nano.suite import make_question_sample
-from vfl.probes.questions import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY
-from vfl.probes.render import COLOURS
+from vfl.probes.questions import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY, asked_kind
 
 
 def colours_in(image) -> set[tuple[int, int, int]]:
@@ -31,22 +30,14 @@ def test_samples_depend_on_seed_and_index_alone(function):
     assert not np.array_equal(np.asarray(one.image), np.asarray(make_question_sample(function, 8, 3).image))
 
 
-def asked_kind(sample) -> tuple[str, str]:
-    """(shape, colour) that the question names."""
-    words = sample.question.rstrip("?").replace("?", "").split()
-    colour = next(w for w in words if w in COLOURS)
-    shape = words[words.index(colour) + 1].rstrip("s")
-    return shape, colour
-
-
 def test_counting_and_grounding_scenes_hold_distractors():
     for index in range(30):
         count = make_question_sample("count", index, 0)
-        kind = asked_kind(count)
+        kind = asked_kind(count.question)
         targets = [t for t in count.scene if (t.shape, t.colour) == kind]
         assert len(targets) == int(count.answer) and len(count.scene) > len(targets)
         ground = make_question_sample("ground", index, 0)
-        kind = asked_kind(ground)
+        kind = asked_kind(ground.question)
         targets = [t for t in ground.scene if (t.shape, t.colour) == kind]
         assert len(targets) == 1 and list(targets[0].box) == ground.box and len(ground.scene) > 1
 
@@ -57,7 +48,7 @@ def test_recognition_needs_binding_colour_to_shape():
     answers = set()
     for index in range(30):
         sample = make_question_sample("recog", index, 0)
-        shape, colour = asked_kind(sample)
+        shape, colour = asked_kind(sample.question)
         kinds = {(t.shape, t.colour) for t in sample.scene}
         assert any(s != shape and c == colour for s, c in kinds) and any(s == shape and c != colour for s, c in kinds)
         assert ((shape, colour) in kinds) == (sample.answer == "yes")

@@ -6,8 +6,8 @@ import pytest
 
 from vfl.errors import VflError
 from vfl.probes.generate import make_pair, make_probe_set
-from vfl.probes.questions import HELD_OUT, question_pair
-from vfl.probes.render import COLOURS, WORDS
+from vfl.probes.questions import HELD_OUT, asked_kind, question_pair
+from vfl.probes.render import WORDS
 from vfl.probes.schema import FUNCTIONS, load_probes, parse_function
 
 
@@ -123,12 +123,6 @@ def test_v2_pairs_change_only_what_the_question_asks_about(function):
             assert [len(t) for t in targets] == [1, 0]
             # binding: the asked colour on another shape, the asked shape in another colour, on both sides
             assert any(t.colour == kind[1] for t in others[1]) and any(t.shape == kind[0] for t in others[1])
-
-
-def asked_kind(question: str) -> tuple[str, str]:
-    words = question.replace("?", "").split()
-    colour = next(w for w in words if w in COLOURS)
-    return words[words.index(colour) + 1].rstrip("s"), colour
 
 
 def test_v2_probe_files_are_their_own_set_and_bad_suites_are_refused(tmp_path):

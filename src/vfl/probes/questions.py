@@ -75,6 +75,13 @@ def box_text(box: list[int]) -> str:
     return "[" + ", ".join(str(v) for v in box) + "]"
 
 
+def asked_kind(question: str) -> tuple[str, str]:
+    """(shape, colour) that a counting, grounding or recognition question names: its template read back."""
+    words = question.replace("?", "").split()
+    colour = next(w for w in words if w in COLOURS)
+    return words[words.index(colour) + 1].rstrip("s"), colour
+
+
 def _article(colour: str) -> str:
     return "an" if colour[0] in "aeiou" else "a"
 
