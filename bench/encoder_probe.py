@@ -18,8 +18,12 @@ under a smaller part of an object are left out). Images are suite v2 scenes (cou
 recognition scenes, with distractors). Each probe is a multinomial logistic regression on standardised
 features, trained on one set of images and scored on another; background tokens are subsampled to the
 number of object tokens. ``--raw`` adds the same probes on the tokens without DINOv2's final LayerNorm.
+``--where language-model`` follows the tokens into the trained model instead: the projector's output and
+the language model's hidden states at the visual positions, every fifth layer (``--model nano:DIR`` for a
+training run), to see where along the path the kind is lost.
 
-  python bench/encoder_probe.py --images 600 --out bench/results/encoder_probe.json
+  python bench/encoder_probe.py --images 600 --raw --out bench/results/encoder_probe.json
+  python bench/encoder_probe.py --images 600 --where language-model --out bench/results/encoder_probe_lm.json
 """
 
 from __future__ import annotations
@@ -115,17 +119,40 @@ def recognition_from_tokens(predict, tokens: torch.Tensor, samples) -> float:
     return sum(yes == (s.answer == "yes") for yes, s in zip(said, samples)) / len(samples)
 
 
+LM_LAYERS = (0, 5, 10, 15, 20, 25, 30)  # hidden_states index: 0 = the language model's input, the projector's output
+
+
+def language_features(adapter, samples) -> list[torch.Tensor]:
+    """Per LM_LAYERS entry: (images, visual tokens, width), the language model's hidden states at the visual
+    positions. They precede the question, so under causal attention no question changes them."""
+    layers = None
+    text = adapter.chat_text("Is there a red circle in the image? Answer yes or no.")
+    for start in range(0, len(samples), 16):
+        chunk = samples[start:start + 16]
+        inputs = adapter.processor(images=[[s.image] for s in chunk], text=[text] * len(chunk), return_tensors="pt")
+        with torch.no_grad():
+            hidden = adapter.model(**inputs, output_hidden_states=True).hidden_states
+        visual = inputs["input_ids"][0] == adapter.image_token_id
+        chunk_layers = [hidden[k][:, visual].float() for k in LM_LAYERS]
+        layers = chunk_layers if layers is None else [torch.cat([a, b]) for a, b in zip(layers, chunk_layers)]
+    return layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=600, help="scenes per split (train and test)")
-    parser.add_argument("--raw", action="store_true", help="also probe the tokens without the final LayerNorm")
+    parser.add_argument("--where", default="encoder", choices=("encoder", "language-model"),
+                        help="encoder: every DINOv2 layer's tokens; language-model: the trained model's hidden "
+                             "states at the visual positions, from the projector's output to the last layer")
+    parser.add_argument("--model", default="nano", help="nano or nano:DIR (a training run), for --where language-model")
+    parser.add_argument("--raw", action="store_true", help="also probe the encoder's tokens without the final LayerNorm")
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps per probe")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args()
     torch.manual_seed(0)
     from vfl.models import load
 
-    adapter = load("nano")
+    adapter = load(args.model)
     tower, processor = adapter.model.model.vision_tower, adapter.processor
     started = time.perf_counter()
     splits = {}
@@ -134,21 +161,28 @@ def main() -> None:
         splits[split] = (samples, [token_labels(s.scene) for s in samples])
     recog = [i for i, s in enumerate(splits["test"][0]) if s.function == "recog"]
     rows = []
-    for raw in ([False, True] if args.raw else [False]):
+    variants = ["language-model"] if args.where == "language-model" else ["layernorm"] + (["raw"] if args.raw else [])
+    for variant in variants:
         per_split = {}
         for split, (samples, labels) in splits.items():
             where, targets = dataset(labels, seed=len(split))
-            layers = features(tower, processor, [s.image for s in samples], raw)
+            if variant == "language-model":
+                layers = language_features(adapter, samples)
+            else:
+                layers = features(tower, processor, [s.image for s in samples], raw=variant == "raw")
             index_image, index_token = torch.tensor([w[0] for w in where]), torch.tensor([w[1] for w in where])
             per_split[split] = ([layer[index_image, index_token] for layer in layers], targets)
             if split == "test":
                 recog_tokens = [layer[recog] for layer in layers]
         (train_layers, train_targets), (test_layers, test_targets) = per_split["train"], per_split["test"]
         test_objects = test_targets["kind"] < len(KINDS)
-        probes = ({"pixels": [0]} if not raw else {}) | {f"layer {k}": [k + 1] for k in range(len(train_layers) - 1)}
-        probes["layers 6+9+12 (nano)"] = [7, 10, 13]
+        if variant == "language-model":
+            probes = {"LM input (projector output)": [0]} | {f"LM layer {k}": [i] for i, k in enumerate(LM_LAYERS) if k}
+        else:
+            probes = ({"pixels": [0]} if variant == "layernorm" else {}) | \
+                {f"layer {k}": [k + 1] for k in range(len(train_layers) - 1)} | {"layers 6+9+12 (nano)": [7, 10, 13]}
         for name, chosen in probes.items():
-            row = {"tokens": "raw" if raw else "layernorm", "layers": name}
+            row = {"tokens": variant, "layers": name}
             train_x = torch.cat([train_layers[k] for k in chosen], dim=-1)
             test_x = torch.cat([test_layers[k] for k in chosen], dim=-1)
             for target in ("colour", "shape", "kind"):
@@ -158,15 +192,15 @@ def main() -> None:
             row["recog"] = round(recognition_from_tokens(
                 predict, torch.cat([recog_tokens[k] for k in chosen], dim=-1), [splits["test"][0][i] for i in recog]), 3)
             rows.append(row)
-            print(f"{row['tokens']:9s} {name:22s} colour {row['colour']:.3f}  shape {row['shape']:.3f}  "
+            print(f"{row['tokens']:9s} {name:27s} colour {row['colour']:.3f}  shape {row['shape']:.3f}  "
                   f"kind {row['kind']:.3f}  recognition from tokens {row['recog']:.3f}", flush=True)
     tokens = {split: len(per_split[split][1]["kind"]) for split in per_split}
     print(f"tokens probed: train {tokens['train']}, test {tokens['test']} (half objects, half background; scored on "
           f"the objects); recognition from tokens on {len(recog)} test scenes; {time.perf_counter() - started:.0f} s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"images_per_split": args.images, "tokens": tokens, "recog_scenes": len(recog),
-                                        "rows": rows}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"model": args.model, "images_per_split": args.images, "tokens": tokens,
+                                        "recog_scenes": len(recog), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
