@@ -1,10 +1,12 @@
-"""The sweep benchmark runs end to end at a small shape, and its GPU shape is LLaVA-1.5-7B's."""
+"""The benchmarks run end to end at small sizes on CPU: the sweep (and its LLaVA-1.5-7B GPU shape), the nano
+recipe driver and the encoder probe."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +60,18 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
+
+
+@pytest.mark.parametrize("where, first", [("encoder", "pixels"), ("language-model", "LM input (projector output)")])
+def test_the_encoder_probe_writes_a_row_per_layer(tmp_path, where, first):
+    import json
+
+    out = tmp_path / "probe.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "encoder_probe.py"), "--images", "12", "--steps", "3",
+                             "--where", where, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    rows = table["rows"]
+    assert rows[0]["layers"] == first and len(rows) == (15 if where == "encoder" else 7)
+    assert table["recog_scenes"] == 4 and table["tokens"]["test"] > 0
+    assert all(0 <= row[k] <= 1 for row in rows for k in ("colour", "shape", "kind", "recog"))
