@@ -58,7 +58,8 @@ def recipe_config(name: str, args) -> TrainConfig:
     rank, layers = recipe.pop("lora_rank"), recipe.pop("vision_layers", args.vision_layers)
     spec = NanoSpec(vision_layers=layers, lora_rank=rank, lora_alpha=2 * rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
-                       spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2", **recipe)
+                       spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
+                       precision=args.precision, **recipe)
 
 
 def trained_parameters(weights: Path) -> int:
@@ -90,6 +91,8 @@ def run() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering the stream")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="training's forward passes; auto: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -129,7 +132,7 @@ def run() -> None:
             summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
                    "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
-                   "device": device_name(args.device),
+                   "device": device_name(args.device), "precision": config.precision,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

@@ -3,7 +3,8 @@
 Two data paths. ``cached`` (the CPU default, and the shipped weights' recipe): a fixed set of images per
 function whose frozen-encoder features are computed once and cached in the run folder. ``stream`` (for a
 GPU): every step draws fresh samples, rendered by DataLoader workers from (seed, sample index) alone, and
-runs the frozen encoder on the device; on CUDA the forward passes run under bf16 autocast. The loss covers
+runs the frozen encoder on the device. The forward passes run under bf16 autocast on CUDA, and on a CPU
+when asked (``precision="bf16"``: about twice as fast where the CPU has bf16 matrix units). The loss covers
 answer tokens only (token mean, or per-sample means weighted by function with ``loss_weights``), and the
 vocabulary projection runs only at those positions. A checkpoint is written every `--save-every` steps;
 running the same command again resumes from it, to the same weights.
@@ -33,6 +34,7 @@ from vfl.probes.generate import check_suite
 
 
 DATA = ("cached", "stream")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
 
 
@@ -54,6 +56,7 @@ class TrainConfig:
     loss_weights: dict[str, float] | None = None  # per function; None: the token mean over the batch
     device: str = "cpu"
     suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite`)
+    precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -63,6 +66,8 @@ class TrainConfig:
         if not 0 <= self.lora_start < 1:
             raise VflError(f"--lm-start must be in [0, 1), got {self.lora_start}")
         check_suite(self.suite)
+        if self.precision not in PRECISIONS:
+            raise VflError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.data not in DATA:
             raise VflError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
         if self.workers < 0:
@@ -133,7 +138,7 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     embeds = inner.get_input_embeddings()(ids)
     image = inner.multi_modal_projector(features.to(embeds.dtype))
     mask = (ids == model.config.image_token_id).unsqueeze(-1)
-    embeds = embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]))
+    embeds = embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]).to(embeds.dtype))
     hidden = inner.language_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
     targets = labels[:, 1:]
     chosen = targets != -100
@@ -235,6 +240,17 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
     return projector, {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
+def saved_settings(path: Path) -> dict:
+    """A run's train.json, with settings added since it was written at the defaults that reproduce it."""
+    return {**json.loads(json.dumps(asdict(TrainConfig()))), **json.loads(path.read_text())}
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    """The forward passes' precision context: bf16 autocast on the device, or none (fp32)."""
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+
 def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights.
     ``data`` (ids, labels, features) replaces the run's own cached training set, e.g. features shared
@@ -246,7 +262,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
-    if settings.exists() and json.loads(settings.read_text()) != json.loads(json.dumps(asdict(config))):
+    if settings.exists() and saved_settings(settings) != json.loads(json.dumps(asdict(config))):
         raise VflError(f"{run} holds a training run with other settings; use another --out")
     settings.write_text(json.dumps(asdict(config), indent=2) + "\n")
     device = torch.device(config.device)
@@ -281,7 +297,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    autocast = _autocast(config, device)
     stream = None
     if config.data == "stream":
         image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
