@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
     parser.add_argument("--out", type=Path, default=Path("runs/vfl-lora"))
+    parser.add_argument("--model", default="nano",
+                        help="the base model: nano, or a trained run's weights as nano:DIR (`vfl nano train`)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
@@ -180,19 +182,19 @@ def main() -> None:
 
     if ("none", 0) not in done:
         record({"variant": "none", "seed": 0, "layers": "-", "trainable": 0, "share": 0.0, "train_s": 0.0,
-                **measure(load("nano", device=args.device), args)})
+                **measure(load(args.model, device=args.device), args)})
     for seed in [int(s) for s in args.seeds.split(",")]:
         for rule in RULES:
             if (rule, seed) in done:
                 continue
-            adapter = load("nano", device=args.device)
+            adapter = load(args.model, device=args.device)
             layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
             run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, seed=seed,
                                save_every=10)
             adapter_dir = lora.train(adapter, samples, layers, run, args.out / f"{rule}-s{seed}",
-                                     {"model": "nano", "rule": rule, "vfl": vfl})
+                                     {"model": args.model, "rule": rule, "vfl": vfl})
             trainable = json.loads((args.out / f"{rule}-s{seed}" / "trainable.json").read_text())
-            merged = lora.with_adapter(load("nano", device=args.device), adapter_dir)
+            merged = lora.with_adapter(load(args.model, device=args.device), adapter_dir)
             record({"variant": rule, "seed": seed, "layers": ",".join(map(str, layers)),
                     "trainable": trainable["trainable"], "share": trainable["share"], "train_s": trainable["train_s"],
                     **measure(merged, args)})

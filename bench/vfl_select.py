@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=30, help="held-out items per function")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", type=Path, default=Path("runs/vfl-select"))
+    parser.add_argument("--model", default="nano",
+                        help="the base model: nano, or a trained run's weights as nano:DIR (`vfl nano train`)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if not args.vfl.exists():
@@ -198,8 +200,8 @@ def main() -> None:
     pool_path, truth = build_pool(out / "pool", args.pool)
     samples = lora.load_conversations(pool_path)
     vfls = load_vfls(args.vfl)
-    selection = select(load("nano", device=args.device), samples, vfls, out / "select",
-                       {"model": "nano", "data": str(pool_path.resolve()), "vfl": vfls}, args.budget)
+    selection = select(load(args.model, device=args.device), samples, vfls, out / "select",
+                       {"model": args.model, "data": str(pool_path.resolve()), "vfl": vfls}, args.budget)
     labels = agreement(out / "select" / "profiles.jsonl", truth)
     (out / "agreement.json").write_text(json.dumps(labels, indent=1) + "\n")
     print(f"VFL labels vs truth on {labels['n']} clean samples: {labels['accuracy']:.3f}")
@@ -221,7 +223,7 @@ def main() -> None:
 
     if ("none", 0) not in done:
         record({"arm": "none", "seed": 0, "samples": 0, "steps": 0, "train_s": 0.0, "share_of_full": None,
-                "true_kinds": {}, **scored(load("nano", device=args.device))})
+                "true_kinds": {}, **scored(load(args.model, device=args.device))})
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
             if (arm, seed) in done:
@@ -231,11 +233,11 @@ def main() -> None:
             steps = max(1, round(args.epochs * len(subset) / args.batch_size))
             run = lora.LoraRun(rank=args.rank, alpha=2 * args.rank, lr=args.lr, steps=steps,
                                batch_size=args.batch_size, seed=seed, save_every=10)
-            adapter = load("nano", device=args.device)
+            adapter = load(args.model, device=args.device)
             adapter_dir = lora.train(adapter, subset, list(range(adapter.num_layers)), run, out / f"{arm}-s{seed}",
                                      {"arm": arm, "ids": sorted(ids)})
             train_s = json.loads((out / f"{arm}-s{seed}" / "trainable.json").read_text())["train_s"]
-            result = scored(lora.with_adapter(load("nano", device=args.device), adapter_dir))
+            result = scored(lora.with_adapter(load(args.model, device=args.device), adapter_dir))
             full = next((r["mean"] for r in rows if r["arm"] == "full" and r["seed"] == seed), None)
             kinds = {k: sum(truth[i] == k for i in ids) for k in sorted(set(truth.values()))}
             record({"arm": arm, "seed": seed, "samples": len(subset), "steps": steps, "train_s": round(train_s, 1),
