@@ -70,6 +70,7 @@ def test_a_refused_run_writes_nothing(tiny_llava_dir, tmp_path):
     (["--heads", "5"], "head 5 does not exist: this model has key/value heads 0..1"),
     (["--sweep", "heads"], "--sweep heads needs --layers"),
     (["--what", "hidden", "--heads", "0"], "--heads applies to key/value swaps"),
+    (["--suite", "v2", "--size", "24"], "--size must be at least 32 pixels for suite v2, got 24"),
 ])
 def test_options_are_checked_before_any_write_and_before_the_model_loads(tiny_llava_dir, tmp_path, option, message):
     """The model folder holds its config alone: loading its weights would fail, so reaching the option's own

@@ -81,8 +81,9 @@ def check_probe_options(n: int, size: int, suite: str = "v1") -> None:
     check_suite(suite)
     if n < 1:
         raise VflError(f"--n must be at least 1, got {n}")
-    if size < 24:
-        raise VflError(f"--size must be at least 24 pixels, got {size}")
+    least = 32 if suite == "v2" else 24  # v2's grounding scatters up to five objects of free sizes
+    if size < least:
+        raise VflError(f"--size must be at least {least} pixels{' for suite v2' if suite == 'v2' else ''}, got {size}")
 
 
 def make_probes(function: str, n: int, size: int, seed: int, out: Path, suite: str = "v1") -> list[Probe]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, Thing, place_boxes, render_scene, render_text
+from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, Thing, place_boxes, render_scene, render_text,
+                               scatter_boxes)
 
 VOCABULARY = (
     "able", "acid", "aged", "also", "area", "army", "atom", "aunt", "baby", "back", "bake", "ball", "band",
@@ -111,10 +112,11 @@ def question_pair(function: str, rng: random.Random, size: int = 224, words: tup
                          scene_a=scene_a, scene_b=scene_b)
     if function == "ground":
         others = _other_kinds(rng, shape, colour, rng.randint(1, 3))
-        while True:  # the two places at least two object sides apart, so a box cannot match both
-            boxes = place_boxes(rng, len(others) + 2, size, 2 * side)
-            if abs(boxes[0][0] - boxes[1][0]) + abs(boxes[0][1] - boxes[1][1]) >= 4 * side:
-                break
+        # Free places and sizes (v1's range and below), the asked object the same size in A and B; disjoint
+        # boxes, so no answer box can overlap both A's and B's by IoU > 0.5.
+        extent = rng.randint(round(1.25 * side), round(2.8 * side))
+        sides = [extent, extent] + [rng.randint(side, round(2 * side)) for _ in others]
+        boxes = scatter_boxes(rng, sides, size, gap=max(1, size // 56))
         distractors = [Thing(s, c, b) for (s, c), b in zip(others, boxes[2:])]
         scene_a, scene_b = [Thing(shape, colour, boxes[0])] + distractors, [Thing(shape, colour, boxes[1])] + distractors
         return ScenePair(function, f"Where is the {colour} {shape}? Answer with its bounding box.",

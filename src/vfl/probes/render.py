@@ -91,6 +91,30 @@ def place_boxes(rng: random.Random, count: int, size: int, thing_size: int) -> l
     return [_cell_box(cell, thing_size, margin) for cell in rng.sample(cells, count)]
 
 
+def scatter_boxes(rng: random.Random, sides: list[int], size: int, gap: int = 4) -> list[tuple[int, int, int, int]]:
+    """Square boxes of the given sides at free positions, at least ``gap`` px apart, so that boxes (the answers
+    of grounding) take any place and size rather than a grid's few: each box is drawn until it fits, and a
+    layout that leaves no room for the next box is drawn again."""
+    def apart(box, other):
+        return (box[0] >= other[2] + gap or other[0] >= box[2] + gap or box[1] >= other[3] + gap
+                or other[1] >= box[3] + gap)
+
+    for _ in range(100):
+        boxes: list[tuple[int, int, int, int]] = []
+        for side in sides:
+            for _ in range(200):
+                x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
+                box = (x0, y0, x0 + side, y0 + side)
+                if all(apart(box, other) for other in boxes):
+                    boxes.append(box)
+                    break
+            else:
+                break
+        if len(boxes) == len(sides):
+            return boxes
+    raise ValueError(f"{len(sides)} objects of {max(sides)}px or less do not fit a {size}px image")
+
+
 def _cell_box(cell: tuple[int, int], side: int, margin: int) -> tuple[int, int, int, int]:
     r, c = cell
     pad = max(1, side // 8)
