@@ -40,7 +40,7 @@ from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items
 from vfl.nano.model import NanoSpec
-from vfl.nano.train import TrainConfig, train
+from vfl.nano.train import PRECISIONS, TrainConfig, train
 
 RECIPES = {
     "projector": dict(lora_rank=0),
@@ -91,7 +91,7 @@ def run() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering the stream")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="training's forward passes; auto: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,8 @@ from conftest import run_cli
 
 ARGS = ["nano", "train", "--steps", 6, "--per-function", 4, "--batch-size", 4, "--save-every", 2]
 STREAM = ["nano", "train", "--data", "stream", "--workers", 2, "--device", "cpu", "--steps", 4, "--batch-size", 2,
-          "--save-every", 1, "--lora-rank", 4, "--loss-weights", "recog=3,ocr=2", "--suite", "v2", "--precision", "bf16"]
+          "--save-every", 1, "--lora-rank", 4, "--loss-weights", "recog=3,ocr=2", "--suite", "v2",
+          "--precision", "bf16"]
 
 
 @pytest.mark.parametrize("args", [pytest.param(ARGS, marks=pytest.mark.slow, id="cached"),
