@@ -348,13 +348,17 @@ def _nano(args) -> None:
         from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights
         from vfl.nano.data import FUNCTIONS, held_out_items
+        from vfl.nano.train import progress
 
         if args.n < 1:
             raise VflError(f"--n must be at least 1, got {args.n}")
         check_batch_size(args.batch_size)
         check_device(args.device)
         spec = "nano" if args.weights is None else f"nano:{args.weights}"
-        nano_weights(spec)  # a folder without weights is refused before the items are drawn
+        trained = progress(nano_weights(spec))  # a folder without weights is refused before the items are drawn
+        if trained and trained[0] < trained[1]:
+            print(f"{args.weights} is still training: these are its weights at step {trained[0]} of {trained[1]}",
+                  file=sys.stderr)
         items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite)
         summary, records = evaluate(load(spec, args.dtype, args.device), items, 32, args.batch_size)
         _report_eval((summary, records), args.out, flat=True)

@@ -332,6 +332,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             bar.update(1)
             if step % config.save_every == 0 or step == config.steps:
+                write_weights(run, base, peft_model, config, losses)
                 proj_state, _ = trainable_state(base, peft_model)
                 torch.save({"projector": proj_state,
                             "language": {n: p.detach().clone() for n, p in language.items()},
@@ -339,19 +340,40 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                             "step": step, "losses": losses, "python_rng": random.getstate(),
                             "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
                 os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
-    weights = run / "weights"
-    weights.mkdir(exist_ok=True)
+    print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session) on {config.device}; "
+          f"weights in {run / 'weights'}")
+    return run / "weights"
+
+
+def progress(weights: Path) -> tuple[int, int] | None:
+    """(steps trained, steps planned) of the run that wrote ``weights``; None for weights outside a run."""
+    run = Path(weights).parent
+    if not ((run / "train.json").is_file() and (run / "losses.json").is_file()):
+        return None
+    return len(json.loads((run / "losses.json").read_text())), saved_settings(run / "train.json")["steps"]
+
+
+def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list[float]) -> Path:
+    """Write the weights as they stand (fp16: projector, LoRA or the whole language model, spec) and the loss
+    curve so far, so that an unfinished run can be evaluated or plotted while it trains. The folder is
+    swapped in whole: a reader sees one step's weights, never a mix."""
+    weights, fresh, old = run / "weights", run / "weights.tmp", run / "weights.old"
+    for folder in (fresh, old):
+        shutil.rmtree(folder, ignore_errors=True)
+    fresh.mkdir()
     proj_state, lora_state = trainable_state(base, peft_model)
     half = {"projector": proj_state, "lora": lora_state,
             "language_model": base.model.language_model.state_dict() if config.full else {}}
     for name, state in half.items():
         if state:
             save_file({k: v.to(torch.float16).contiguous().cpu() for k, v in state.items()},
-                      str(weights / f"{name}.safetensors"))
-    (weights / "spec.json").write_text(json.dumps(asdict(config.spec), indent=2) + "\n")
+                      str(fresh / f"{name}.safetensors"))
+    (fresh / "spec.json").write_text(json.dumps(asdict(config.spec), indent=2) + "\n")
+    if weights.exists():
+        weights.rename(old)
+    fresh.rename(weights)
+    shutil.rmtree(old, ignore_errors=True)
     (run / "losses.json").write_text(json.dumps(losses) + "\n")
-    print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session) on {config.device}; "
-          f"weights in {weights}")
     return weights
 
 
