@@ -1,7 +1,7 @@
 """Benchmark: nano v2's training recipes, compared by measurement on the same streamed data.
 
-Each recipe trains on suite v2 (`vfl nano train --data stream --suite v2`) with the same steps, batch and
-seed, so every run sees the same samples; then each run's weights are scored, where they lie
+Each recipe trains on suite v2 (`vfl nano train --data stream --suite v2`) with the same steps, batch,
+seed and loss (``--loss-weights``), so every run sees the same samples; then each run's weights are scored, where they lie
 (`nano:RUN`), on held-out items of both suites (seed 1, ``--n`` per function, greedy), with 95% intervals.
 
   projector  the projector alone (language model frozen)
@@ -33,6 +33,7 @@ import torch
 from safetensors import safe_open
 
 from vfl.api import locate, make_probes
+from vfl.cli import function_weights
 from vfl.compare import compare, write as write_comparison, table as comparison_table
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
@@ -59,7 +60,7 @@ def recipe_config(name: str, args) -> TrainConfig:
     spec = NanoSpec(vision_layers=layers, lora_rank=rank, lora_alpha=2 * rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
-                       precision=args.precision, **recipe)
+                       precision=args.precision, loss_weights=args.loss_weights, **recipe)
 
 
 def trained_parameters(weights: Path) -> int:
@@ -93,6 +94,8 @@ def run() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="training's forward passes; auto: bf16 on CUDA, fp32 elsewhere")
+    parser.add_argument("--loss-weights", type=function_weights, default=None,
+                        help="per-function weights of per-sample answer losses, e.g. ground=2 (None: token mean)")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -133,6 +136,7 @@ def run() -> None:
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
                    "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
+                   "loss_weights": config.loss_weights,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

@@ -45,7 +45,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
 
     command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector", "--steps", "1",
                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
-               "--out", str(tmp_path)]
+               "--loss-weights", "ground=2", "--out", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -53,6 +53,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     for row in rows:
         assert {"recog", "count", "ground", "ocr", "mean", "ci", "train_s"} <= set(row)
         assert row["device"].startswith("cpu") and row["steps"] == 1 and row["n"] == 1
+        assert row["loss_weights"] == {"ground": 2.0}
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}

@@ -40,7 +40,7 @@ def _index_list(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def _weights(text: str) -> dict[str, float]:
+def function_weights(text: str) -> dict[str, float]:
     """"recog=4,count=1" as {"recog": 4.0, "count": 1.0}."""
     try:
         return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(",") if part.strip())}
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-lm", type=float, default=1e-4, help="the language model's (LoRA or full) peak rate")
     train.add_argument("--lm-start", type=float, default=0.4,
                        help="share of the steps trained on the projector alone before the language model joins")
-    train.add_argument("--loss-weights", type=_weights, default=None,
+    train.add_argument("--loss-weights", type=function_weights, default=None,
                        help="per-function weights, e.g. recog=4,count=1 (None: the token mean over the batch)")
     train.add_argument("--data", default="cached", choices=("cached", "stream"),
                        help="cached: --per-function images, encoder features computed once; stream: fresh samples "
