@@ -76,3 +76,23 @@ def test_the_encoder_probe_writes_a_row_per_layer(tmp_path, where, first):
     assert rows[0]["layers"] == first and len(rows) == (15 if where == "encoder" else 7)
     assert table["recog_scenes"] == 4 and table["tokens"]["test"] > 0
     assert all(0 <= row[k] <= 1 for row in rows for k in ("colour", "shape", "kind", "recog"))
+
+
+def test_loss_shares_weigh_each_functions_gradient_as_each_loss_does(tmp_path):
+    import json
+
+    from loss_shares import shares
+
+    unit = torch.ones(3)
+    found = {"recog": (0.1, 2, unit), "count": (0.1, 2, unit), "ground": (0.1, 12, unit), "ocr": (0.1, 4, unit)}
+    assert shares(found, None) == {"recog": 0.1, "count": 0.1, "ground": 0.6, "ocr": 0.2}  # by answer tokens
+    assert shares(found, {}) == {f: 0.25 for f in found}
+    assert shares(found, {"ground": 2.0})["ground"] == 0.4
+    out = tmp_path / "shares.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "loss_shares.py"), "--params", "projector", "--n", "1",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert table["answer_tokens"]["ground"] > 10 * table["answer_tokens"]["recog"]  # a box against a yes/no
+    for label in ("token mean", "per-sample, equal", "per-sample, ground=2"):
+        assert abs(sum(table[label].values()) - 1) < 0.01 and all(v > 0 for v in table[label].values())
