@@ -47,7 +47,7 @@ def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, se
         with torch.no_grad():
             features = encoded(model, pixels, spec.vision_layers)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = answer_loss(model, ids, labels, attention, features)
+            loss, _ = answer_loss(model, ids, labels, attention, features)
         gradient = torch.cat([g.flatten().float() for g in torch.autograd.grad(loss, chosen)])
         found[function] = (loss.item(), int((labels[:, 1:] != -100).sum()) / n, gradient)
     return found

@@ -46,7 +46,11 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
         assert ours.keys() == reference.keys()
         differing = [k for k in ours if not (ours[k] == reference[k]).all()]
         assert not differing, (name, differing[:3], again.stderr[-1500:])
-    assert len(json.loads((out / "losses.json").read_text())) == args[args.index("--steps") + 1]
+    steps = args[args.index("--steps") + 1]
+    assert len(json.loads((out / "losses.json").read_text())) == steps and (out / "losses.png").is_file()
+    curves = json.loads((out / "function_losses.json").read_text())
+    assert set(curves) == {"recog", "count", "ground", "ocr"} and all(len(c) == steps for c in curves.values())
+    assert curves == json.loads((tmp_path / "whole" / "function_losses.json").read_text())  # resumed, same curves
 
 
 @pytest.mark.parametrize("suite", ["v1", "v2"])
@@ -118,9 +122,9 @@ def test_answer_loss_runs_under_bf16_autocast_and_trains_the_projector():
     labels[:, -2:] = ids[:, -2:]
     attention = torch.ones_like(ids)
     features = torch.randn(2, 16, model.config.vision_config.hidden_size)
-    exact = answer_loss(model, ids, labels, attention, features)
+    exact, _ = answer_loss(model, ids, labels, attention, features)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = answer_loss(model, ids, labels, attention, features)
+        loss, _ = answer_loss(model, ids, labels, attention, features)
     loss.backward()
     assert torch.isfinite(loss) and abs(loss.item() - exact.item()) < 0.05 * exact.item()
     grads = [p.grad for p in model.model.multi_modal_projector.parameters()]

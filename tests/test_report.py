@@ -104,3 +104,13 @@ def test_the_plot_circles_the_vfl_windows_and_draws_the_controls():
     labels = [t.get_text() for t in rate_axis.get_xticklabels()]
     assert "20-23" in labels and "0-3" in labels
     assert score_axis.get_title().startswith("normalised transfer score")
+
+
+def test_loss_curves_skip_steps_without_the_function(tmp_path):
+    from vfl.report import plot_losses, running_mean
+
+    assert running_mean([4.0, None, 2.0, None, None, None], 3) == [4.0, 4.0, 3.0, 2.0, 2.0, None]
+    fig = plot_losses([3.0, 2.0, 1.0], {"recog": [1.0, None, 0.5], "ocr": [None, None, None]}, tmp_path / "l.png")
+    lines = fig.axes[1].get_lines()
+    assert (tmp_path / "l.png").is_file() and [line.get_label() for line in lines] == ["recognition"]
+    assert list(lines[0].get_xdata()) == [1, 2, 3] and list(lines[0].get_ydata()) == [1.0, 1.0, 0.75]

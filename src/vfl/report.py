@@ -361,6 +361,36 @@ def plot_drop(summary: dict, path: Path | None = None):
     return finish(fig, path)
 
 
+def running_mean(values: list, width: int) -> list:
+    """Mean of the last ``width`` values at each step, skipping None (a step without that function)."""
+    out = []
+    for i in range(len(values)):
+        window = [v for v in values[max(0, i - width + 1): i + 1] if v is not None]
+        out.append(sum(window) / len(window) if window else None)
+    return out
+
+
+def plot_losses(losses: list[float], function_losses: dict[str, list], path: Path | None = None, width: int = 20):
+    """A training run's loss per step (faint) and its running mean over ``width`` steps, beside each function's
+    mean answer loss (running mean): which function is still learning, and which has stalled."""
+    fig = new_figure(figsize=(10, 4), dpi=110)
+    total, each = fig.subplots(1, 2)
+    steps = range(1, len(losses) + 1)
+    total.plot(steps, losses, color="0.75", linewidth=0.6)
+    total.plot(steps, running_mean(losses, width), color="C0")
+    total.set(title="training loss", xlabel="step", ylabel=f"answer loss (running mean of {width})", yscale="log")
+    for function, values in function_losses.items():
+        smooth = running_mean(values, width)
+        shown = [(x, v) for x, v in zip(steps, smooth) if v is not None]
+        if shown:
+            each.plot(*zip(*shown), label=NAMES.get(function, function))
+    each.set(title="per function (per-sample means)", xlabel="step", yscale="log")
+    for ax in (total, each):
+        ax.grid(alpha=0.3, which="both")
+    each.legend(loc="best", fontsize=8)
+    return finish(fig, path)
+
+
 def write_drop(summary: dict, out: Path) -> None:
     from vfl.runner import write_atomic
 

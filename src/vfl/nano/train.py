@@ -6,8 +6,9 @@ GPU): every step draws fresh samples, rendered by DataLoader workers from (seed,
 runs the frozen encoder on the device. The forward passes run under bf16 autocast on CUDA, and on a CPU
 when asked (``precision="bf16"``: about twice as fast where the CPU has bf16 matrix units). The loss covers
 answer tokens only (token mean, or per-sample means weighted by function with ``loss_weights``), and the
-vocabulary projection runs only at those positions. A checkpoint is written every `--save-every` steps;
-running the same command again resumes from it, to the same weights.
+vocabulary projection runs only at those positions. A checkpoint, the weights as they stand and the loss
+curve are written every `--save-every` steps; running the same command again resumes from the checkpoint,
+to the same weights.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vfl.errors import VflError
 from vfl.nano.data import FUNCTIONS, sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 from vfl.probes.generate import check_suite
+from vfl.report import plot_losses
 
 
 DATA = ("cached", "stream")
@@ -131,9 +133,10 @@ def _data(run: Path, model, processor, config: TrainConfig):
                                                          config.spec.vision_layers, config.suite))
 
 
-def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None) -> torch.Tensor:
+def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None):
     """Cross-entropy on answer tokens, with the image tokens' embeddings given by the projector: the token
-    mean over the batch, or with ``weights`` (one per sample) the weighted mean of each sample's token mean."""
+    mean over the batch, or with ``weights`` (one per sample) the weighted mean of each sample's token mean.
+    Returns the loss and, detached, each sample's token mean (for per-function loss curves)."""
     inner = model.model
     embeds = inner.get_input_embeddings()(ids)
     image = inner.multi_modal_projector(features.to(embeds.dtype))
@@ -143,14 +146,14 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     targets = labels[:, 1:]
     chosen = targets != -100
     logits = model.lm_head(hidden[:, :-1][chosen])
-    if weights is None:
-        return torch.nn.functional.cross_entropy(logits.float(), targets[chosen])
     per_token = torch.nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="none")
     rows = chosen.nonzero()[:, 0]
     per_sample = torch.zeros(ids.shape[0], device=per_token.device).index_add_(0, rows, per_token)
     per_sample = per_sample / chosen.sum(1).clamp(min=1)
+    if weights is None:
+        return per_token.mean(), per_sample.detach()
     weights = weights.to(per_sample.device)
-    return (per_sample * weights).sum() / weights.sum().clamp(min=1e-12)
+    return (per_sample * weights).sum() / weights.sum().clamp(min=1e-12), per_sample.detach()
 
 
 def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
@@ -286,6 +289,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                                    {"params": list(language.values()), "lr": config.lr_lora}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses = 0, []
+    function_losses = {name: [] for name in FUNCTIONS}  # each step's mean answer loss per function (None: absent)
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=device)
@@ -294,6 +298,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, losses = state["step"], state["losses"]
+        function_losses = state.get("function_losses", {name: [None] * step for name in FUNCTIONS})
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
@@ -320,8 +325,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             weights = None if config.loss_weights is None else \
                 torch.tensor([config.loss_weights.get(FUNCTIONS[f], 1.0) for f in functions])
             with autocast():
-                loss = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
-                                   features.to(device), weights)
+                loss, per_sample = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
+                                               features.to(device), weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(projector.parameters()) + list(language.values()), 1.0)
@@ -329,15 +334,20 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             scheduler.step()
             step += 1
             losses.append(round(loss.item(), 4))
+            per_sample = per_sample.cpu().tolist()
+            for index, name in enumerate(FUNCTIONS):
+                mine = [v for v, f in zip(per_sample, functions) if f == index]
+                function_losses[name].append(round(sum(mine) / len(mine), 4) if mine else None)
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             bar.update(1)
             if step % config.save_every == 0 or step == config.steps:
-                write_weights(run, base, peft_model, config, losses)
+                write_weights(run, base, peft_model, config, losses, function_losses)
                 proj_state, _ = trainable_state(base, peft_model)
                 torch.save({"projector": proj_state,
                             "language": {n: p.detach().clone() for n, p in language.items()},
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "step": step, "losses": losses, "python_rng": random.getstate(),
+                            "step": step, "losses": losses, "function_losses": function_losses,
+                            "python_rng": random.getstate(),
                             "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
                 os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
     print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session) on {config.device}; "
@@ -353,10 +363,11 @@ def progress(weights: Path) -> tuple[int, int] | None:
     return len(json.loads((run / "losses.json").read_text())), saved_settings(run / "train.json")["steps"]
 
 
-def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list[float]) -> Path:
+def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list[float],
+                  function_losses: dict[str, list]) -> Path:
     """Write the weights as they stand (fp16: projector, LoRA or the whole language model, spec) and the loss
-    curve so far, so that an unfinished run can be evaluated or plotted while it trains. The folder is
-    swapped in whole: a reader sees one step's weights, never a mix."""
+    curves so far (losses.json, function_losses.json, losses.png), so that an unfinished run can be evaluated
+    and watched while it trains. The folder is swapped in whole: a reader sees one step's weights, never a mix."""
     weights, fresh, old = run / "weights", run / "weights.tmp", run / "weights.old"
     for folder in (fresh, old):
         shutil.rmtree(folder, ignore_errors=True)
@@ -374,6 +385,8 @@ def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list
     fresh.rename(weights)
     shutil.rmtree(old, ignore_errors=True)
     (run / "losses.json").write_text(json.dumps(losses) + "\n")
+    (run / "function_losses.json").write_text(json.dumps(function_losses) + "\n")
+    plot_losses(losses, function_losses, run / "losses.png")
     return weights
 
 
@@ -388,6 +401,7 @@ def ship(weights: Path, target: Path) -> None:
     for old in target.glob("*.safetensors"):
         old.unlink()
     for source in (weights / "projector.safetensors", weights / "lora.safetensors", weights / "spec.json",
-                   weights.parent / "train.json", weights.parent / "losses.json"):
+                   *(weights.parent / name for name in ("train.json", "losses.json", "function_losses.json",
+                                                        "losses.png"))):
         if source.exists():
             shutil.copy2(source, target / source.name)
