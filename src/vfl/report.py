@@ -374,7 +374,7 @@ def plot_losses(losses: list[float], function_losses: dict[str, list], path: Pat
     """A training run's loss per step (faint) and its running mean over ``width`` steps, beside each function's
     mean answer loss (running mean): which function is still learning, and which has stalled."""
     fig = new_figure(figsize=(10, 4), dpi=110)
-    total, each = fig.subplots(1, 2)
+    total, each = fig.subplots(1, 2, sharex=True)
     steps = range(1, len(losses) + 1)
     total.plot(steps, losses, color="0.75", linewidth=0.6)
     total.plot(steps, running_mean(losses, width), color="C0")
