@@ -20,6 +20,10 @@ def test_the_vocabulary_is_large_and_held_out_words_are_never_trained_on():
     assert trained <= set(TRAIN_WORDS) and len(trained) > 100
     tested = {item.answer for item in held_out_items(["ocr"], 40, 1, suite="v2")}
     assert tested <= set(HELD_OUT)
+    seen = held_out_items(["ocr"], 40, 1, suite="v2", split="train")  # `vfl nano eval --words train`
+    assert {item.answer for item in seen} <= set(TRAIN_WORDS)
+    assert not {np.asarray(i.image).tobytes() for i in seen} & {np.asarray(make_question_sample(
+        "ocr", k, 0).image).tobytes() for k in range(40)}  # new images of trained words, not training images
 
 
 @pytest.mark.parametrize("function", ["count", "ground", "recog", "ocr"])

@@ -101,6 +101,9 @@ def test_bad_eval_inputs_are_one_sentence(tmp_path):
         assert result.stderr.strip().splitlines()[-1] == f"vfl: error: {tmp_path} holds no trained nano weights " \
             "(spec.json); give a `vfl nano train` run folder"
     assert not (tmp_path / "run").exists()
+    words = run_cli("nano", "eval", "--words", "train")
+    assert words.returncode == 2 and words.stderr.strip().splitlines()[-1] == "vfl: error: --words picks suite " \
+        "v2's OCR vocabulary; pass --suite v2 with it"
     batch = run_cli("nano", "eval", "--batch-size", 0)
     assert batch.returncode == 2 and batch.stderr.strip().splitlines()[-1] == "vfl: error: --batch-size must be at " \
         "least 1, got 0"
