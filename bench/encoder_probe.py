@@ -22,7 +22,13 @@ number of object tokens. ``--raw`` adds the same probes on the tokens without DI
 the language model's hidden states at the visual positions, every fifth layer (``--model nano:DIR`` for a
 training run), to see where along the path the kind is lost.
 
+``--task letters`` asks the same of reading, for OCR: each image holds 8 lowercase letters at v2 OCR's
+font sizes (31-43 px) and inks, each in its own token with a random shift inside it, and the probe reads
+which of the 26 letters (or background) a token holds. It is an upper bound for words, whose letters
+straddle tokens: if a token cannot tell its letter here, no projector can spell an unseen word.
+
   python bench/encoder_probe.py --images 600 --raw --out bench/results/encoder_probe.json
+  python bench/encoder_probe.py --task letters --images 300 --out bench/results/encoder_probe_letters.json
   python bench/encoder_probe.py --images 600 --where language-model --out bench/results/encoder_probe_lm.json
 """
 
@@ -30,15 +36,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from vfl.nano.suite import make_question_sample
 from vfl.nano.vision import pixel_shuffle
-from vfl.probes.questions import asked_kind
-from vfl.probes.render import COLOURS, SHAPES
+from vfl.probes.questions import INKS, asked_kind
+from vfl.probes.render import BACKGROUND, COLOURS, SHAPES
 
 CELL = 28  # pixels per visual token at 224 px: a 2x2 block of 14 px patches
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
@@ -59,6 +67,53 @@ def token_labels(scene, size: int = 224) -> list[tuple[str, str] | None | str]:
                     best, area = (thing.shape, thing.colour), overlap
             labels.append(best if area >= CELL * CELL / 4 else (None if area == 0 else "mixed"))
     return labels
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def letter_image(rng: random.Random, size: int = 224, per_image: int = 8):
+    """An image of ``per_image`` letters, each inside its own token (random cell, shift, font size and ink),
+    and the label of each token: the letter's index, or 26 for background."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    side = size // CELL
+    labels = [len(LETTERS)] * side * side
+    for cell in rng.sample(range(side * side), per_image):
+        letter, ink = rng.choice(LETTERS), INKS[rng.choice(list(INKS))]
+        font = ImageFont.load_default(size=int(size // 6 * rng.uniform(0.85, 1.15)))
+        left, top, right, bottom = draw.textbbox((0, 0), letter, font=font)
+        x = (cell % side) * CELL + (CELL - (right - left)) / 2 - left + rng.uniform(-4, 4)
+        y = (cell // side) * CELL + (CELL - (bottom - top)) / 2 - top + rng.uniform(-4, 4)
+        draw.text((x, y), letter, fill=ink, font=font)
+        labels[cell] = LETTERS.index(letter)
+    return image, labels
+
+
+def letter_rows(tower, processor, images: int, steps: int) -> list[dict]:
+    """Per encoder output (and the pixels, and nano's 6+9+12): the letter probe's accuracy on letter tokens
+    of held-out images (chance 1/26), trained with background tokens subsampled to the letters' number."""
+    splits = {}
+    for split, seed in (("train", 0), ("test", 1)):
+        rng = random.Random(f"letters:{seed}")
+        drawn = [letter_image(rng) for _ in range(images)]
+        labels = torch.tensor([row for _, row in drawn])
+        letters, background = (labels < len(LETTERS)).nonzero(), (labels == len(LETTERS)).nonzero()
+        keep = torch.randperm(len(background), generator=torch.Generator().manual_seed(seed))[:len(letters)]
+        where = torch.cat([letters, background[keep]])
+        layers = features(tower, processor, [image for image, _ in drawn], raw=False)
+        splits[split] = ([layer[where[:, 0], where[:, 1]] for layer in layers], labels[where[:, 0], where[:, 1]])
+    (train_layers, train_y), (test_layers, test_y) = splits["train"], splits["test"]
+    probes = {"pixels": [0]} | {f"layer {k}": [k + 1] for k in range(len(train_layers) - 1)} | \
+        {"layers 6+9+12 (nano)": [7, 10, 13]}
+    rows = []
+    for name, chosen in probes.items():
+        predict = fit_probe(torch.cat([train_layers[k] for k in chosen], -1), train_y, steps)
+        read = predict(torch.cat([test_layers[k] for k in chosen], -1))
+        row = {"layers": name, "letter": round((read == test_y)[test_y < len(LETTERS)].float().mean().item(), 3)}
+        rows.append(row)
+        print(f"{name:27s} letter {row['letter']:.3f}", flush=True)
+    return rows
 
 
 def features(tower, processor, images, raw: bool) -> list[torch.Tensor]:
@@ -141,6 +196,8 @@ def language_features(adapter, samples) -> list[torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=600, help="scenes per split (train and test)")
+    parser.add_argument("--task", default="objects", choices=("objects", "letters"),
+                        help="objects: colour, shape and kind in v2 scenes; letters: which letter a token holds")
     parser.add_argument("--where", default="encoder", choices=("encoder", "language-model"),
                         help="encoder: every DINOv2 layer's tokens; language-model: the trained model's hidden "
                              "states at the visual positions, from the projector's output to the last layer")
@@ -155,6 +212,14 @@ def main() -> None:
     adapter = load(args.model)
     tower, processor = adapter.model.model.vision_tower, adapter.processor
     started = time.perf_counter()
+    if args.task == "letters":
+        rows = letter_rows(tower, processor, args.images, args.steps)
+        print(f"{args.images} images per split, 8 letters each; {time.perf_counter() - started:.0f} s")
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"task": "letters", "images_per_split": args.images, "rows": rows},
+                                           indent=2) + "\n")
+        return
     splits = {}
     for split, seed in (("train", 0), ("test", 1)):
         samples = [make_question_sample(("count", "ground", "recog")[i % 3], i // 3, seed) for i in range(args.images)]

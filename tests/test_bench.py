@@ -96,3 +96,20 @@ def test_loss_shares_weigh_each_functions_gradient_as_each_loss_does(tmp_path):
     assert table["answer_tokens"]["ground"] > 10 * table["answer_tokens"]["recog"]  # a box against a yes/no
     for label in ("token mean", "per-sample, equal", "per-sample, ground=2"):
         assert abs(sum(table[label].values()) - 1) < 0.01 and all(v > 0 for v in table[label].values())
+
+
+def test_the_letter_probe_reads_each_encoder_layer(tmp_path):
+    import json
+    import random
+
+    from encoder_probe import CELL, LETTERS, letter_image
+
+    image, labels = letter_image(random.Random(3))
+    assert sum(label < len(LETTERS) for label in labels) == 8 and len(labels) == (224 // CELL) ** 2
+    out = tmp_path / "letters.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "encoder_probe.py"), "--task", "letters", "--images",
+                             "4", "--steps", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["layers"] for r in rows][:2] == ["pixels", "layer 0"] and len(rows) == 15
+    assert all(0 <= r["letter"] <= 1 for r in rows)
