@@ -41,7 +41,7 @@ from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items
 from vfl.nano.model import NanoSpec
-from vfl.nano.train import PRECISIONS, TrainConfig, train
+from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, train
 
 RECIPES = {
     "projector": dict(lora_rank=0),
@@ -60,7 +60,8 @@ def recipe_config(name: str, args) -> TrainConfig:
     spec = NanoSpec(vision_layers=layers, lora_rank=rank, lora_alpha=2 * rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
-                       precision=args.precision, loss_weights=args.loss_weights, **recipe)
+                       precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
+                       **recipe)
 
 
 def trained_parameters(weights: Path) -> int:
@@ -96,6 +97,8 @@ def run() -> None:
                         help="training's forward passes; auto: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--loss-weights", type=function_weights, default=None,
                         help="per-function weights of per-sample answer losses, e.g. ground=2 (None: token mean)")
+    parser.add_argument("--ocr-answers", default="tokens", choices=OCR_ANSWERS,
+                        help="OCR answers as the tokenizer splits them, or spelled letter by letter (bench/ocr_answers.py)")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -136,7 +139,7 @@ def run() -> None:
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
                    "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
-                   "loss_weights": config.loss_weights,
+                   "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

@@ -45,7 +45,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
 
     command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector", "--steps", "1",
                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
-               "--loss-weights", "ground=2", "--out", str(tmp_path)]
+               "--loss-weights", "ground=2", "--ocr-answers", "letters", "--out", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -53,7 +53,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     for row in rows:
         assert {"recog", "count", "ground", "ocr", "mean", "ci", "train_s"} <= set(row)
         assert row["device"].startswith("cpu") and row["steps"] == 1 and row["n"] == 1
-        assert row["loss_weights"] == {"ground": 2.0}
+        assert row["loss_weights"] == {"ground": 2.0} and row["ocr_answers"] == "letters"
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
@@ -113,3 +113,28 @@ def test_the_letter_probe_reads_each_encoder_layer(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["layers"] for r in rows][:2] == ["pixels", "layer 0"] and len(rows) == 15
     assert all(0 <= r["letter"] <= 1 for r in rows)
+
+
+def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
+    import json
+
+    from ocr_answers import edit_distance, reading_scores
+
+    assert [edit_distance(*p) for p in [("bear", "bear"), ("bear", "beer"), ("", "cow"), ("fern", "fen")]] == [0, 1, 3, 1]
+    records = [{"answer": "bear", "target": "bear"}, {"answer": "bead", "target": "bear"},
+               {"answer": "pencil", "target": "cow"}, {"answer": "pencil", "target": "fern"}]
+    scores = reading_scores(records)
+    assert scores["exact"] == 0.25 and scores["first_letter"] == 0.5 and scores["distinct_answers"] == 3
+    assert scores["char_similarity"] == round((1 + 0.75 + 1 / 6 + 1 / 6) / 4, 4)  # pencil: 5 edits from cow or fern
+    out = tmp_path / "ocr"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
+                             "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = json.loads((out / "letters" / "train.json").read_text())
+    assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
+    scores = json.loads((out / "results.json").read_text())["letters"]
+    assert set(scores) >= {"train", "held_out"} and scores["held_out"]["n"] == 2
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--arms takes tokens, letters" in bad.stderr

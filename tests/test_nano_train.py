@@ -78,6 +78,37 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     for one, other in zip(by_workers, in_process):
         assert all(torch.equal(a, b) for a, b in zip(one[:4], other[:4])) and one[4] == other[4]
     assert all(torch.equal(a, b) for a, b in zip(resumed[0][:4], in_process[1][:4]))
+    ocr_only = StreamSamples(processor, seed=0, image_tokens=64, suite=suite, functions=["ocr"])
+    for k in range(3):  # OCR sample k of the mixed stream is sample k of an OCR-only one
+        mixed, alone = samples[4 * k + 3], ocr_only[k]
+        assert torch.equal(mixed[0], alone[0]) and mixed[1:] == alone[1:] and alone[3] == 3
+
+
+def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
+    from transformers import AutoTokenizer
+
+    from vfl.errors import VflError
+    from vfl.nano.model import build_processor
+    from vfl.nano.parts import smollm2_dir
+    from vfl.nano.train import StreamSamples, spelled, token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    processor = build_processor(tokenizer)
+    ids, labels = token_ids(processor, "What word is written in red?", "bear", 64, spell=True)
+    answer = [i for i in labels if i != -100]
+    assert tokenizer.convert_ids_to_tokens(answer) == ["b", "e", "a", "r", "<|im_end|>"]
+    assert ids[-5:] == answer and token_ids(processor, "What word is written in red?", "bear", 64)[1][-2:] == \
+        tokenizer("bear<|im_end|>", add_special_tokens=False).input_ids  # the tokenizer's way: one token
+    for text in ("café", "two words"):
+        with pytest.raises(VflError, match="only plain letters can be spelled"):
+            spelled(tokenizer, text)
+    letters = StreamSamples(processor, seed=0, image_tokens=64, suite="v2", ocr_answers="letters")
+    tokens = StreamSamples(processor, seed=0, image_tokens=64, suite="v2")
+    word = [i for i in letters[3][2] if i != -100][:-1]  # sample 3: OCR
+    assert all(len(t) == 1 for t in tokenizer.convert_ids_to_tokens(word))
+    assert tokenizer.decode(word) == tokenizer.decode([i for i in tokens[3][2] if i != -100][:-1])
+    assert letters[0][2] == tokens[0][2]  # recognition's answers are not spelled
 
 
 @pytest.mark.parametrize("option, message", [
@@ -86,6 +117,7 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     (["--data", "stream", "--workers", "-1"], "--workers must be 0 or more"),
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--lm-start", "1.5"], "--lm-start must be in [0, 1)"),
+    (["--functions", "ocr,smell"], "unknown function 'smell'"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)

@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--suite", default="v1", choices=("v1", "v2"),
                        help="v1: the shipped nano's data; v2: every answer depends on the question (distractors, "
                             "binding, one of two words, held-out words)")
+    train.add_argument("--functions", default="recog,count,ground,ocr",
+                       help="comma-separated functions trained in turn (e.g. ocr alone, for a study of reading)")
+    train.add_argument("--ocr-answers", default="tokens", choices=("tokens", "letters"),
+                       help="OCR answers as the tokenizer splits them, or spelled one letter token at a time (every "
+                            "held-out word is then made of output tokens trained on)")
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
@@ -336,13 +341,15 @@ def _nano(args) -> None:
     if args.action == "train":
         from vfl.nano.model import WEIGHTS, NanoSpec
         from vfl.nano.train import TrainConfig, ship, train
+        from vfl.probes.schema import parse_functions
 
         spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
         config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
                              seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
                              full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
-                             precision=args.precision)
+                             precision=args.precision, functions=parse_functions(args.functions),
+                             ocr_answers=args.ocr_answers)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)

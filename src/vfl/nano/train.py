@@ -36,6 +36,7 @@ from vfl.report import plot_losses
 
 
 DATA = ("cached", "stream")
+OCR_ANSWERS = ("tokens", "letters")  # how OCR answers are tokenized for training: the tokenizer's way, or spelled
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
 
@@ -59,6 +60,8 @@ class TrainConfig:
     device: str = "cpu"
     suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite`)
     precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
+    functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample
+    ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -81,18 +84,37 @@ class TrainConfig:
         for name in ("lr_projector", "lr_lora"):
             if getattr(self, name) <= 0:
                 raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not self.functions or set(self.functions) - set(FUNCTIONS) or len(set(self.functions)) < len(self.functions):
+            raise VflError(f"--functions takes distinct names of {', '.join(FUNCTIONS)}, got {self.functions}")
+        if self.ocr_answers not in OCR_ANSWERS:
+            raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         unknown = set(self.loss_weights or {}) - set(FUNCTIONS)
         if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
             raise VflError(f"--loss-weights takes non-negative weights of {', '.join(FUNCTIONS)}, got {self.loss_weights}")
 
 
-def token_ids(processor, question: str, answer: str, image_tokens: int) -> tuple[list[int], list[int]]:
-    """The prompt exactly as the processor lays it out at inference, then the answer and <|im_end|>."""
+def spelled(tokenizer, text: str) -> list[int]:
+    """``text`` as one single-character token per character: "bear" as b, e, a, r rather than the one token
+    "bear". A word read letter by letter is built from 26 tokens that every training word exercises, so a
+    held-out word needs no output token that OCR training never produced; it decodes to the same string."""
+    ids = tokenizer.convert_tokens_to_ids(list(text))
+    if None in ids or tokenizer.decode(ids) != text:
+        raise VflError(f"{text!r} has characters without a token of their own; only plain letters can be spelled")
+    return ids
+
+
+def token_ids(processor, question: str, answer: str, image_tokens: int,
+              spell: bool = False) -> tuple[list[int], list[int]]:
+    """The prompt exactly as the processor lays it out at inference, then the answer (``spell``: letter by
+    letter) and <|im_end|>."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt = prompt.replace("<image>", "<image>" * image_tokens)
-    prompt_ids = processor.tokenizer(prompt, add_special_tokens=False).input_ids
-    answer_ids = processor.tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids
+    tokenizer = processor.tokenizer
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    end = tokenizer("<|im_end|>", add_special_tokens=False).input_ids
+    answer_ids = (spelled(tokenizer, answer) + end if spell
+                  else tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids)
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
@@ -108,13 +130,21 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
     return torch.cat(chunks)
 
 
-def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1") -> dict:
-    """Token ids, labels and the encoder layers' concatenated features of the training samples."""
+def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1",
+                 functions=FUNCTIONS, ocr_answers: str = "tokens") -> dict:
+    """Token ids, labels and the encoder layers' concatenated features of the training samples, ``per_function``
+    of each of ``functions`` in turn."""
     make = sample_maker(suite)
-    samples = [make(f, i, seed) for f in FUNCTIONS for i in range(per_function)]
+    samples = [make(f, i, seed) for f in functions for i in range(per_function)]
     features = vision_features(model, processor, [s.image for s in samples], layers)
-    tokens = [token_ids(processor, s.question, s.answer, features.shape[1]) for s in samples]
+    tokens = [token_ids(processor, s.question, s.answer, features.shape[1], spells(s.function, ocr_answers))
+              for s in samples]
     return {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
+
+
+def spells(function: str, ocr_answers: str) -> bool:
+    """Whether a sample of ``function`` is trained on its answer spelled letter by letter."""
+    return function == "ocr" and ocr_answers == "letters"
 
 
 def cached(path: Path, build) -> dict:
@@ -130,7 +160,8 @@ def cached(path: Path, build) -> dict:
 def _data(run: Path, model, processor, config: TrainConfig):
     """The training set, built once per run folder."""
     return cached(run / "data.pt", lambda: training_set(model, processor, config.per_function, config.seed,
-                                                         config.spec.vision_layers, config.suite))
+                                                         config.spec.vision_layers, config.suite,
+                                                         config.functions, config.ocr_answers))
 
 
 def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None):
@@ -168,27 +199,32 @@ def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
     return tensor, label_tensor, attention
 
 
-def _batch(data, order: list[int], pad_id: int):
+def _batch(data, order: list[int], pad_id: int, functions=FUNCTIONS):
+    """The samples ``order`` of a cached training set, with each one's index in `FUNCTIONS`."""
     ids, labels, attention = _padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
-    return ids, labels, attention, data["features"][order], [i // data["per_function"] for i in order]
+    kinds = [FUNCTIONS.index(functions[i // data["per_function"]]) for i in order]
+    return ids, labels, attention, data["features"][order], kinds
 
 
 class StreamSamples(torch.utils.data.Dataset):
-    """Sample i of the endless training stream: function ``FUNCTIONS[i % 4]``, drawn by the suite's sample maker
-    from (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in any worker."""
+    """Sample i of the endless training stream: function ``functions[i % len(functions)]``, drawn by the suite's
+    sample maker from (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in
+    any worker."""
 
-    def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1"):
+    def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
+                 ocr_answers: str = "tokens"):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
-        self.make = sample_maker(suite)
+        self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, index: int):
-        function = FUNCTIONS[index % len(FUNCTIONS)]
-        sample = self.make(function, index // len(FUNCTIONS), self.seed)
+        function = self.functions[index % len(self.functions)]
+        sample = self.make(function, index // len(self.functions), self.seed)
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
-        ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens)
+        ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
+                                spells(function, self.ocr_answers))
         return pixels, ids, labels, FUNCTIONS.index(function)
 
 
@@ -201,7 +237,8 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
     """Steps ``start``..``config.steps - 1`` of the stream: step t holds samples t*B .. t*B + B - 1, rendered by
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
-    return torch.utils.data.DataLoader(StreamSamples(processor, config.seed, image_tokens, config.suite),
+    samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers)
+    return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(_collate, pad_id=pad_id),
                                        pin_memory=config.device.startswith("cuda"))
@@ -321,7 +358,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                 order = list(range(n))
                 random.Random(config.seed * 1000 + epoch).shuffle(order)
                 picked = [order[(offset + i) % n] for i in range(config.batch_size)]
-                ids, labels, attention, features, functions = _batch(data, picked, pad)
+                ids, labels, attention, features, functions = _batch(data, picked, pad, config.functions)
             weights = None if config.loss_weights is None else \
                 torch.tensor([config.loss_weights.get(FUNCTIONS[f], 1.0) for f in functions])
             with autocast():
