@@ -10,7 +10,9 @@ Each arm trains nano on suite v2's OCR samples alone (`--functions ocr`, streame
 arms) with the same recipe, then answers ``--n`` held-out images (seed 1) of the training words and of the
 held-out words. Besides exact matches it reports the mean character similarity (1 - edit distance / the
 longer length) and the share of answers with the right first letter, which show progress before
-whole words come right, and how many distinct answers the model gives (a collapsed model gives few).
+whole words come right, how many distinct answers the model gives (a collapsed model gives few), and
+the true word's negative log-likelihood in nats (teacher-forced, summed over the arm's own answer tokens
+and <|im_end|>): how far the model is from giving the right word the highest probability.
 
   python bench/ocr_answers.py --steps 400 --batch-size 16 --out runs/ocr-answers
 """
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from nano_recipes import device_name
 
 from vfl.errors import VflError
@@ -30,8 +33,8 @@ from vfl.evaluate import evaluate
 from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.model import NanoSpec
-from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, train
-from vfl.nano.suite import SPLITS
+from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, _padded, answer_loss, encoded, spells, token_ids, train
+from vfl.nano.suite import SPLITS, make_question_sample
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -54,6 +57,27 @@ def reading_scores(records: list[dict]) -> dict:
                                      / len(pairs), 4),
             "first_letter": round(sum(a[:1] == t[:1] for a, t in pairs) / len(pairs), 4),
             "distinct_answers": len({a for a, _ in pairs}), "n": len(pairs)}
+
+
+@torch.inference_mode()
+def word_nats(adapter, config: TrainConfig, n: int, split: str, batch: int = 16) -> float:
+    """Mean over the ``n`` held-out OCR samples (seed 1, the items `held_out_items` draws) of the true answer's
+    negative log-likelihood, summed over its tokens as the arm was trained to write them, <|im_end|> included."""
+    model, processor = adapter.model, adapter.processor
+    image_tokens = (224 // (14 * config.spec.shuffle)) ** 2
+    pad = processor.tokenizer.pad_token_id or 0
+    total = 0.0
+    for start in range(0, n, batch):
+        samples = [make_question_sample("ocr", i, 1, split=split) for i in range(start, min(n, start + batch))]
+        tokens = [token_ids(processor, s.question, s.answer, image_tokens, spells("ocr", config.ocr_answers))
+                  for s in samples]
+        ids, labels, attention = _padded([t[0] for t in tokens], [t[1] for t in tokens], pad)
+        pixels = processor.image_processor([s.image for s in samples], return_tensors="pt")["pixel_values"]
+        features = encoded(model, pixels.to(model.device), config.spec.vision_layers)
+        _, per_token_mean = answer_loss(model, ids.to(model.device), labels.to(model.device),
+                                        attention.to(model.device), features)
+        total += (per_token_mean.cpu() * (labels[:, 1:] != -100).sum(1)).sum().item()
+    return round(total / n, 3)
 
 
 def arm_config(ocr_answers: str, args) -> TrainConfig:
@@ -104,20 +128,20 @@ def main() -> None:
                 for split in SPLITS:
                     items = held_out_items(["ocr"], args.n, 1, "v2", split=split)
                     _, records = evaluate(adapter, items, 32, 16)
-                    scores[split] = reading_scores(records)
+                    scores[split] = {**reading_scores(records), "word_nats": word_nats(adapter, config, args.n, split)}
                     scores[split]["examples"] = [[r["target"], r["answer"]] for r in records[:8]]
                 done.write_text(json.dumps(scores, indent=2) + "\n")
             results[arm] = json.loads(done.read_text())
     except VflError as err:
         sys.exit(f"ocr_answers.py: error: {err}")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| answers | words | exact | char similarity | first letter | distinct answers | n |")
-    print("|---|---|---|---|---|---|---|")
+    print("| answers | words | exact | char similarity | first letter | distinct answers | word nats | n |")
+    print("|---|---|---|---|---|---|---|---|")
     for arm, scores in results.items():
         for split in SPLITS:
             s = scores[split]
             print(f"| {arm} | {split} | {s['exact']:.3f} | {s['char_similarity']:.3f} | {s['first_letter']:.3f} "
-                  f"| {s['distinct_answers']} | {s['n']} |")
+                  f"| {s['distinct_answers']} | {s.get('word_nats', '-')} | {s['n']} |")
     print(f"results: {args.out / 'results.json'} (device: {next(iter(results.values()))['device']})")
 
 

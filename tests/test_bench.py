@@ -135,6 +135,16 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
     scores = json.loads((out / "results.json").read_text())["letters"]
     assert set(scores) >= {"train", "held_out"} and scores["held_out"]["n"] == 2
+    # the true word's likelihood does not depend on how the answers are batched (left padding is masked out)
+    from argparse import Namespace
+
+    from ocr_answers import arm_config, word_nats
+    from vfl.models import load
+
+    config = arm_config("letters", Namespace(steps=1, batch_size=2, seed=0, save_every=20, lora_rank=4, lm_start=0.1,
+                                             lr_lm=5e-4, workers=0, device="cpu", precision="bf16"))
+    one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
+    assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--arms takes tokens, letters" in bad.stderr
