@@ -80,3 +80,21 @@ def test_ocr_shows_two_words_in_two_inks_and_asks_for_one():
         assert len(inks) == 2, sample.question
         assert sample.answer in TRAIN_WORDS
         assert ("written in" in sample.question) or ("at the top" in sample.question) or ("at the bottom" in sample.question)
+
+
+def test_pseudo_words_are_random_letters_no_vocabulary_word_and_a_share_of_training():
+    from vfl.nano.suite import ocr_split
+
+    samples = [make_question_sample("ocr", i, 0, split="pseudo") for i in range(60)]
+    answers = [s.answer for s in samples]
+    assert all(a.isalpha() and a.islower() and 3 <= len(a) <= 7 and a not in VOCABULARY for a in answers)
+    assert len(set(answers)) == len(answers)  # 26^3 and more strings: no list to memorise
+    again = make_question_sample("ocr", 5, 0, split="pseudo")
+    assert again.answer == answers[5] and np.array_equal(np.asarray(again.image), np.asarray(samples[5].image))
+    assert [ocr_split(i, 0, 0.0) for i in range(50)] == ["train"] * 50
+    assert [ocr_split(i, 0, 1.0) for i in range(50)] == ["pseudo"] * 50
+    half = [ocr_split(i, 0, 0.5) for i in range(400)]
+    assert half == [ocr_split(i, 0, 0.5) for i in range(400)] and 150 < half.count("pseudo") < 250
+    assert make_question_sample("ocr", 3, 0).answer in TRAIN_WORDS  # the training split is unchanged
+    tested = held_out_items(["ocr"], 20, 1, suite="v2", split="pseudo")  # `vfl nano eval --words pseudo`
+    assert not {item.answer for item in tested} & (set(VOCABULARY) | set(answers))

@@ -91,6 +91,7 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     from vfl.nano.model import build_processor
     from vfl.nano.parts import smollm2_dir
     from vfl.nano.train import StreamSamples, spelled, token_ids
+    from vfl.probes.questions import VOCABULARY
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
@@ -109,6 +110,9 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     assert all(len(t) == 1 for t in tokenizer.convert_ids_to_tokens(word))
     assert tokenizer.decode(word) == tokenizer.decode([i for i in tokens[3][2] if i != -100][:-1])
     assert letters[0][2] == tokens[0][2]  # recognition's answers are not spelled
+    pseudo = StreamSamples(processor, seed=0, image_tokens=64, suite="v2", ocr_answers="letters", pseudo_words=1.0)
+    spelt = tokenizer.decode([i for i in pseudo[3][2] if i != -100][:-1])
+    assert spelt not in VOCABULARY and spelt.isalpha() and pseudo[0][2] == letters[0][2]  # only OCR changes
 
 
 @pytest.mark.parametrize("option, message", [
@@ -118,6 +122,8 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--lm-start", "1.5"], "--lm-start must be in [0, 1)"),
     (["--functions", "ocr,smell"], "unknown function 'smell'"),
+    (["--pseudo-words", "0.5"], "--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it"),
+    (["--suite", "v2", "--pseudo-words", "2"], "--pseudo-words is a share of the OCR samples, in [0, 1]"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)

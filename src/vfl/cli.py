@@ -85,6 +85,7 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from vfl import __version__
+    from vfl.nano.suite import SPLITS
 
     parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.",
                                      formatter_class=HELP)
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ocr-answers", default="tokens", choices=("tokens", "letters"),
                        help="OCR answers as the tokenizer splits them, or spelled one letter token at a time (every "
                             "held-out word is then made of output tokens trained on)")
+    train.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
+                       help="suite v2: this share of the OCR samples shows random letter strings instead of "
+                            "training words, so reading cannot lean on a memorised word list")
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
@@ -175,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
     nano_eval.add_argument("--suite", default="v1", choices=("v1", "v2"),
                            help="held-out items of this suite (v2: OCR of words never trained on)")
-    nano_eval.add_argument("--words", default="held_out", choices=("held_out", "train"),
-                           help="v2 OCR's words: held out (never trained on: does it read?) or the training words "
-                                "in new images (does it recognise the word images it saw?)")
+    nano_eval.add_argument("--words", default="held_out", choices=SPLITS,
+                           help="v2 OCR's words: held out (never trained on: does it read?), the training words "
+                                "in new images (does it recognise the word images it saw?), or pseudo-words "
+                                "(random letters: does it read letter by letter?)")
     nano_eval.add_argument("--weights", default=None, type=Path,
                            help="a `vfl nano train` run folder to evaluate (None: the shipped weights)")
     nano_eval.add_argument("--batch-size", type=int, default=1, help=EVAL_BATCH_HELP)
@@ -349,7 +354,7 @@ def _nano(args) -> None:
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
                              full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
                              precision=args.precision, functions=parse_functions(args.functions),
-                             ocr_answers=args.ocr_answers)
+                             ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)

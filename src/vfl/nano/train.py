@@ -31,6 +31,7 @@ from tqdm import tqdm
 from vfl.errors import VflError
 from vfl.nano.data import FUNCTIONS, sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
+from vfl.nano.suite import ocr_split
 from vfl.probes.generate import check_suite
 from vfl.report import plot_losses
 
@@ -62,6 +63,7 @@ class TrainConfig:
     precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
     functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample
     ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
+    pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -86,6 +88,10 @@ class TrainConfig:
                 raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not self.functions or set(self.functions) - set(FUNCTIONS) or len(set(self.functions)) < len(self.functions):
             raise VflError(f"--functions takes distinct names of {', '.join(FUNCTIONS)}, got {self.functions}")
+        if not 0 <= self.pseudo_words <= 1:
+            raise VflError(f"--pseudo-words is a share of the OCR samples, in [0, 1]; got {self.pseudo_words}")
+        if self.pseudo_words and self.suite != "v2":
+            raise VflError("--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         unknown = set(self.loss_weights or {}) - set(FUNCTIONS)
@@ -130,12 +136,19 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
     return torch.cat(chunks)
 
 
+def training_sample(make, function: str, index: int, seed: int, pseudo_words: float = 0.0):
+    """Training sample ``index`` of ``function``; a ``pseudo_words`` share of OCR samples shows random strings."""
+    if function == "ocr" and pseudo_words:
+        return make(function, index, seed, split=ocr_split(index, seed, pseudo_words))
+    return make(function, index, seed)
+
+
 def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1",
-                 functions=FUNCTIONS, ocr_answers: str = "tokens") -> dict:
+                 functions=FUNCTIONS, ocr_answers: str = "tokens", pseudo_words: float = 0.0) -> dict:
     """Token ids, labels and the encoder layers' concatenated features of the training samples, ``per_function``
     of each of ``functions`` in turn."""
     make = sample_maker(suite)
-    samples = [make(f, i, seed) for f in functions for i in range(per_function)]
+    samples = [training_sample(make, f, i, seed, pseudo_words) for f in functions for i in range(per_function)]
     features = vision_features(model, processor, [s.image for s in samples], layers)
     tokens = [token_ids(processor, s.question, s.answer, features.shape[1], spells(s.function, ocr_answers))
               for s in samples]
@@ -161,7 +174,8 @@ def _data(run: Path, model, processor, config: TrainConfig):
     """The training set, built once per run folder."""
     return cached(run / "data.pt", lambda: training_set(model, processor, config.per_function, config.seed,
                                                          config.spec.vision_layers, config.suite,
-                                                         config.functions, config.ocr_answers))
+                                                         config.functions, config.ocr_answers,
+                                                         config.pseudo_words))
 
 
 def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None):
@@ -212,16 +226,17 @@ class StreamSamples(torch.utils.data.Dataset):
     any worker."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
-                 ocr_answers: str = "tokens"):
+                 ocr_answers: str = "tokens", pseudo_words: float = 0.0):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
         self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
+        self.pseudo_words = pseudo_words
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, index: int):
         function = self.functions[index % len(self.functions)]
-        sample = self.make(function, index // len(self.functions), self.seed)
+        sample = training_sample(self.make, function, index // len(self.functions), self.seed, self.pseudo_words)
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
@@ -237,7 +252,8 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
     """Steps ``start``..``config.steps - 1`` of the stream: step t holds samples t*B .. t*B + B - 1, rendered by
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
-    samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers)
+    samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers,
+                            config.pseudo_words)
     return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(_collate, pad_id=pad_id),
