@@ -61,7 +61,7 @@ def recipe_config(name: str, args) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
                        precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
-                       **recipe)
+                       pseudo_words=args.pseudo_words, **recipe)
 
 
 def trained_parameters(weights: Path) -> int:
@@ -99,6 +99,8 @@ def run() -> None:
                         help="per-function weights of per-sample answer losses, e.g. ground=2 (None: token mean)")
     parser.add_argument("--ocr-answers", default="tokens", choices=OCR_ANSWERS,
                         help="OCR answers as the tokenizer splits them, or spelled letter by letter (bench/ocr_answers.py)")
+    parser.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
+                        help="share of the OCR samples showing random letter strings (bench/ocr_answers.py)")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -140,6 +142,7 @@ def run() -> None:
                    "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
                    "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
+                   "pseudo_words": config.pseudo_words,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

@@ -45,7 +45,8 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
 
     command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector", "--steps", "1",
                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
-               "--loss-weights", "ground=2", "--ocr-answers", "letters", "--out", str(tmp_path)]
+               "--loss-weights", "ground=2", "--ocr-answers", "letters", "--pseudo-words", "0.5",
+               "--out", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -53,7 +54,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     for row in rows:
         assert {"recog", "count", "ground", "ocr", "mean", "ci", "train_s"} <= set(row)
         assert row["device"].startswith("cpu") and row["steps"] == 1 and row["n"] == 1
-        assert row["loss_weights"] == {"ground": 2.0} and row["ocr_answers"] == "letters"
+        assert row["loss_weights"] == {"ground": 2.0} and row["ocr_answers"] == "letters" and row["pseudo_words"] == 0.5
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
@@ -128,13 +129,15 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     assert scores["char_similarity"] == round((1 + 0.75 + 1 / 6 + 1 / 6) / 4, 4)  # pencil: 5 edits from cow or fern
     out = tmp_path / "ocr"
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
-                             "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--out", str(out)],
+                             "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
+                             "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     run = json.loads((out / "letters" / "train.json").read_text())
     assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
+    assert run["pseudo_words"] == 0.5
     scores = json.loads((out / "results.json").read_text())["letters"]
-    assert set(scores) >= {"train", "held_out"} and scores["held_out"]["n"] == 2
+    assert set(scores) >= {"train", "held_out", "pseudo"} and scores["held_out"]["n"] == 2
     # the true word's likelihood does not depend on how the answers are batched (left padding is masked out)
     from argparse import Namespace
 
@@ -142,7 +145,8 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     from vfl.models import load
 
     config = arm_config("letters", Namespace(steps=1, batch_size=2, seed=0, save_every=20, lora_rank=4, lm_start=0.1,
-                                             lr_lm=5e-4, workers=0, device="cpu", precision="bf16"))
+                                             lr_lm=5e-4, workers=0, device="cpu", precision="bf16",
+                                             pseudo_words=0.5))
     one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
     assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes"],
