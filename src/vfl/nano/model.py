@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -142,10 +141,11 @@ def load_nano(weights: Path = WEIGHTS, dtype=torch.float32, device: str = "cpu")
     if not (path / "config.json").exists():
         model, processor = build_untrained(spec)
         model = apply_trained(model, spec, weights)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tmp.rename(path)
+
+        def save(folder: Path) -> None:
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+
+        parts.save_atomically(path, save)
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, AutoProcessor.from_pretrained(path)

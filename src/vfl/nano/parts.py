@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -30,6 +31,22 @@ DINOV2_S = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, ml
 def cache_dir() -> Path:
     """Where converted parts and assembled models live: $VFL_CACHE, else ~/.cache/vfl."""
     return Path(os.environ.get("VFL_CACHE", Path.home() / ".cache" / "vfl"))
+
+
+def save_atomically(path: Path, save) -> Path:
+    """Fill the folder ``path`` with ``save(folder)`` so that no reader ever sees it half written: ``save`` writes
+    into a private folder that is renamed into place. Two processes converting at once (recipes trained side by
+    side) both succeed, and the first rename wins."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process has put its copy there first
+        if not path.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def package_file(package: str, name: str) -> Path:
@@ -92,7 +109,7 @@ def dinov2() -> "torch.nn.Module":
         missing, unexpected = model.load_state_dict(dinov2_state_dict(), strict=False)
         if missing or unexpected:
             raise VflError(f"the ONNX backbone does not map onto Dinov2Model (missing {missing}, extra {unexpected})")
-        model.save_pretrained(path)
+        save_atomically(path, model.save_pretrained)
     return Dinov2Model.from_pretrained(path).eval()
 
 
@@ -128,6 +145,9 @@ def smollm2_dir() -> Path:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
-    fresh.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+
+    def save(folder: Path) -> None:
+        fresh.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return save_atomically(path, save)
