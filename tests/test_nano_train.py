@@ -10,12 +10,12 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from conftest import run_cli
+from conftest import CPU_PRECISION, run_cli
 
 ARGS = ["nano", "train", "--steps", 6, "--per-function", 4, "--batch-size", 4, "--save-every", 2]
 STREAM = ["nano", "train", "--data", "stream", "--workers", 2, "--device", "cpu", "--steps", 4, "--batch-size", 2,
           "--save-every", 1, "--lora-rank", 4, "--loss-weights", "recog=3,ocr=2", "--suite", "v2",
-          "--precision", "bf16"]
+          "--precision", CPU_PRECISION]
 
 
 @pytest.mark.parametrize("args", [pytest.param(ARGS, marks=pytest.mark.slow, id="cached"),
@@ -38,6 +38,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
         assert scored.returncode == 0, scored.stderr[-2000:]
         assert f"{out} is still training: these are its weights at step {done} of 4" in scored.stderr
         assert set(json.loads((tmp_path / "eval.json").read_text())) == {"recog", "count", "ground", "ocr"}
+        unfinished = run_cli("nano", "ship", out)
+        assert unfinished.returncode == 2 and unfinished.stderr.strip().splitlines()[-1] == \
+            f"vfl: error: {out} is still training (step {done} of 4); ship a finished run"
     again = run_cli(*args, "--out", out)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nano train:   0%" not in again.stderr  # resumed, not restarted
@@ -51,6 +54,21 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
     curves = json.loads((out / "function_losses.json").read_text())
     assert set(curves) == {"recog", "count", "ground", "ocr"} and all(len(c) == steps for c in curves.values())
     assert curves == json.loads((tmp_path / "whole" / "function_losses.json").read_text())  # resumed, same curves
+    timing = json.loads((out / "timing.json").read_text())  # every step's time, across the kill
+    assert timing["steps"] == steps and len(timing["step_seconds"]) == steps
+    assert all(t > 0 for t in timing["step_seconds"]) and timing["seconds"] == round(sum(timing["step_seconds"]), 1)
+    if "stream" in args:  # a finished run ships (here into a folder of the test's, not the package)
+        from vfl.nano.train import ship
+
+        ship(out / "weights", tmp_path / "shipped")
+        shipped = {p.name for p in (tmp_path / "shipped").iterdir()}
+        assert {"projector.safetensors", "lora.safetensors", "spec.json", "train.json", "timing.json"} <= shipped
+
+
+def test_ship_refuses_what_is_no_finished_run(tmp_path):
+    result = run_cli("nano", "ship", tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
+        f"vfl: error: {tmp_path} is no `vfl nano train` run folder (it lacks train.json or losses.json)"
 
 
 @pytest.mark.parametrize("suite", ["v1", "v2"])

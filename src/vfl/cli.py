@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
+    nano_ship = _command(nano, "ship", "make a finished `vfl nano train` run nano's default weights (e.g. a run "
+                                       "trained on a GPU and copied back)")
+    nano_ship.add_argument("run", type=Path, help="the run folder (weights/, train.json, losses.json)")
     nano_eval = _command(nano, "eval", "nano's held-out accuracy per function")
     nano_eval.add_argument("--n", type=int, default=200, help="held-out samples per function")
     nano_eval.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
@@ -359,6 +362,17 @@ def _nano(args) -> None:
         if args.ship:
             ship(weights, WEIGHTS)
             print(f"shipped into {WEIGHTS}")
+    elif args.action == "ship":
+        from vfl.nano.model import WEIGHTS
+        from vfl.nano.train import progress, ship
+
+        trained = progress(args.run / "weights")
+        if trained is None:
+            raise VflError(f"{args.run} is no `vfl nano train` run folder (it lacks train.json or losses.json)")
+        if trained[0] < trained[1]:
+            raise VflError(f"{args.run} is still training (step {trained[0]} of {trained[1]}); ship a finished run")
+        ship(args.run / "weights", WEIGHTS)
+        print(f"shipped {args.run} (step {trained[0]}) into {WEIGHTS}")
     elif args.action == "eval":
         from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights
