@@ -18,6 +18,14 @@ run continues: training resumes from each run's checkpoint, scored rows are not 
 locate run resumes from its own records.
 
   python bench/nano_recipes.py --device cuda --workers 14 --steps 1100 --batch-size 64 --n 200 --out runs/recipes
+
+A lent GPU comes for minutes, not hours, and the streamed data leaves it mostly idle, so ``--concurrent`` trains
+the recipes at the same time, one process each (``--workers`` each), and ``--budget S`` chooses the steps for
+you: every recipe first trains ``--calibrate`` steps as the real runs will (concurrently if asked), and the
+steps are the training seconds S over the slowest recipe's median seconds a step (OUT/calibration.json, reused
+on a rerun, so a resumed run keeps its steps). bench/gpu_run.sh runs it so on a lent GPU.
+
+  python bench/nano_recipes.py --device cuda --concurrent --workers 4 --budget 240 --n 200 --out runs/recipes
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import statistics
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,8 +50,9 @@ from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import FUNCTIONS, held_out_items
+from vfl.nano import parts
 from vfl.nano.model import NanoSpec
-from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, train
+from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, check_resumable, train, training_time
 
 RECIPES = {
     "projector": dict(lora_rank=0),
@@ -62,6 +73,65 @@ def recipe_config(name: str, args) -> TrainConfig:
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
                        precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
                        pseudo_words=args.pseudo_words, **recipe)
+
+
+def _train_or_exit(run: Path, config: TrainConfig, threads: int) -> None:
+    """`train` in a child process, on its share of the CPU threads (processes that each spin on all of them
+    train ten times slower); a user error ends it in one sentence and exit code 2."""
+    torch.set_num_threads(threads)
+    try:
+        train(run, config)
+    except VflError as err:
+        sys.exit(f"nano_recipes.py: {run.name}: {err}")
+
+
+def train_all(configs: dict[str, TrainConfig], out: Path, concurrent: bool) -> None:
+    """Train (or resume, or find finished) each recipe's run in OUT/NAME: one after another, or with
+    ``concurrent`` at the same time, one process each."""
+    for name, config in configs.items():
+        check_resumable(out / name, config)  # refused here in one sentence, not in a child process
+    if not concurrent or len(configs) <= 1:
+        for name, config in configs.items():
+            train(out / name, config)
+        return
+    parts.dinov2(), parts.smollm2_dir()  # convert the packaged parts once, before the children look for them
+    spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked; the children may start their own workers
+    threads = max(1, torch.get_num_threads() // len(configs))
+    children = {name: spawn.Process(target=_train_or_exit, args=(out / name, config, threads), name=name)
+                for name, config in configs.items()}
+    for child in children.values():
+        child.start()
+    for child in children.values():
+        child.join()
+    failed = {name: child.exitcode for name, child in children.items() if child.exitcode}
+    if failed:
+        raise VflError("training failed for " + ", ".join(f"{n} (exit code {c})" for n, c in failed.items())
+                       + "; its error is printed above")
+
+
+def calibrated_steps(configs: dict[str, TrainConfig], out: Path, budget: float, calibrate: int,
+                     concurrent: bool) -> int:
+    """The steps each recipe can train in ``budget`` seconds: ``calibrate`` steps of every recipe are trained as
+    the real runs will be (into OUT/calibration/NAME), and the slowest recipe's median step, the first step (worker
+    start-up) left out, sets the pace. Recorded in OUT/calibration.json and reused on a rerun."""
+    record = out / "calibration.json"
+    asked = {"budget_s": budget, "calibrate_steps": calibrate, "recipes": sorted(configs), "concurrent": concurrent}
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if {k: saved[k] for k in asked} != asked:
+            raise VflError(f"{out} was calibrated with other settings ({ {k: saved[k] for k in asked} }); "
+                           "use another --out")
+        return saved["steps"]
+    trials = {name: replace(config, steps=calibrate, save_every=calibrate) for name, config in configs.items()}
+    train_all(trials, out / "calibration", concurrent)
+    pace = {name: round(statistics.median(training_time(out / "calibration" / name)["step_seconds"][1:]), 4)
+            for name in trials}
+    steps = int(budget / max(pace.values()))
+    if steps < 1:
+        raise VflError(f"--budget {budget:g} s is less than one step ({max(pace.values()):.2f} s)")
+    record.write_text(json.dumps({**asked, "seconds_per_step": pace, "steps": steps}, indent=2) + "\n")
+    print(f"calibrated: {steps} steps in {budget:g} s ({', '.join(f'{n} {s:.3f} s/step' for n, s in pace.items())})")
+    return steps
 
 
 def trained_parameters(weights: Path) -> int:
@@ -89,9 +159,14 @@ def main() -> None:
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(DEFAULT), help="comma-separated: " + ", ".join(RECIPES))
-    parser.add_argument("--steps", type=int, default=1100)
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps of every recipe (default 1100)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="choose --steps so that each recipe trains in about this many seconds (calibrated)")
+    parser.add_argument("--calibrate", type=int, default=30, help="steps each recipe trains to calibrate --budget")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="train the recipes at the same time, one process each (a GPU the data leaves idle)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering the stream")
+    parser.add_argument("--workers", type=int, default=14, help="DataLoader workers rendering each recipe's stream")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="training's forward passes; auto: bf16 on CUDA, fp32 elsewhere")
@@ -112,6 +187,11 @@ def run() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
     args = parser.parse_args()
     args.vision_layers = [int(k) for k in args.vision_layers.split(",")]
+    if args.budget is not None and args.steps is not None:
+        parser.error("pass --steps or --budget, not both")
+    if args.budget is not None and (args.budget <= 0 or args.calibrate < 2):
+        parser.error("--budget must be positive and --calibrate at least 2 (its first step is left out)")
+    args.steps = args.steps or 1100
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
@@ -124,22 +204,34 @@ def run() -> None:
     rows = [r for _, r in json_objects(results, "results")] if results.exists() else []
     done = {(r["recipe"], r["suite"]) for r in rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, config in configs.items():
-        located = not args.locate or (args.out / name / "locate" / "summary.json").exists()
-        if located and all((name, suite) in done for suite in SCORED_SUITES):
-            continue
-        weights, timing = args.out / name / "weights", args.out / name / "train_seconds.json"
-        started = time.perf_counter()
-        train(args.out / name, config)  # trains, resumes a killed run, or (finished) refuses other settings
-        if not timing.exists():  # the call that finished training (a resumed run: its last part only)
-            timing.write_text(json.dumps(round(time.perf_counter() - started, 1)) + "\n")
-        adapter = load(f"nano:{weights}", device=args.device)
+    if args.budget is not None:
+        steps = calibrated_steps(configs, args.out, args.budget, args.calibrate, args.concurrent)
+        configs = {name: replace(config, steps=steps) for name, config in configs.items()}
+
+    def located(name: str) -> bool:
+        return not args.locate or (args.out / name / "locate" / "summary.json").exists()
+
+    def finished(name: str) -> bool:
+        return located(name) and all((name, suite) in done for suite in SCORED_SUITES)
+
+    # trains, resumes killed runs, or finds them finished
+    train_all({n: c for n, c in configs.items() if not finished(n)}, args.out, args.concurrent)
+    adapters = {}
+
+    def adapter(name: str):
+        if name not in adapters:
+            adapters[name] = load(f"nano:{args.out / name / 'weights'}", device=args.device)
+        return adapters[name]
+
+    for name, config in configs.items():  # every recipe is scored before any is located: rows first, under a deadline
+        weights = args.out / name / "weights"
         for suite in SCORED_SUITES:
             if (name, suite) in done:
                 continue
-            summary, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)
+            summary, _ = evaluate(adapter(name), held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)
             row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
-                   "train_s": json.loads(timing.read_text()), "trained_parameters": trained_parameters(weights),
+                   "train_s": training_time(args.out / name)["seconds"], "concurrent": args.concurrent,
+                   "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
                    "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
                    "pseudo_words": config.pseudo_words,
@@ -149,9 +241,11 @@ def run() -> None:
             rows.append(row)
             with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-        if not located:
+    # a full fine-tune's language model is too large to copy off a lent GPU, so it is located there first
+    for name in sorted(configs, key=lambda n: not configs[n].full):
+        if not located(name):
             probes = make_probes(FUNCTIONS, n=args.locate, suite="v2", out=args.out / "probes-v2")
-            locate(adapter, probes=probes, window=args.window, out=args.out / name / "locate")
+            locate(adapter(name), probes=probes, window=args.window, out=args.out / name / "locate")
     if args.locate:
         compared = compare([args.out / name / "locate" for name in configs], list(configs))
         write_comparison(compared, args.out / "compare")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import CPU_PRECISION
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -62,6 +64,65 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
+
+
+def test_the_budget_is_the_slowest_recipes_median_step_and_is_kept(tmp_path, monkeypatch):
+    import json
+
+    import nano_recipes
+    from vfl.errors import VflError
+    from vfl.nano.train import TrainConfig
+
+    paces = {"projector": [9.0, 0.5, 0.4, 0.6], "lora": [9.0, 1.0, 1.2, 0.9]}  # first steps: worker start-up
+
+    def fake_train(run, config):
+        assert config.steps == 4 and config.save_every == 4
+        run.mkdir(parents=True)
+        (run / "timing.json").write_text(json.dumps({"step_seconds": paces[run.name]}))
+
+    monkeypatch.setattr(nano_recipes, "train", fake_train)
+    configs = {name: TrainConfig(steps=1100) for name in paces}
+    assert nano_recipes.calibrated_steps(configs, tmp_path, 100, 4, concurrent=False) == 100  # 100 s / 1.0 s
+    saved = json.loads((tmp_path / "calibration.json").read_text())
+    assert saved["seconds_per_step"] == {"projector": 0.5, "lora": 1.0} and saved["steps"] == 100
+    monkeypatch.setattr(nano_recipes, "train", None)  # a rerun reads the record and trains nothing
+    assert nano_recipes.calibrated_steps(configs, tmp_path, 100, 4, concurrent=False) == 100
+    with pytest.raises(VflError, match="was calibrated with other settings"):
+        nano_recipes.calibrated_steps(configs, tmp_path, 50, 4, concurrent=False)
+    monkeypatch.setattr(nano_recipes, "train", fake_train)
+    with pytest.raises(VflError, match=r"--budget 0.5 s is less than one step \(1.00 s\)"):
+        nano_recipes.calibrated_steps(configs, tmp_path / "short", 0.5, 4, concurrent=False)
+
+
+@pytest.mark.slow
+def test_a_budget_calibrates_the_steps_of_recipes_trained_side_by_side(tmp_path):
+    """Two recipes in two processes: a few steps each calibrate the pace, the runs then train the steps the
+    budget allows, and a rerun keeps them (a different budget is refused). About 2 minutes on 2 cores."""
+    import json
+
+    command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector,lora", "--concurrent",
+               "--budget", "12", "--calibrate", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+               "--n", "1", "--locate", "0", "--out", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    assert calibration["recipes"] == ["lora", "projector"] and calibration["concurrent"]
+    pace = calibration["seconds_per_step"]
+    assert calibration["steps"] == int(12 / max(pace.values())) >= 1
+    for name in ("projector", "lora"):
+        assert len(json.loads((tmp_path / "calibration" / name / "timing.json").read_text())["step_seconds"]) == 2
+        assert json.loads((tmp_path / name / "timing.json").read_text())["steps"] == calibration["steps"]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["steps"] == calibration["steps"] and r["concurrent"] for r in rows)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "calibrated:" not in again.stdout
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 4
+    other = subprocess.run([*command[:command.index("--budget") + 1], "30", *command[command.index("--budget") + 2:]],
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 1 and other.stderr.strip().splitlines()[-1].startswith(
+        f"nano_recipes.py: error: {tmp_path} was calibrated with other settings")
+    both = subprocess.run([*command, "--steps", "3"], capture_output=True, text=True, timeout=600)
+    assert both.returncode == 2 and "pass --steps or --budget, not both" in both.stderr
 
 
 @pytest.mark.parametrize("where, first", [("encoder", "pixels"), ("language-model", "LM input (projector output)")])
@@ -130,6 +191,7 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     out = tmp_path / "ocr"
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
                              "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
+                             "--precision", CPU_PRECISION,
                              "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -145,7 +207,7 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     from vfl.models import load
 
     config = arm_config("letters", Namespace(steps=1, batch_size=2, seed=0, save_every=20, lora_rank=4, lm_start=0.1,
-                                             lr_lm=5e-4, workers=0, device="cpu", precision="bf16",
+                                             lr_lm=5e-4, workers=0, device="cpu", precision=CPU_PRECISION,
                                              pseudo_words=0.5))
     one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
     assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
