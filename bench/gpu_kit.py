@@ -97,15 +97,22 @@ def tree_size(root: Path) -> int:
 
 def download(wheels: Path) -> list[Path]:
     """This environment's version of each package, as a wheel for the GPU machine's Python (built from the
-    source distribution where PyPI has no wheel, as for docopt)."""
+    source distribution where PyPI has no wheel, as for docopt); one wheel a package, whatever else the folder
+    holds from an earlier pack (pip refuses two versions of one package)."""
     wheels.mkdir(parents=True, exist_ok=True)
+    chosen = []
     for name in PACKAGES:
         try:
-            pinned = f"{name}=={metadata.version(name)}"
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             raise KitError(f"{name} is not installed here; run `make setup` first") from None
-        stem = name.replace("-", "_").lower()
-        if any(w.name.lower().startswith(f"{stem}-{metadata.version(name)}-") for w in wheels.glob("*.whl")):
+        pinned, prefix = f"{name}=={version}", f"{name.replace('-', '_').lower()}-{version}-"
+
+        def found() -> list[Path]:
+            return [w for w in wheels.glob("*.whl") if w.name.lower().startswith(prefix)]
+
+        if found():
+            chosen.append(found()[0])
             continue
         platform = [flag for p in PLATFORMS for flag in ("--platform", p)]
         got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
@@ -114,10 +121,11 @@ def download(wheels: Path) -> list[Path]:
         if got.returncode:  # no wheel on the index: build one (pure-Python source distributions only)
             built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), pinned],
                                    capture_output=True, text=True)
-            if built.returncode:
+            if built.returncode or not found():
                 raise KitError(f"pip could neither download nor build a wheel of {pinned}: "
                                f"{built.stderr.strip().splitlines()[-1] if built.stderr.strip() else 'no reason given'}")
-    return sorted(wheels.glob("*.whl"))
+        chosen.append(found()[0])
+    return sorted(chosen)
 
 
 def pack(out: Path, root: Path, margin: int = 2 * MiB) -> list[Path]:
@@ -171,7 +179,7 @@ def unpack(kit: Path = KIT) -> Path:
     shutil.rmtree(site, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--no-cache-dir", "--target", str(site), *sorted(map(str, (kit / "wheels").glob("*.whl")))],
-                   check=True)
+                   check=True, stdout=sys.stderr)  # stdout is the site folder alone (gpu_run.sh reads it)
     done.write_text(manifest["sha256"])
     return site
 

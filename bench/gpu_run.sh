@@ -24,6 +24,7 @@ export PYTHONPATH="$PWD/src:$site" VFL_CACHE=${VFL_CACHE:-/tmp/vfl-cache} PYTHON
           torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU', torch.get_num_threads(), 'threads')"
 } > "$OUT/device.txt"
 left=$(( ${DEADLINE:-540} - (SECONDS - started) ))
+[ "$left" -lt 60 ] && left=60
 timeout -s INT "$left" python3 bench/nano_recipes.py --device "${DEVICE:-cuda}" --concurrent \
     --workers "${WORKERS:-4}" --budget "${BUDGET:-240}" --recipes "${RECIPES:-projector,lora,full}" \
     --n "${N:-200}" --locate "${LOCATE:-20}" --ocr-answers letters --pseudo-words 0.5 --out runs/recipes "$@" \
