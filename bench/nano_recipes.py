@@ -82,7 +82,8 @@ def _train_or_exit(run: Path, config: TrainConfig, threads: int) -> None:
     try:
         train(run, config)
     except VflError as err:
-        sys.exit(f"nano_recipes.py: {run.name}: {err}")
+        print(f"nano_recipes.py: {run.name}: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def train_all(configs: dict[str, TrainConfig], out: Path, concurrent: bool) -> None:
