@@ -193,10 +193,11 @@ def send(root: Path, out: Path, exclude: list[str], other_files: int = 0,
                     and not any(fnmatch.fnmatch(p.relative_to(root).as_posix(), glob) for glob in exclude)),
                    key=lambda p: (p.stat().st_size, str(p)))
     pieces = BACK_FILES - 1 - other_files
-    room = min(BACK_TOTAL - other_bytes - 64 * 1024, pieces * BACK_PIECE) - 10240  # the manifest; the tar's end
+    # less the manifest, and the tar's end blocks and rounding to 10240-byte records
+    room = min(BACK_TOTAL - other_bytes - 64 * 1024, pieces * BACK_PIECE) - 2 * tarfile.RECORDSIZE
     chosen, left, used = [], [], 0
     for path in files:
-        size = path.stat().st_size + 1024
+        size = path.stat().st_size + 2048  # its header (a long name's too) and padding to 512 bytes
         if used + size <= room:
             chosen.append(path)
             used += size
