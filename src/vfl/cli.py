@@ -364,15 +364,10 @@ def _nano(args) -> None:
             print(f"shipped into {WEIGHTS}")
     elif args.action == "ship":
         from vfl.nano.model import WEIGHTS
-        from vfl.nano.train import progress, ship
+        from vfl.nano.train import ship
 
-        trained = progress(args.run / "weights")
-        if trained is None:
-            raise VflError(f"{args.run} is no `vfl nano train` run folder (it lacks train.json or losses.json)")
-        if trained[0] < trained[1]:
-            raise VflError(f"{args.run} is still training (step {trained[0]} of {trained[1]}); ship a finished run")
-        ship(args.run / "weights", WEIGHTS)
-        print(f"shipped {args.run} (step {trained[0]}) into {WEIGHTS}")
+        ship(args.run / "weights", WEIGHTS)  # refuses a folder that is no finished run
+        print(f"shipped {args.run} into {WEIGHTS}")
     elif args.action == "eval":
         from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights

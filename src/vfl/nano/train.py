@@ -474,8 +474,13 @@ def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list
 
 
 def ship(weights: Path, target: Path) -> None:
-    """Replace the package's weights with a run's: projector, LoRA if any, spec, and the run's settings
+    """Replace the package's weights with a finished run's: projector, LoRA if any, spec, and the run's settings
     (train.json) and loss curve, so that the shipped model says how to retrain it."""
+    trained = progress(weights)
+    if trained is None:
+        raise VflError(f"{weights.parent} is no `vfl nano train` run folder (it lacks train.json or losses.json)")
+    if trained[0] < trained[1]:
+        raise VflError(f"{weights.parent} is still training (step {trained[0]} of {trained[1]}); ship a finished run")
     if not (weights / "projector.safetensors").is_file():
         raise VflError(f"{weights} holds no trained projector (projector.safetensors); nothing to ship")
     size = sum(f.stat().st_size for f in weights.glob("*.safetensors"))
