@@ -111,19 +111,17 @@ def download(wheels: Path) -> list[Path]:
         def found() -> list[Path]:
             return [w for w in wheels.glob("*.whl") if w.name.lower().startswith(prefix)]
 
-        if found():
-            chosen.append(found()[0])
-            continue
         platform = [flag for p in PLATFORMS for flag in ("--platform", p)]
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                              "--python-version", PYTHON, "--implementation", "cp", *platform, "-d", str(wheels),
-                              pinned], capture_output=True, text=True)
-        if got.returncode:  # no wheel on the index: build one (pure-Python source distributions only)
-            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), pinned],
-                                   capture_output=True, text=True)
-            if built.returncode or not found():
-                raise KitError(f"pip could neither download nor build a wheel of {pinned}: "
-                               f"{built.stderr.strip().splitlines()[-1] if built.stderr.strip() else 'no reason given'}")
+        for pip in (["download", "--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp",
+                     *platform, "-d"],
+                    ["wheel", "-w"]):  # no wheel on the index: build one (pure-Python source distributions only)
+            if found():
+                break
+            got = subprocess.run([sys.executable, "-m", "pip", pip[0], "-q", "--no-deps", *pip[1:], str(wheels),
+                                  pinned], capture_output=True, text=True)
+        if not found():
+            reason = got.stderr.strip().splitlines()[-1] if got.stderr.strip() else "no reason given"
+            raise KitError(f"pip could neither download nor build a wheel of {pinned}: {reason}")
         chosen.append(found()[0])
     return sorted(chosen)
 
