@@ -338,3 +338,42 @@ def test_batched_evaluation_answers_as_the_engine_does(adapters, family):
     assert batched == one
     assert len({len(adapter.tokenizer(adapter.chat_text(q)).input_ids) for q in questions}) > 1
     assert adapter.tokenizer.padding_side == side  # the tokenizer is handed back as it was
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_engine_passes_its_cache_under_the_installed_transformers_name(adapters, family):
+    """transformers 5.24 renamed forward's `past_key_values` to `cache` and warns on the old name: a sweep,
+    its scores and a drop must not warn (users would see it in every run)."""
+    import warnings
+
+    adapter = adapters(family)
+    prompt_a, prompt_b = prompts(adapter, 1)
+    rows = controls(adapter.num_layers) + layer_windows(adapter.num_layers)[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        swap_sweep(adapter, prompt_a, prompt_b, rows, 2)
+        swap_logprobs(adapter, prompt_a, prompt_b, rows, [[1], [2]])
+        drop_sweep(adapter, prompt_a, rows, 2)
+
+
+def test_a_forward_without_the_new_cache_name_gets_the_old_one(adapters):
+    """transformers 5.23's forward knows only `past_key_values`."""
+    from vfl.models import adapter_for
+
+    adapter = adapters("llava")
+    model = adapter.model
+
+    class OlderLlava(type(model)):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return super().forward(input_ids=input_ids, cache=past_key_values, **kwargs)
+
+    assert set(adapter.cache_inputs(None)) == {"cache", "use_cache"}
+    prompt_a, prompt_b = prompts(adapter, 1)
+    expected = swap_sweep(adapter, prompt_a, prompt_b, controls(adapter.num_layers), NEW)
+    model.__class__ = OlderLlava
+    try:
+        older = adapter_for(model, adapter.processor)
+        assert set(older.cache_inputs(None)) == {"past_key_values", "use_cache"}
+        assert swap_sweep(older, prompt_a, prompt_b, controls(older.num_layers), NEW) == expected
+    finally:
+        model.__class__ = OlderLlava.__mro__[1]

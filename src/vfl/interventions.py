@@ -140,7 +140,7 @@ def prefill(adapter: Adapter, prompt: Prompt, rows: int = 1, patch=None) -> Dyna
         tokens = {k: v[:, :end].expand(rows, -1) for k, v in prompt.token_inputs.items()}
         adapter.model(input_ids=prompt.input_ids[:, :end].expand(rows, -1),
                       position_ids=adapter.model_positions(prompt.positions[..., :end].expand(-1, rows, -1)),
-                      past_key_values=cache, use_cache=True, logits_to_keep=1, **images, **tokens)
+                      **adapter.cache_inputs(cache), logits_to_keep=1, **images, **tokens)
     finally:
         for handle in handles:
             handle.remove()
@@ -316,7 +316,7 @@ def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: i
     steps = []
     for step in range(max_new_tokens):
         logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
-                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                               **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1]
         token = logits.argmax(-1)
         steps.append(token)
         finished |= torch.isin(token, eos)
@@ -363,7 +363,7 @@ def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answe
     positions = torch.cat([prompt.positions[..., start:], prompt.positions[..., -1:] + steps], dim=-1)
     positions = positions.expand(-1, len(answers), -1).to(adapter.device)
     logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
-                           past_key_values=cache, use_cache=True, logits_to_keep=longest + 1).logits
+                           **adapter.cache_inputs(cache), logits_to_keep=longest + 1).logits
     logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32
     logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     mask = torch.arange(longest, device=ids.device).view(1, -1) < torch.tensor([len(a) for a in answers],

@@ -50,7 +50,7 @@ def answer_losses(adapter: Adapter, sample: dict, interventions: list[Interventi
     with visual_kv_dropped(adapter, interventions, prompt.visual_span):
         logits = adapter.model(input_ids=prompt.input_ids[:, start:].expand(rows, -1),
                                position_ids=adapter.model_positions(prompt.positions[..., start:].expand(-1, rows, -1)),
-                               past_key_values=cache, use_cache=True).logits
+                               **adapter.cache_inputs(cache)).logits
     return answer_loss(logits, labels[:, start:].expand(rows, -1)).tolist()
 
 

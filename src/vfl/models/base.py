@@ -7,6 +7,7 @@ processor and chat template. Families override only what differs (e.g. Qwen2-VL'
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -62,6 +63,9 @@ class Adapter:
         self.text_config = model.config.get_text_config()
         self.image_token_id = model.config.image_token_id
         self.eos_token_ids = self._eos_token_ids()
+        # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns, and goes in 5.40);
+        # 5.23 knows only the old name
+        self._cache_keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # -- where things are -------------------------------------------------------------------------
     @property
@@ -136,6 +140,10 @@ class Adapter:
         """Position ids of the whole prompt, shape (R, 1, T)."""
         length = inputs["input_ids"].shape[1]
         return torch.arange(length).view(1, 1, length)
+
+    def cache_inputs(self, cache) -> dict:
+        """The forward's keywords that read and extend ``cache``, in the installed transformers' spelling."""
+        return {self._cache_keyword: cache, "use_cache": True}
 
     @staticmethod
     def model_positions(positions: torch.Tensor) -> torch.Tensor:
