@@ -1,5 +1,9 @@
+import multiprocessing
+import os
+import runpy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,7 +41,61 @@ def adapters():
     return get
 
 
+# Python processes are forked from a server that has imported torch, transformers and vfl once: a fresh
+# interpreter spends 8-9 s on those imports on a 2-core machine, most of the suite's time. Each call is still
+# its own process, with its own output, environment, working folder and exit status.
+_FORKSERVER = multiprocessing.get_context("forkserver")
+_FORKSERVER.set_forkserver_preload(["torch", "transformers", "peft", "matplotlib.pyplot", "vfl.cli", "vfl.models",
+                                    "vfl.runner", "vfl.nano.model"])
+
+
+def _python_main(argv, environ, cwd, stdout, stderr):
+    """In the forked process: what `python ARGV` runs (`-m MODULE ...` or `SCRIPT ...`), into the two files."""
+    os.environ.clear()
+    os.environ.update(environ)
+    if cwd is not None:
+        os.chdir(cwd)
+    for path, fd in ((stdout, 1), (stderr, 2)):
+        with open(path, "wb") as handle:
+            os.dup2(handle.fileno(), fd)
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        sys.modules.pop(argv[1], None)  # preloaded, but `python -m` runs it as __main__ without importing it
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv
+        sys.path.insert(0, str(Path(argv[0]).parent))
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+def start_python(*args, stdout=os.devnull, stderr=os.devnull, cwd=None) -> multiprocessing.Process:
+    """`python ARGS` started in a forked process writing into the two files: `.kill()` it, `.join()` it."""
+    process = _FORKSERVER.Process(target=_python_main, args=([str(a) for a in args], dict(os.environ), cwd,
+                                                             stdout, stderr))
+    process.start()
+    return process
+
+
+def run_python(*args, cwd=None, env=None, timeout=600):
+    """`python ARGS` in a fresh process, as `subprocess.run(..., capture_output=True, text=True)` returns it.
+
+    A process of its own environment (``env``: huggingface_hub reads it at import) starts a new interpreter;
+    the rest are forked from the preloaded server."""
+    argv = ["python", *map(str, args)]
+    if env is not None:
+        return subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, cwd=cwd, env=env,
+                              timeout=timeout)
+    with tempfile.TemporaryDirectory() as folder:
+        stdout, stderr = Path(folder, "stdout"), Path(folder, "stderr")
+        process = start_python(*args, stdout=stdout, stderr=stderr, cwd=cwd)
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, process.exitcode, stdout.read_text(), stderr.read_text())
+
+
 def run_cli(*args, cwd=None, env=None, module="vfl.cli"):
     """Run `python -m vfl.cli ARGS` in a fresh process; returns CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    return run_python("-m", module, *args, cwd=cwd, env=env)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CPU_PRECISION
+from conftest import CPU_PRECISION, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
 def test_the_benchmark_prints_its_timings_and_ratios_at_a_tiny_shape():
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "sweep.py"), "--shape", "tiny", "--repeats", "1",
-                             "--probes", "2"], capture_output=True, text=True, timeout=300)
+    result = run_python(str(ROOT / "bench" / "sweep.py"), "--shape", "tiny", "--repeats", "1",
+                        "--probes", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"^ratios: sweep/plain=\d+\.\d\d naive/sweep=\d+\.\d\d$", result.stdout, re.M), result.stdout
     assert re.search(r"\(d\) 2-probe sweep: \d+\.\d\d probes/s", result.stdout)
@@ -45,11 +45,11 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     parameters, a locate run on v2 probes and a comparison; a rerun scores nothing again."""
     import json
 
-    command = [sys.executable, str(ROOT / "bench" / "nano_recipes.py"), "--recipes", "projector", "--steps", "1",
+    command = [ROOT / "bench" / "nano_recipes.py", "--recipes", "projector", "--steps", "1",
                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
                "--loss-weights", "ground=2", "--ocr-answers", "letters", "--pseudo-words", "0.5",
-               "--out", str(tmp_path)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+               "--out", tmp_path]
+    first = run_python(*command)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [(r["recipe"], r["suite"]) for r in rows] == [("projector", "v2"), ("projector", "v1")]
@@ -61,7 +61,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
     assert json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"][0]["name"] == "projector"
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = run_python(*command)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
 
@@ -130,8 +130,8 @@ def test_the_encoder_probe_writes_a_row_per_layer(tmp_path, where, first):
     import json
 
     out = tmp_path / "probe.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "encoder_probe.py"), "--images", "12", "--steps", "3",
-                             "--where", where, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = run_python(str(ROOT / "bench" / "encoder_probe.py"), "--images", "12", "--steps", "3",
+                        "--where", where, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(out.read_text())
     rows = table["rows"]
@@ -151,8 +151,8 @@ def test_loss_shares_weigh_each_functions_gradient_as_each_loss_does(tmp_path):
     assert shares(found, {}) == {f: 0.25 for f in found}
     assert shares(found, {"ground": 2.0})["ground"] == 0.4
     out = tmp_path / "shares.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "loss_shares.py"), "--params", "projector", "--n", "1",
-                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = run_python(str(ROOT / "bench" / "loss_shares.py"), "--params", "projector", "--n", "1",
+                        "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(out.read_text())
     assert table["answer_tokens"]["ground"] > 10 * table["answer_tokens"]["recog"]  # a box against a yes/no
@@ -169,8 +169,8 @@ def test_the_letter_probe_reads_each_encoder_layer(tmp_path):
     image, labels = letter_image(random.Random(3))
     assert sum(label < len(LETTERS) for label in labels) == 8 and len(labels) == (224 // CELL) ** 2
     out = tmp_path / "letters.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "encoder_probe.py"), "--task", "letters", "--images",
-                             "4", "--steps", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = run_python(str(ROOT / "bench" / "encoder_probe.py"), "--task", "letters", "--images",
+                        "4", "--steps", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["layers"] for r in rows][:2] == ["pixels", "layer 0"] and len(rows) == 15
@@ -189,11 +189,10 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     assert scores["exact"] == 0.25 and scores["first_letter"] == 0.5 and scores["distinct_answers"] == 3
     assert scores["char_similarity"] == round((1 + 0.75 + 1 / 6 + 1 / 6) / 4, 4)  # pencil: 5 edits from cow or fern
     out = tmp_path / "ocr"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
-                             "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
-                             "--precision", CPU_PRECISION,
-                             "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
+    result = run_python(str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
+                        "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
+                        "--precision", CPU_PRECISION,
+                        "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     run = json.loads((out / "letters" / "train.json").read_text())
     assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
@@ -211,6 +210,5 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
                                              pseudo_words=0.5))
     one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
     assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
-    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes"],
-                         capture_output=True, text=True, timeout=600)
+    bad = run_python(str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes")
     assert bad.returncode == 2 and "--arms takes tokens, letters" in bad.stderr

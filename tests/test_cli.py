@@ -2,14 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, start_python
 from vfl.probes.generate import make_probe_set
 from vfl.runner import read_records
 
@@ -55,14 +54,13 @@ def test_a_killed_run_resumes_without_losing_or_repeating_records(tiny_llava_dir
     full = run_cli(*args, "--out", tmp_path / "full")
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "vfl.cli", *map(str, args), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_python("-m", "vfl.cli", *args, "--out", out)
     results = out / "results.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (results.exists() and results.stat().st_size > 20000):
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.kill()  # SIGKILL
+    process.join()
     partial = len(read_records(results))
     assert 0 < partial < 2 * 40 * 8, "the kill did not land mid-run"
     with results.open("a") as handle:  # and a torn line, as a kill during a write leaves it

@@ -83,14 +83,11 @@ def test_bad_training_numbers_end_in_one_sentence(tiny_llava_dir, tmp_path, opti
 
 
 def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
-    import signal
-    import subprocess
-    import sys
     import time
 
     from safetensors.torch import load_file
 
-    from conftest import run_cli
+    from conftest import run_cli, start_python
     from vfl.probes.generate import make_probe_set
 
     data = make_probe_set(["count"], 4, 32, 0, tmp_path / "data")
@@ -100,13 +97,12 @@ def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
     trained = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
     assert {k.split(".layers.")[1].split(".")[0] for k in trained} == {"1", "3"}
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "vfl.cli", *map(str, _lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_python("-m", "vfl.cli", *_lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "progress.json").exists():
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.kill()  # SIGKILL
+    process.join()
     at_kill = json.loads((out / "progress.json").read_text())
     assert at_kill["step"] < 12, "the kill did not land mid-run"
     again = run_cli(*_lora_args(tiny_llava_dir, data, out, "--layers", "1,3"))

@@ -2,15 +2,12 @@
 is the same for a sample index whoever renders it; bad recipes end in one sentence."""
 
 import json
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import CPU_PRECISION, run_cli
+from conftest import CPU_PRECISION, run_cli, start_python
 
 ARGS = ["nano", "train", "--steps", 6, "--per-function", 4, "--batch-size", 4, "--save-every", 2]
 STREAM = ["nano", "train", "--data", "stream", "--workers", 2, "--device", "cpu", "--steps", 4, "--batch-size", 2,
@@ -24,13 +21,12 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
     whole = run_cli(*args, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "vfl.cli", *map(str, args), "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_python("-m", "vfl.cli", *args, "--out", out)
     deadline = time.time() + 600
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.kill()  # SIGKILL
+    process.join()
     done = len(json.loads((out / "losses.json").read_text()))
     assert done < args[args.index("--steps") + 1], "the run finished before the kill"
     if "stream" in args:  # an unfinished run's latest weights are evaluated where they lie, and said to be so

@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, start_python
 from vfl.runner import read_records
 
 
@@ -32,17 +32,17 @@ def one_error_line(result, message):
 
 def test_a_second_locate_on_the_same_folder_is_refused_and_the_first_completes(tiny_llava_dir, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "vfl.cli", "locate", "--model", str(tiny_llava_dir), "--functions", "count,ocr",
-            "--n", "30", "--size", "32", "--out", str(out)]
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = ["locate", "--model", tiny_llava_dir, "--functions", "count,ocr", "--n", 30, "--size", 32, "--out", out]
+    first = start_python("-m", "vfl.cli", *args, stderr=tmp_path / "first.stderr")
     results = out / "results.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (results.exists() and results.stat().st_size > 0) and first.poll() is None:
+    while time.time() < deadline and not (results.exists() and results.stat().st_size > 0) and first.is_alive():
         time.sleep(0.05)
-    assert first.poll() is None, "the first run ended before the second could start"
-    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert first.is_alive(), "the first run ended before the second could start"
+    second = run_cli(*args)
     one_error_line(second, "is in use by another vfl process")
-    assert first.wait(timeout=600) == 0, first.stderr.read()
+    first.join(600)
+    assert first.exitcode == 0, (tmp_path / "first.stderr").read_text()[-2000:]
     records = read_records(results)
     keys = {(r["id"], r["intervention"]) for r in records}
     assert len(records) == len(keys) == 2 * 30 * (6 + 2)  # functions x probes x (layers + 2 controls)
