@@ -186,7 +186,8 @@ def generated_logprob(adapter, prompt, tokens):
                          [(f, "hidden") for f in ("llava", "qwen3_vl", "gemma3")])
 def test_teacher_forced_logprobs_equal_generates_own(adapters, family, what):
     """No swap scores A's answer as `generate` does on A, every layer (for hidden rows: patching from layer 0)
-    scores B's as on B; each row's cache is built once and repeated per answer, so batching changes nothing."""
+    scores B's as on B; each row's cache and suffix are computed once and repeated per answer, so batching
+    changes nothing."""
     adapter = adapters(family)
     prompt_a, prompt_b = prompts(adapter, 2)
     rows = narrowed(controls(adapter.num_layers) + layer_windows(adapter.num_layers), what)
@@ -198,6 +199,15 @@ def test_teacher_forced_logprobs_equal_generates_own(adapters, family, what):
     one_at_a_time = swap_logprobs(adapter, prompt_a, prompt_b, rows, [none, every], batch_size=1)
     assert sum(one_at_a_time, []) == pytest.approx(sum(logprobs, []), rel=1e-9)
     assert all(len(row) == 2 for row in logprobs)
+    # nor does scoring an answer beside a longer one (its padding stays out of the sum), or one token long
+    assert len(every) > 2
+    mixed = swap_logprobs(adapter, prompt_a, prompt_b, rows, [none[:2], every])
+    assert [row[1] for row in mixed] == pytest.approx([row[1] for row in logprobs], rel=1e-9)
+    alone = swap_logprobs(adapter, prompt_a, prompt_b, rows, [none[:2]])
+    assert [row[0] for row in mixed] == pytest.approx([row[0] for row in alone], rel=1e-9)
+    assert mixed[0][0] == pytest.approx(generated_logprob(adapter, prompt_a, none[:2]), rel=1e-5)
+    first = swap_logprobs(adapter, prompt_a, prompt_b, rows[:1], [none[:1]])
+    assert first[0][0] == pytest.approx(generated_logprob(adapter, prompt_a, none[:1]), rel=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])

@@ -351,24 +351,31 @@ def check_pair(probe_id: str, prompt_a: Prompt, prompt_b: Prompt) -> None:
 
 @torch.inference_mode()
 def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answers: list[list[int]]) -> torch.Tensor:
-    """Summed log-probability of ``answers[r]`` continuing the prompt's suffix under cache row r (teacher
-    forcing, one batched forward). Answers are right-padded: causal attention keeps padding out of the sums."""
-    start = prompt.prefix_length
+    """``[r][j]``: summed log-probability of ``answers[j]`` continuing the prompt's suffix under cache row r
+    (teacher forcing). The suffix runs once per row, then its cache is repeated for the answers: the answers
+    share it, and a short answer's cost is mostly the suffix. Answers are right-padded: causal attention
+    keeps padding out of the sums."""
+    start, rows = prompt.prefix_length, cache.layers[0].keys.shape[0]
     suffix = prompt.input_ids[0, start:]
+    positions = prompt.positions[..., start:].expand(-1, rows, -1).to(adapter.device)
+    first = adapter.model(input_ids=suffix.expand(rows, -1), position_ids=adapter.model_positions(positions),
+                          **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1:]
     longest = max(1, max(len(a) for a in answers))
-    pad = int(suffix[-1])
-    ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=adapter.device)
-    input_ids = torch.cat([suffix.expand(len(answers), -1), ids], dim=1)
-    steps = torch.arange(1, longest + 1, device=prompt.positions.device).view(1, 1, -1)
-    positions = torch.cat([prompt.positions[..., start:], prompt.positions[..., -1:] + steps], dim=-1)
-    positions = positions.expand(-1, len(answers), -1).to(adapter.device)
-    logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
-                           **adapter.cache_inputs(cache), logits_to_keep=longest + 1).logits
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32
+    ids = torch.tensor([a + [int(suffix[-1])] * (longest - len(a)) for a in answers], device=adapter.device)
+    ids = ids.repeat(rows, 1)  # row r * len(answers) + j: answer j under cache row r
+    logits = first.repeat_interleave(len(answers), dim=0)
+    if longest > 1:
+        steps = torch.arange(1, longest, device=prompt.positions.device).view(1, 1, -1)
+        positions = (prompt.positions[..., -1:] + steps).expand(-1, len(ids), -1).to(adapter.device)
+        rest = adapter.model(input_ids=ids[:, :-1], position_ids=adapter.model_positions(positions),
+                             **adapter.cache_inputs(repeat_cache(cache, len(answers), adapter.model.config)),
+                             logits_to_keep=longest - 1).logits
+        logits = torch.cat([logits, rest], dim=1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32
     logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    mask = torch.arange(longest, device=ids.device).view(1, -1) < torch.tensor([len(a) for a in answers],
-                                                                                device=ids.device).view(-1, 1)
-    return (logprobs * mask).sum(-1).cpu()
+    lengths = torch.tensor([len(a) for a in answers], device=ids.device).repeat(rows)
+    mask = torch.arange(longest, device=ids.device).view(1, -1) < lengths.view(-1, 1)
+    return (logprobs * mask).sum(-1).view(rows, len(answers)).cpu()
 
 
 def _row_batches(interventions: list[Intervention], size: int | None):
@@ -407,14 +414,13 @@ def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventio
 def swap_logprobs(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
                   answers: list[list[int]], batch_size: int | None = None, pair: Pair | None = None) -> list[list[float]]:
     """``[v][j]``: the log-probability of ``answers[j]`` (e.g. A's and B's own answers) under swap
-    intervention v, teacher-forced; one forward per batch of rows. Each row's cache is built once and
-    repeated for the answers (a hidden-state swap's patched prefix is the costly part)."""
+    intervention v, teacher-forced. Each row's cache and suffix are computed once and repeated for the answers
+    (a hidden-state swap's patched prefix is the costly part)."""
     pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
     logprobs = [None] * len(interventions)
     for rows, chunk in _row_batches(interventions, batch_size):
-        cache = repeat_cache(_row_cache(adapter, pair, prompt_a, chunk), len(answers), adapter.model.config)
-        values = answer_logprobs(adapter, cache, prompt_a, [answer for _ in chunk for answer in answers])
-        for r, value in zip(rows, values.view(len(chunk), len(answers)).tolist()):
+        values = answer_logprobs(adapter, _row_cache(adapter, pair, prompt_a, chunk), prompt_a, answers)
+        for r, value in zip(rows, values.tolist()):
             logprobs[r] = value
     return logprobs
 
