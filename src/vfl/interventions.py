@@ -303,27 +303,31 @@ def visual_kv_dropped(adapter: Adapter, interventions: list[Intervention], span:
 
 
 # -- decoding --------------------------------------------------------------------------------------
+def suffix_inputs(adapter: Adapter, prompt: Prompt, rows: int) -> dict:
+    """The forward's token ids and positions of the prompt's suffix (what follows the prefilled prefix), for
+    ``rows`` cache rows."""
+    start = prompt.prefix_length
+    return {"input_ids": prompt.input_ids[:, start:].expand(rows, -1),
+            "position_ids": adapter.model_positions(prompt.positions[..., start:].expand(-1, rows, -1))}
+
+
 @torch.inference_mode()
 def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: int,
                   max_new_tokens: int) -> list[list[int]]:
     """Feed the prompt's suffix to every cache row and decode greedily; each row ends at its first EOS."""
-    start = prompt.prefix_length
-    input_ids = prompt.input_ids[:, start:].expand(rows, -1)
-    positions = prompt.positions[..., start:].expand(-1, rows, -1).to(adapter.device)
-    last = prompt.positions[..., -1:].expand(-1, rows, -1).to(adapter.device)
+    inputs = suffix_inputs(adapter, prompt, rows)
+    last = prompt.positions[..., -1:].expand(-1, rows, -1)
     eos = torch.tensor(sorted(adapter.eos_token_ids), device=adapter.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=adapter.device)
     steps = []
     for step in range(max_new_tokens):
-        logits = adapter.model(input_ids=input_ids, position_ids=adapter.model_positions(positions),
-                               **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1]
+        logits = adapter.model(**inputs, **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1]
         token = logits.argmax(-1)
         steps.append(token)
         finished |= torch.isin(token, eos)
         if bool(finished.all()):
             break
-        input_ids = token[:, None]
-        positions = last + step + 1
+        inputs = {"input_ids": token[:, None], "position_ids": adapter.model_positions(last + step + 1)}
     tokens = torch.stack(steps, dim=1).tolist()
     eos_ids = adapter.eos_token_ids
     return [_cut_at_eos(row, eos_ids) for row in tokens]
@@ -355,18 +359,17 @@ def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answe
     (teacher forcing). The suffix runs once per row, then its cache is repeated for the answers: the answers
     share it, and a short answer's cost is mostly the suffix. Answers are right-padded: causal attention
     keeps padding out of the sums."""
-    start, rows = prompt.prefix_length, cache.layers[0].keys.shape[0]
-    suffix = prompt.input_ids[0, start:]
-    positions = prompt.positions[..., start:].expand(-1, rows, -1).to(adapter.device)
-    first = adapter.model(input_ids=suffix.expand(rows, -1), position_ids=adapter.model_positions(positions),
-                          **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1:]
+    rows = cache.layers[0].keys.shape[0]
+    first = adapter.model(**suffix_inputs(adapter, prompt, rows), **adapter.cache_inputs(cache),
+                          logits_to_keep=1).logits[:, -1:]
     longest = max(1, max(len(a) for a in answers))
-    ids = torch.tensor([a + [int(suffix[-1])] * (longest - len(a)) for a in answers], device=adapter.device)
+    pad = int(prompt.input_ids[0, -1])
+    ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=adapter.device)
     ids = ids.repeat(rows, 1)  # row r * len(answers) + j: answer j under cache row r
     logits = first.repeat_interleave(len(answers), dim=0)
     if longest > 1:
         steps = torch.arange(1, longest, device=prompt.positions.device).view(1, 1, -1)
-        positions = (prompt.positions[..., -1:] + steps).expand(-1, len(ids), -1).to(adapter.device)
+        positions = (prompt.positions[..., -1:] + steps).expand(-1, len(ids), -1)
         rest = adapter.model(input_ids=ids[:, :-1], position_ids=adapter.model_positions(positions),
                              **adapter.cache_inputs(repeat_cache(cache, len(answers), adapter.model.config)),
                              logits_to_keep=longest - 1).logits

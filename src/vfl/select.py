@@ -21,7 +21,7 @@ import torch
 
 from vfl import runner
 from vfl.errors import VflError
-from vfl.interventions import Intervention, check_layers, prefill, repeat_cache, visual_kv_dropped
+from vfl.interventions import Intervention, check_layers, prefill, repeat_cache, suffix_inputs, visual_kv_dropped
 from vfl.lora import answer_loss, encode, open_image
 from vfl.models import Adapter
 
@@ -48,9 +48,7 @@ def answer_losses(adapter: Adapter, sample: dict, interventions: list[Interventi
         raise VflError(f"sample {sample['id']}: the answer must come after a question that follows the image")
     cache = repeat_cache(prefill(adapter, prompt), rows, adapter.model.config)
     with visual_kv_dropped(adapter, interventions, prompt.visual_span):
-        logits = adapter.model(input_ids=prompt.input_ids[:, start:].expand(rows, -1),
-                               position_ids=adapter.model_positions(prompt.positions[..., start:].expand(-1, rows, -1)),
-                               **adapter.cache_inputs(cache)).logits
+        logits = adapter.model(**suffix_inputs(adapter, prompt, rows), **adapter.cache_inputs(cache)).logits
     return answer_loss(logits, labels[:, start:].expand(rows, -1)).tolist()
 
 
