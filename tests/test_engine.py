@@ -5,7 +5,7 @@ import torch
 
 from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, narrowed, prefill,
-                               prefill_pair, swap_logprobs, swap_sweep, swap_visual_hidden, swap_visual_kv,
+                               prefill_pair, swap_answers, swap_logprobs, swap_sweep, swap_visual_hidden, swap_visual_kv,
                                sweep_interventions)
 from vfl.models.tiny import FAMILIES
 from vfl.probes.generate import make_pair
@@ -208,6 +208,26 @@ def test_teacher_forced_logprobs_equal_generates_own(adapters, family, what):
     assert mixed[0][0] == pytest.approx(generated_logprob(adapter, prompt_a, none[:2]), rel=1e-5)
     first = swap_logprobs(adapter, prompt_a, prompt_b, rows[:1], [none[:1]])
     assert first[0][0] == pytest.approx(generated_logprob(adapter, prompt_a, none[:1]), rel=1e-5)
+
+
+@pytest.mark.parametrize("family, what", [(f, "kv") for f in FAMILIES] + [("llava", "hidden")])
+def test_swap_answers_equal_decoding_then_scoring(adapters, family, what):
+    """`swap_answers` (one suffix per row for decode and scores, a row's own answer scored by its decode) gives
+    `swap_sweep`'s answers and `swap_logprobs`' scores of the controls' answers, in any batching: rows whose
+    answer is A's, B's or neither, and, in batches of one, rows decoded before B's answer was known."""
+    adapter = adapters(family)
+    kinds = set()
+    for index in range(3):
+        prompt_a, prompt_b = prompts(adapter, index)
+        rows = controls(adapter.num_layers) + narrowed(layer_windows(adapter.num_layers), what)
+        expected = swap_sweep(adapter, prompt_a, prompt_b, rows, NEW)
+        expected_logprobs = swap_logprobs(adapter, prompt_a, prompt_b, rows, expected[:2])
+        for batch_size in (None, 1, 2):
+            tokens, logprobs = swap_answers(adapter, prompt_a, prompt_b, rows, NEW, batch_size)
+            assert tokens == expected
+            assert sum(logprobs, []) == pytest.approx(sum(expected_logprobs, []), rel=1e-6, abs=1e-9)
+        kinds |= {"a" if t == expected[0] else "b" if t == expected[1] else "other" for t in expected[2:]}
+    assert "a" in kinds and len(kinds) > 1, kinds  # own-answer scores and teacher-forced A's answer both used
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])

@@ -22,7 +22,7 @@ from pathlib import Path
 from vfl import report, runner
 from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, narrowed,
-                               prefill_pair, swap_logprobs, swap_sweep, sweep_interventions)
+                               prefill_pair, swap_answers, swap_sweep, sweep_interventions)
 from vfl.metrics import matches
 from vfl.models import Adapter, adapter_for
 from vfl.probes.schema import Probe, check_probe_images, load_pair, load_probes
@@ -184,9 +184,11 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
         pair = prefill_pair(adapter, prompt_a, prompt_b, hidden=what == "hidden")
         # The controls come first in every batch: their answers define `changed` and the score of every row.
         chosen = interventions[:2] + [i for i in interventions[2:] if i.name in missing]
-        tokens = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, pair)
+        if scores:
+            tokens, logprobs = swap_answers(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, pair)
+        else:
+            tokens, logprobs = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, pair), None
         answers = [decode(t, skip_special_tokens=True).strip() for t in tokens]
-        logprobs = swap_logprobs(adapter, prompt_a, prompt_b, chosen, tokens[:2], batch_size, pair) if scores else None
         answer_a, answer_b = answers[0], answers[1]
         for row, (intervention, answer) in enumerate(zip(chosen, answers)):
             if intervention.name not in missing:

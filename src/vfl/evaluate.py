@@ -59,7 +59,7 @@ def load_items(path: Path) -> list[Item]:
 def answer(adapter: Adapter, image: Image.Image, question: str, max_new_tokens: int = 32) -> str:
     """The model's greedy answer (the same prefix + decode path as the swap engine, one row)."""
     prompt = adapter.build_prompt(image, question)
-    tokens = greedy_decode(adapter, prefill(adapter, prompt), prompt, 1, max_new_tokens)[0]
+    tokens = greedy_decode(adapter, prefill(adapter, prompt), prompt, 1, max_new_tokens).tokens[0]
     return adapter.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 

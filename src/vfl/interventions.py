@@ -311,26 +311,50 @@ def suffix_inputs(adapter: Adapter, prompt: Prompt, rows: int) -> dict:
             "position_ids": adapter.model_positions(prompt.positions[..., start:].expand(-1, rows, -1))}
 
 
+@dataclass
+class Decoded:
+    """Greedy answers of the cache rows (``tokens``, each cut after its first EOS), the summed log-probability of
+    each row's own answer (``logprobs``), and, where asked for, what scoring other answers from the same rows
+    needs: the logits after the prompt's suffix (``first``, (rows, 1, vocab)) and every layer's keys and values
+    right after it (``after_suffix``)."""
+
+    tokens: list[list[int]]
+    logprobs: list[float]
+    first: torch.Tensor | None = None
+    after_suffix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
 @torch.inference_mode()
-def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: int,
-                  max_new_tokens: int) -> list[list[int]]:
-    """Feed the prompt's suffix to every cache row and decode greedily; each row ends at its first EOS."""
+def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: int, max_new_tokens: int,
+                  keep_suffix: bool = False) -> Decoded:
+    """Feed the prompt's suffix to every cache row and decode greedily; each row ends at its first EOS.
+    ``keep_suffix`` keeps the cache and logits right after the suffix (the cache grows by new tensors, so the
+    kept ones stay as they were), for `continuation_logprobs`."""
     inputs = suffix_inputs(adapter, prompt, rows)
     last = prompt.positions[..., -1:].expand(-1, rows, -1)
     eos = torch.tensor(sorted(adapter.eos_token_ids), device=adapter.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=adapter.device)
-    steps = []
+    steps, step_logprobs, first, after_suffix = [], [], None, None
     for step in range(max_new_tokens):
         logits = adapter.model(**inputs, **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1]
+        if step == 0 and keep_suffix:
+            first, after_suffix = logits[:, None], [(layer.keys, layer.values) for layer in cache.layers]
         token = logits.argmax(-1)
         steps.append(token)
+        step_logprobs.append(_log_softmax(logits).gather(-1, token[:, None])[:, 0])
         finished |= torch.isin(token, eos)
         if bool(finished.all()):
             break
         inputs = {"input_ids": token[:, None], "position_ids": adapter.model_positions(last + step + 1)}
-    tokens = torch.stack(steps, dim=1).tolist()
     eos_ids = adapter.eos_token_ids
-    return [_cut_at_eos(row, eos_ids) for row in tokens]
+    tokens = [_cut_at_eos(row, eos_ids) for row in torch.stack(steps, dim=1).tolist()]
+    per_step = torch.stack(step_logprobs, dim=1).cpu()
+    logprobs = [float(per_step[r, :len(t)].sum()) for r, t in enumerate(tokens)]
+    return Decoded(tokens, logprobs, first, after_suffix)
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)  # bf16/fp16 -> fp32
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
@@ -354,31 +378,45 @@ def check_pair(probe_id: str, prompt_a: Prompt, prompt_b: Prompt) -> None:
 
 
 @torch.inference_mode()
-def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answers: list[list[int]]) -> torch.Tensor:
-    """``[r][j]``: summed log-probability of ``answers[j]`` continuing the prompt's suffix under cache row r
-    (teacher forcing). The suffix runs once per row, then its cache is repeated for the answers: the answers
-    share it, and a short answer's cost is mostly the suffix. Answers are right-padded: causal attention
-    keeps padding out of the sums."""
-    rows = cache.layers[0].keys.shape[0]
-    first = adapter.model(**suffix_inputs(adapter, prompt, rows), **adapter.cache_inputs(cache),
-                          logits_to_keep=1).logits[:, -1:]
+def continuation_logprobs(adapter: Adapter, after_suffix: list[tuple[torch.Tensor, torch.Tensor]], first: torch.Tensor,
+                          prompt: Prompt, pairs: list[tuple[int, list[int]]]) -> list[float]:
+    """Summed log-probability of each ``(row, answer)`` pair: the answer's tokens continuing cache row ``row``,
+    teacher-forced from the keys and values right after the prompt's suffix and the logits there (``first``).
+    Answers are right-padded: causal attention keeps padding out of the sums."""
+    if not pairs:
+        return []
+    index = torch.tensor([row for row, _ in pairs], device=first.device)
+    answers = [answer for _, answer in pairs]
     longest = max(1, max(len(a) for a in answers))
     pad = int(prompt.input_ids[0, -1])
     ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=adapter.device)
-    ids = ids.repeat(rows, 1)  # row r * len(answers) + j: answer j under cache row r
-    logits = first.repeat_interleave(len(answers), dim=0)
+    logits = first[index]
     if longest > 1:
+        cache = DynamicCache(config=adapter.model.config)
+        for layer, (keys, values) in enumerate(after_suffix):
+            cache.update(keys[index.to(keys.device)], values[index.to(values.device)], layer)
         steps = torch.arange(1, longest, device=prompt.positions.device).view(1, 1, -1)
         positions = (prompt.positions[..., -1:] + steps).expand(-1, len(ids), -1)
         rest = adapter.model(input_ids=ids[:, :-1], position_ids=adapter.model_positions(positions),
-                             **adapter.cache_inputs(repeat_cache(cache, len(answers), adapter.model.config)),
-                             logits_to_keep=longest - 1).logits
-        logits = torch.cat([logits, rest], dim=1)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32
-    logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    lengths = torch.tensor([len(a) for a in answers], device=ids.device).repeat(rows)
-    mask = torch.arange(longest, device=ids.device).view(1, -1) < lengths.view(-1, 1)
-    return (logprobs * mask).sum(-1).view(rows, len(answers)).cpu()
+                             **adapter.cache_inputs(cache), logits_to_keep=longest - 1).logits
+        logits = torch.cat([logits.to(rest.device), rest], dim=1)
+    logprobs = _log_softmax(logits).gather(-1, ids.to(logits.device).unsqueeze(-1)).squeeze(-1)
+    lengths = torch.tensor([len(a) for a in answers], device=logprobs.device)
+    mask = torch.arange(longest, device=logprobs.device).view(1, -1) < lengths.view(-1, 1)
+    return (logprobs * mask).sum(-1).cpu().tolist()
+
+
+@torch.inference_mode()
+def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answers: list[list[int]]) -> list[list[float]]:
+    """``[r][j]``: summed log-probability of ``answers[j]`` continuing the prompt's suffix under cache row r
+    (teacher forcing). The suffix runs once per row and its cache serves every answer: a short answer's cost is
+    mostly the suffix."""
+    rows = cache.layers[0].keys.shape[0]
+    first = adapter.model(**suffix_inputs(adapter, prompt, rows), **adapter.cache_inputs(cache),
+                          logits_to_keep=1).logits[:, -1:]
+    after_suffix = [(layer.keys, layer.values) for layer in cache.layers]
+    values = continuation_logprobs(adapter, after_suffix, first, prompt, [(r, a) for r in range(rows) for a in answers])
+    return [values[r * len(answers):(r + 1) * len(answers)] for r in range(rows)]
 
 
 def _row_batches(interventions: list[Intervention], size: int | None):
@@ -409,7 +447,7 @@ def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventio
     answers = [None] * len(interventions)
     for rows, chunk in _row_batches(interventions, batch_size):
         cache = _row_cache(adapter, pair, prompt_a, chunk)
-        for row, tokens in zip(rows, greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens)):
+        for row, tokens in zip(rows, greedy_decode(adapter, cache, prompt_a, len(chunk), max_new_tokens).tokens):
             answers[row] = tokens
     return answers
 
@@ -417,15 +455,42 @@ def swap_sweep(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventio
 def swap_logprobs(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
                   answers: list[list[int]], batch_size: int | None = None, pair: Pair | None = None) -> list[list[float]]:
     """``[v][j]``: the log-probability of ``answers[j]`` (e.g. A's and B's own answers) under swap
-    intervention v, teacher-forced. Each row's cache and suffix are computed once and repeated for the answers
-    (a hidden-state swap's patched prefix is the costly part)."""
+    intervention v, teacher-forced. Each row's cache and suffix are computed once for all answers (a
+    hidden-state swap's patched prefix is the costly part)."""
     pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
     logprobs = [None] * len(interventions)
     for rows, chunk in _row_batches(interventions, batch_size):
-        values = answer_logprobs(adapter, _row_cache(adapter, pair, prompt_a, chunk), prompt_a, answers)
-        for r, value in zip(rows, values.tolist()):
+        for r, value in zip(rows, answer_logprobs(adapter, _row_cache(adapter, pair, prompt_a, chunk), prompt_a, answers)):
             logprobs[r] = value
     return logprobs
+
+
+def swap_answers(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, interventions: list[Intervention],
+                 max_new_tokens: int, batch_size: int | None = None,
+                 pair: Pair | None = None) -> tuple[list[list[int]], list[list[float]]]:
+    """`swap_sweep`'s answers and, per row, `swap_logprobs`' scores of the answers of the first two rows (the
+    controls: A's and B's), in fewer forward passes: each row's suffix runs once for its decode and its scores,
+    and where a row's own answer is A's or B's, the decode's log-probabilities of it are that score."""
+    pair = _pair(adapter, prompt_a, prompt_b, interventions, pair)
+    tokens, logprobs, later = [None] * len(interventions), [None] * len(interventions), []
+    for rows, chunk in _row_batches(interventions, batch_size):
+        decoded = greedy_decode(adapter, _row_cache(adapter, pair, prompt_a, chunk), prompt_a, len(chunk),
+                                max_new_tokens, keep_suffix=True)
+        for r, answer in zip(rows, decoded.tokens):
+            tokens[r] = answer
+        if tokens[0] is None or tokens[1] is None:  # batches of one: the controls' answers are not both known yet
+            later += rows
+            continue
+        drafts = tokens[:2]
+        pairs = [(i, d) for i, answer in enumerate(decoded.tokens) for d in drafts if answer != d]
+        forced = iter(continuation_logprobs(adapter, decoded.after_suffix, decoded.first, prompt_a, pairs))
+        for i, r in enumerate(rows):
+            logprobs[r] = [decoded.logprobs[i] if tokens[r] == d else next(forced) for d in drafts]
+    if later:
+        for r, value in zip(later, swap_logprobs(adapter, prompt_a, prompt_b, [interventions[r] for r in later],
+                                                 tokens[:2], batch_size, pair)):
+            logprobs[r] = value
+    return tokens, logprobs
 
 
 def drop_sweep(adapter: Adapter, prompt: Prompt, interventions: list[Intervention], max_new_tokens: int,
@@ -436,5 +501,5 @@ def drop_sweep(adapter: Adapter, prompt: Prompt, interventions: list[Interventio
     for chunk in _chunks(interventions, batch_size):
         with visual_kv_dropped(adapter, chunk, prompt.visual_span):
             answers += greedy_decode(adapter, repeat_cache(cache, len(chunk), adapter.model.config), prompt,
-                                     len(chunk), max_new_tokens)
+                                     len(chunk), max_new_tokens).tokens
     return answers
