@@ -5,7 +5,11 @@
     prefills, then all variants batched through the suffix;
 (c) naive: the same sweep with a full prefill of both images for every variant;
 (d) throughput: probes per second of the engine's sweep over --probes different pairs, and peak memory
-    (CUDA: the allocator's peak; CPU: the process's peak resident set).
+    (CUDA: the allocator's peak; CPU: the process's peak resident set);
+(e) scored: the sweep with the teacher-forced log-probabilities of the controls' answers under every row
+    (`vfl locate`'s scores), as a decode and then a scoring pass that runs the question again
+    (`swap_sweep` + `swap_logprobs`), and as `swap_answers`, where one run of the question serves both and
+    a row's own answer is scored by its decode. With random weights most rows keep A's answer.
 
 Shapes (--shape):
   nano-256  nano's architecture with real pretrained parts: SmolLM2-135M-Instruct (30 layers, its own BPE
@@ -26,7 +30,7 @@ import time
 
 import torch
 
-from vfl.interventions import controls, layer_windows, swap_sweep
+from vfl.interventions import controls, layer_windows, swap_answers, swap_logprobs, swap_sweep
 from vfl.models import DTYPES, adapter_for, check_device
 from vfl.probes.generate import make_pair
 
@@ -135,11 +139,20 @@ def main() -> None:
         for intervention in interventions:
             swap_sweep(adapter, prompt_a, prompt_b, [intervention], new)
 
+    def scored_twice():
+        tokens = swap_sweep(adapter, prompt_a, prompt_b, interventions, new)
+        swap_logprobs(adapter, prompt_a, prompt_b, interventions, tokens[:2])
+
+    def scored():
+        swap_answers(adapter, prompt_a, prompt_b, interventions, new)
+
     with torch.inference_mode():
         plain()  # warm-up
         a = timed(plain, args.repeats, device)
         b = timed(sweep, args.repeats, device)
         c = timed(naive, 1, device)
+        e_twice = timed(scored_twice, args.repeats, device)
+        e_once = timed(scored, args.repeats, device)
         rate = None
         if args.probes:
             pairs = [make_pair("count", i, size, 1) for i in range(args.probes)]
@@ -155,8 +168,10 @@ def main() -> None:
     print(f"(c) naive sweep, full prefill per variant: {c:8.2f} s")
     if rate is not None:
         print(f"(d) {args.probes}-probe sweep: {rate:.2f} probes/s")
+    print(f"(e) scored sweep, decode then scoring pass: {e_twice:8.2f} s; decode and scores together: {e_once:8.2f} s")
     print(f"peak memory: {peak_memory(device)}")
     print(f"ratios: sweep/plain={b / a:.2f} naive/sweep={c / b:.2f}")
+    print(f"scoring: two passes/together={e_twice / e_once:.2f} together/unscored sweep={e_once / b:.2f}")
 
 
 if __name__ == "__main__":

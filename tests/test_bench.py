@@ -21,6 +21,7 @@ def test_the_benchmark_prints_its_timings_and_ratios_at_a_tiny_shape():
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"^ratios: sweep/plain=\d+\.\d\d naive/sweep=\d+\.\d\d$", result.stdout, re.M), result.stdout
     assert re.search(r"\(d\) 2-probe sweep: \d+\.\d\d probes/s", result.stdout)
+    assert re.search(r"^scoring: two passes/together=\d+\.\d\d together/unscored sweep=\d+\.\d\d$", result.stdout, re.M)
     assert "peak memory:" in result.stdout and "8 variants" in result.stdout
 
 
