@@ -249,13 +249,24 @@ def swap_visual_kv(cache_a: DynamicCache, cache_b: DynamicCache, span: tuple[int
     return batched
 
 
+def cache_states(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's keys and values as they are now: a cache grows by new tensors, so these stay as they are."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def cache_rows(states: list[tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor, config) -> DynamicCache:
+    """A new cache of rows ``rows`` (batch indices, repeats allowed) of every layer's keys and values."""
+    cache = DynamicCache(config=config)
+    for layer, (keys, values) in enumerate(states):
+        cache.update(keys[rows.to(keys.device)], values[rows.to(values.device)], layer)
+    return cache
+
+
 def repeat_cache(cache: DynamicCache, times: int, config) -> DynamicCache:
     """Each row of ``cache`` ``times`` times in a row (row r becomes rows r*times .. r*times + times - 1):
     e.g. copies of one prefix that then decode under different drops."""
-    repeated = DynamicCache(config=config)
-    for index, layer in enumerate(cache.layers):
-        repeated.update(layer.keys.repeat_interleave(times, dim=0), layer.values.repeat_interleave(times, dim=0), index)
-    return repeated
+    rows = torch.arange(cache.layers[0].keys.shape[0]).repeat_interleave(times)
+    return cache_rows(cache_states(cache), rows, config)
 
 
 # -- dropping visual KV through the attention interface --------------------------------------------
@@ -313,23 +324,23 @@ def suffix_inputs(adapter: Adapter, prompt: Prompt, rows: int) -> dict:
 
 @dataclass
 class Decoded:
-    """Greedy answers of the cache rows (``tokens``, each cut after its first EOS), the summed log-probability of
-    each row's own answer (``logprobs``), and, where asked for, what scoring other answers from the same rows
+    """Greedy answers of the cache rows (``tokens``, each cut after its first EOS) and, for scoring, the summed
+    log-probability of each row's own answer (``logprobs``) and what scoring other answers from the same rows
     needs: the logits after the prompt's suffix (``first``, (rows, 1, vocab)) and every layer's keys and values
     right after it (``after_suffix``)."""
 
     tokens: list[list[int]]
-    logprobs: list[float]
+    logprobs: list[float] | None = None
     first: torch.Tensor | None = None
     after_suffix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @torch.inference_mode()
 def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: int, max_new_tokens: int,
-                  keep_suffix: bool = False) -> Decoded:
+                  scoring: bool = False) -> Decoded:
     """Feed the prompt's suffix to every cache row and decode greedily; each row ends at its first EOS.
-    ``keep_suffix`` keeps the cache and logits right after the suffix (the cache grows by new tensors, so the
-    kept ones stay as they were), for `continuation_logprobs`."""
+    ``scoring`` also sums each row's log-probability of its own answer and keeps the cache and logits right
+    after the suffix, for `continuation_logprobs`."""
     inputs = suffix_inputs(adapter, prompt, rows)
     last = prompt.positions[..., -1:].expand(-1, rows, -1)
     eos = torch.tensor(sorted(adapter.eos_token_ids), device=adapter.device)
@@ -337,20 +348,22 @@ def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: i
     steps, step_logprobs, first, after_suffix = [], [], None, None
     for step in range(max_new_tokens):
         logits = adapter.model(**inputs, **adapter.cache_inputs(cache), logits_to_keep=1).logits[:, -1]
-        if step == 0 and keep_suffix:
-            first, after_suffix = logits[:, None], [(layer.keys, layer.values) for layer in cache.layers]
+        if step == 0 and scoring:
+            first, after_suffix = logits[:, None], cache_states(cache)
         token = logits.argmax(-1)
         steps.append(token)
-        step_logprobs.append(_log_softmax(logits).gather(-1, token[:, None])[:, 0])
+        if scoring:
+            step_logprobs.append(_log_softmax(logits).gather(-1, token[:, None])[:, 0])
         finished |= torch.isin(token, eos)
         if bool(finished.all()):
             break
         inputs = {"input_ids": token[:, None], "position_ids": adapter.model_positions(last + step + 1)}
     eos_ids = adapter.eos_token_ids
     tokens = [_cut_at_eos(row, eos_ids) for row in torch.stack(steps, dim=1).tolist()]
+    if not scoring:
+        return Decoded(tokens)
     per_step = torch.stack(step_logprobs, dim=1).cpu()
-    logprobs = [float(per_step[r, :len(t)].sum()) for r, t in enumerate(tokens)]
-    return Decoded(tokens, logprobs, first, after_suffix)
+    return Decoded(tokens, [float(per_step[r, :len(t)].sum()) for r, t in enumerate(tokens)], first, after_suffix)
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -392,9 +405,7 @@ def continuation_logprobs(adapter: Adapter, after_suffix: list[tuple[torch.Tenso
     ids = torch.tensor([a + [pad] * (longest - len(a)) for a in answers], device=adapter.device)
     logits = first[index]
     if longest > 1:
-        cache = DynamicCache(config=adapter.model.config)
-        for layer, (keys, values) in enumerate(after_suffix):
-            cache.update(keys[index.to(keys.device)], values[index.to(values.device)], layer)
+        cache = cache_rows(after_suffix, index, adapter.model.config)
         steps = torch.arange(1, longest, device=prompt.positions.device).view(1, 1, -1)
         positions = (prompt.positions[..., -1:] + steps).expand(-1, len(ids), -1)
         rest = adapter.model(input_ids=ids[:, :-1], position_ids=adapter.model_positions(positions),
@@ -414,8 +425,7 @@ def answer_logprobs(adapter: Adapter, cache: DynamicCache, prompt: Prompt, answe
     rows = cache.layers[0].keys.shape[0]
     first = adapter.model(**suffix_inputs(adapter, prompt, rows), **adapter.cache_inputs(cache),
                           logits_to_keep=1).logits[:, -1:]
-    after_suffix = [(layer.keys, layer.values) for layer in cache.layers]
-    values = continuation_logprobs(adapter, after_suffix, first, prompt, [(r, a) for r in range(rows) for a in answers])
+    values = continuation_logprobs(adapter, cache_states(cache), first, prompt, [(r, a) for r in range(rows) for a in answers])
     return [values[r * len(answers):(r + 1) * len(answers)] for r in range(rows)]
 
 
@@ -475,7 +485,7 @@ def swap_answers(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, intervent
     tokens, logprobs, later = [None] * len(interventions), [None] * len(interventions), []
     for rows, chunk in _row_batches(interventions, batch_size):
         decoded = greedy_decode(adapter, _row_cache(adapter, pair, prompt_a, chunk), prompt_a, len(chunk),
-                                max_new_tokens, keep_suffix=True)
+                                max_new_tokens, scoring=True)
         for r, answer in zip(rows, decoded.tokens):
             tokens[r] = answer
         if tokens[0] is None or tokens[1] is None:  # batches of one: the controls' answers are not both known yet
@@ -484,8 +494,8 @@ def swap_answers(adapter: Adapter, prompt_a: Prompt, prompt_b: Prompt, intervent
         drafts = tokens[:2]
         pairs = [(i, d) for i, answer in enumerate(decoded.tokens) for d in drafts if answer != d]
         forced = iter(continuation_logprobs(adapter, decoded.after_suffix, decoded.first, prompt_a, pairs))
-        for i, r in enumerate(rows):
-            logprobs[r] = [decoded.logprobs[i] if tokens[r] == d else next(forced) for d in drafts]
+        for i, (r, answer) in enumerate(zip(rows, decoded.tokens)):
+            logprobs[r] = [decoded.logprobs[i] if answer == d else next(forced) for d in drafts]
     if later:
         for r, value in zip(later, swap_logprobs(adapter, prompt_a, prompt_b, [interventions[r] for r in later],
                                                  tokens[:2], batch_size, pair)):
