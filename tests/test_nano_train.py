@@ -186,6 +186,35 @@ def test_answer_loss_runs_under_bf16_autocast_and_trains_the_projector():
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_eager_attention_gives_the_training_loss_and_gradients_of_sdpa():
+    """CPU training runs eager attention (SDPA's CPU backward is slow): on right-padded rows it must compute
+    the same loss and projector gradients as SDPA."""
+    import torch
+
+    from vfl.models.tiny import build_tiny
+    from vfl.nano.train import answer_loss
+
+    model, _ = build_tiny("llava")
+    image = model.config.image_token_id
+    ids = torch.tensor([[1] + [image] * 16 + [5, 6, 7, 8], [1] + [image] * 16 + [5, 6, 0, 0]])
+    attention = (torch.arange(ids.shape[1]) < torch.tensor([[21], [19]])).long()
+    labels = torch.where(attention.bool(), ids, -100)
+    labels[:, :18] = -100
+    torch.manual_seed(0)
+    features = torch.randn(2, 16, model.config.vision_config.hidden_size)
+    results = []
+    for implementation in ("sdpa", "eager"):
+        model.model.language_model.set_attn_implementation(implementation)
+        model.zero_grad()
+        loss, per_sample = answer_loss(model, ids, labels, attention, features)
+        loss.backward()
+        results.append((loss.item(), per_sample, [p.grad.clone() for p in model.model.multi_modal_projector.parameters()]))
+    (loss_s, rows_s, grads_s), (loss_e, rows_e, grads_e) = results
+    assert loss_e == pytest.approx(loss_s, rel=1e-5) and torch.allclose(rows_e, rows_s, rtol=1e-5)
+    for e, s in zip(grads_e, grads_s):  # float32 sums in another order: agreement to 1e-5 of each gradient's scale
+        assert s.abs().max() > 0 and (e - s).abs().max() <= 1e-5 * s.abs().max()
+
+
 def test_runs_written_before_a_setting_existed_still_resume(tmp_path):
     from dataclasses import asdict
 

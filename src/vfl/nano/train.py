@@ -359,6 +359,10 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     if config.full:
         for parameter in base.model.language_model.parameters():
             parameter.requires_grad_(True)
+    if device.type == "cpu":
+        # PyTorch's CPU flash-attention kernel is slow backwards: a LoRA step of 32 v2 samples spent 5.2 s in
+        # backward under bf16 autocast with it and 3.3 s with eager attention (the same math; fp32 no slower)
+        base.model.language_model.set_attn_implementation("eager")
     language = {n: p for n, p in model.named_parameters()
                 if p.requires_grad and ("lora_" in n or (config.full and ".language_model." in f".{n}"))}
     base.to(device)
