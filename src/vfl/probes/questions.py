@@ -2,10 +2,11 @@
 
 In suite v1 an image held only the asked-about object(s), so a model could answer count, ground and OCR
 questions without reading the question. Here: count one kind among distractors of other kinds; ground one
-object among distractors; recognise a kind among distractors that share its colour or its shape (binding);
-read one of two words, picked by ink or by place, from a vocabulary of 355 words whose every tenth word is
-held out of training. A pair's two scenes differ only in the attribute the question asks about, so the same
-pair is a probe (`vfl.probes.generate`) and, one side of it, a training sample (`vfl.nano.suite`).
+object among distractors; recognise a kind among distractors that share its colour or its shape (binding;
+where the kind is absent, one more such distractor takes its place, so the number of objects does not
+answer); read one of two words, picked by ink or by place, from a vocabulary of 355 words whose every tenth
+word is held out of training. A pair's two scenes differ only in the attribute the question asks about, so
+the same pair is a probe (`vfl.probes.generate`) and, one side of it, a training sample (`vfl.nano.suite`).
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def _other_kinds(rng: random.Random, shape: str, colour: str, count: int) -> lis
 def question_pair(function: str, rng: random.Random, size: int = 224, words: tuple[str, ...] = TRAIN_WORDS,
                   counts: tuple[int, int] = (1, MAX_COUNT)) -> ScenePair:
     """One pair drawn from ``rng``: count (two counts from ``counts`` of the asked kind, same distractors),
-    ground (the asked object in two places, same distractors), recog (the asked kind present, then removed,
-    among binding distractors), ocr (the asked word changed; the other word, inks and places kept)."""
+    ground (the asked object in two places, same distractors), recog (the asked kind, then in its place
+    a kind that shares its colour or its shape, among binding distractors), ocr (the asked word changed; the other word, inks and places kept)."""
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 7)
     if function == "count":
@@ -124,12 +125,20 @@ def question_pair(function: str, rng: random.Random, size: int = 224, words: tup
                          box_text(list(boxes[1])), list(boxes[0]), list(boxes[1]), scene_a, scene_b)
     if function == "recog":
         # Binding: one distractor shares the colour, one the shape, so neither alone answers the question.
-        same_colour = (rng.choice([s for s in SHAPES if s != shape]), colour)
-        same_shape = (shape, rng.choice([c for c in COLOURS if c != colour]))
-        kinds = [same_colour, same_shape] + _other_kinds(rng, shape, colour, rng.randint(0, 2))
+        # B puts a kind that shares the asked kind's colour or its shape where A has the asked kind: both scenes
+        # hold as many objects, so the number of objects cannot answer (when B lacked the object, a model
+        # counted: 2 objects meant "no" and 5 "yes").
+        def same_colour():
+            return rng.choice([s for s in SHAPES if s != shape]), colour
+
+        def same_shape():
+            return shape, rng.choice([c for c in COLOURS if c != colour])
+
+        kinds = [same_colour(), same_shape()] + _other_kinds(rng, shape, colour, rng.randint(0, 2))
         boxes = place_boxes(rng, len(kinds) + 1, size, side)
-        scene_b = [Thing(s, c, b) for (s, c), b in zip(kinds, boxes[1:])]
-        scene_a = scene_b + [Thing(shape, colour, boxes[0])]
+        scene = [Thing(s, c, b) for (s, c), b in zip(kinds, boxes[1:])]
+        in_place = rng.choice([same_colour, same_shape])()
+        scene_a, scene_b = scene + [Thing(shape, colour, boxes[0])], scene + [Thing(*in_place, boxes[0])]
         return ScenePair(function, f"Is there {_article(colour)} {colour} {shape} in the image? Answer yes or no.",
                          render_scene(scene_a, size), render_scene(scene_b, size), "yes", "no",
                          scene_a=scene_a, scene_b=scene_b)
