@@ -213,3 +213,27 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
     bad = run_python(str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes")
     assert bad.returncode == 2 and "--arms takes tokens, letters" in bad.stderr
+
+
+def test_the_recognition_shortcut_benchmark_splits_the_scenes_a_count_answers():
+    """v1 recognition scenes of 1 or 4 objects are answered by their number alone, v2's never: a model that
+    counts is right there and wrong elsewhere, and the table says so."""
+    from recog_shortcut import by_object_count, recognition_scenes
+
+    from vfl.nano.data import held_out_items
+    from vfl.probes.questions import asked_kind
+
+    for suite, decisive in (("v1", {1, 4}), ("v2", set())):
+        items, scenes = held_out_items(["recog"], 200, 1, suite), recognition_scenes(suite, 200, 1)
+        for item, scene in zip(items, scenes):  # the scenes are the items' own
+            assert (asked_kind(item.question) in {(t.shape, t.colour) for t in scene}) == (item.answer == "yes")
+        counting = {1: "no", 2: "no", 3: "yes", 4: "yes"} if suite == "v1" else {3: "no", 4: "yes", 5: "yes"}
+        records = [{"target": item.answer, "correct": counting[len(scene)] == item.answer}
+                   for item, scene in zip(items, scenes)]
+        table = by_object_count(records, scenes)
+        assert table["all"]["n"] == 200
+        if decisive:
+            assert table["count decides"]["accuracy"] == 1.0
+            assert table["count decides"]["n"] == sum(len(s) in decisive for s in scenes)
+        else:
+            assert "count decides" not in table and table["count does not decide"]["n"] == 200

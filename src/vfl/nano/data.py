@@ -49,7 +49,8 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
             things.append(Thing(shape, colour, boxes[0]))
         article = "an" if colour[0] in "aeiou" else "a"
         return Sample(function, render_scene(things, size),
-                      f"Is there {article} {colour} {shape} in the image? Answer yes or no.", "yes" if present else "no")
+                      f"Is there {article} {colour} {shape} in the image? Answer yes or no.", "yes" if present else "no",
+                      scene=things)
     if function == "count":
         n = rng.randint(*counts)
         boxes = place_boxes(rng, n, size, side)
