@@ -1,7 +1,7 @@
 """Benchmark: what nano's visual tokens carry, layer by layer, before any training (linear probes).
 
 nano v1 and every GPU recipe so far stall at recognition ~0.68 on "is there a red circle?" among
-distractors. One candidate cause is the encoder side: if a visual token of DINOv2-S (after nano's per-layer
+distractors (`bench/recog_shortcut.py` later found why: they count the objects). One candidate cause is the encoder side: if a visual token of DINOv2-S (after nano's per-layer
 LayerNorm and 2x2 shuffle) does not carry an object's colour *and* shape together, no projector can bind
 them. This probes each encoder layer's tokens, as the projector sees them, for the object under the token:
 
