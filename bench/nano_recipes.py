@@ -49,7 +49,8 @@ from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
-from vfl.nano.data import FUNCTIONS, held_out_items
+from vfl.probes.schema import parse_functions
+from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, held_out_items
 from vfl.nano import parts
 from vfl.nano.model import NanoSpec
 from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, check_resumable, train, training_time
@@ -72,7 +73,8 @@ def recipe_config(name: str, args) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
                        precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
-                       pseudo_words=args.pseudo_words, **recipe)
+                       pseudo_words=args.pseudo_words, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
+                       loose_recognition=args.loose_recognition, **recipe)
 
 
 def _train_or_exit(run: Path, config: TrainConfig, threads: int) -> None:
@@ -177,6 +179,10 @@ def run() -> None:
                         help="OCR answers as the tokenizer splits them, or spelled letter by letter (bench/ocr_answers.py)")
     parser.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
                         help="share of the OCR samples showing random letter strings (bench/ocr_answers.py)")
+    parser.add_argument("--functions", default=",".join(FUNCTIONS),
+                        help="trained in turn; describe adds captions of recognition scenes (bench/recog_shortcut.py)")
+    parser.add_argument("--loose-recognition", type=float, default=0.0, metavar="SHARE",
+                        help="share of the recognition samples without binding distractors")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -235,7 +241,8 @@ def run() -> None:
                    "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
                    "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
-                   "pseudo_words": config.pseudo_words,
+                   "pseudo_words": config.pseudo_words, "functions": config.functions,
+                   "loose_recognition": config.loose_recognition,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

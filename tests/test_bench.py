@@ -237,3 +237,23 @@ def test_the_recognition_shortcut_benchmark_splits_the_scenes_a_count_answers():
             assert table["count decides"]["n"] == sum(len(s) in decisive for s in scenes)
         else:
             assert "count decides" not in table and table["count does not decide"]["n"] == 200
+
+
+def test_captions_are_scored_as_drawn_and_as_answers_to_the_question():
+    """A caption that names the scene as drawn answers every question; one that leaves out the asked kind answers
+    "no" to all, right only on the "no" items."""
+    from recog_shortcut import caption_scores, recognition_scenes
+
+    from vfl.nano.data import held_out_items
+    from vfl.nano.suite import describe_caption
+    from vfl.probes.questions import asked_kind
+
+    items, scenes = held_out_items(["recog"], 40, 1, "v2"), recognition_scenes("v2", 40, 1)
+    right = caption_scores([describe_caption(scene) for scene in scenes], items, scenes)
+    assert right["caption exact"]["accuracy"] == right["recognition from the caption"]["accuracy"] == 1.0
+    blind = [describe_caption([t for t in scene if (t.shape, t.colour) != asked_kind(item.question)])
+             for item, scene in zip(items, scenes)]
+    wrong = caption_scores(blind, items, scenes)
+    noes = sum(item.answer == "no" for item in items)
+    assert wrong["recognition from the caption"]["accuracy"] == round(noes / 40, 3) and 0 < noes < 40
+    assert wrong["caption exact"]["accuracy"] == round(noes / 40, 3)  # only the "no" scenes lack nothing

@@ -96,6 +96,19 @@ def test_recognition_pairs_hold_as_many_objects_and_differ_at_one_place():
     assert counts["yes"] == counts["no"] == {3, 4, 5}
 
 
+def test_describe_names_every_object_row_by_row_on_recognition_scenes():
+    """The caption is the scene read back: every object's colour and shape, top row first, left to right, on the
+    same binding scenes as recognition (a model must tell a red square from a red circle to write it)."""
+    for index in range(30):
+        sample = make_question_sample("describe", index, 0)
+        named = [tuple(part.split()) for part in sample.answer.split(", ")]
+        ordered = sorted(sample.scene, key=lambda t: (t.box[1], t.box[0]))
+        assert named == [(t.colour, t.shape) for t in ordered] and 3 <= len(named) <= 5
+        assert sample.question == make_question_sample("describe", index, 0).question
+        assert np.array_equal(np.asarray(sample.image), np.asarray(make_question_sample("describe", index, 0).image))
+    assert len({make_question_sample("describe", i, 0).answer for i in range(30)}) >= 25
+
+
 def test_ocr_shows_two_words_in_two_inks_and_asks_for_one():
     for index in range(20):
         sample = make_question_sample("ocr", index, 0)
@@ -121,3 +134,33 @@ def test_pseudo_words_are_random_letters_no_vocabulary_word_and_a_share_of_train
     assert make_question_sample("ocr", 3, 0).answer in TRAIN_WORDS  # the training split is unchanged
     tested = held_out_items(["ocr"], 20, 1, suite="v2", split="pseudo")  # `vfl nano eval --words pseudo`
     assert not {item.answer for item in tested} & (set(VOCABULARY) | set(answers))
+
+
+def test_loose_recognition_drops_the_binding_distractors_of_a_share_of_training_samples():
+    """Loose scenes: any other kinds, as many objects on both sides and one object changed, as in binding pairs;
+    a share of training indices (from seed and index alone) is drawn so, the rest as before."""
+    import random
+
+    from vfl.nano.data import sample_maker
+    from vfl.nano.suite import loose_recognition
+    from vfl.nano.train import training_sample
+    from vfl.probes.questions import question_pair
+
+    bound = 0
+    for index in range(60):
+        pair = question_pair("recog", random.Random(index), binding=False)
+        shape, colour = asked_kind(pair.question)
+        assert len(pair.scene_a) == len(pair.scene_b) and 3 <= len(pair.scene_a) <= 5
+        assert sum(a != b for a, b in zip(pair.scene_a, pair.scene_b)) == 1
+        assert (shape, colour) not in {(t.shape, t.colour) for t in pair.scene_b}
+        others = [(t.shape, t.colour) for t in pair.scene_b]
+        bound += any(s == shape for s, c in others) and any(c == colour for s, c in others)
+    assert bound < 30  # binding pairs always hold both; loose ones only by chance
+    assert [loose_recognition(i, 0, 0.0) for i in range(50)] == [False] * 50
+    half = [loose_recognition(i, 0, 0.5) for i in range(400)]
+    assert half == [loose_recognition(i, 0, 0.5) for i in range(400)] and 150 < half.count(True) < 250
+    make = sample_maker("v2")
+    for index in range(20):
+        loose, plain = training_sample(make, "recog", index, 0, loose=1.0), training_sample(make, "recog", index, 0)
+        assert loose.scene == make_question_sample("recog", index, 0, binding=False).scene
+        assert plain.scene == make_question_sample("recog", index, 0).scene

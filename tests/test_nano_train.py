@@ -135,9 +135,12 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--data", "stream", "--workers", "-1"], "--workers must be 0 or more"),
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--lm-start", "1.5"], "--lm-start must be in [0, 1)"),
-    (["--functions", "ocr,smell"], "unknown function 'smell'"),
+    (["--functions", "ocr,smell"], "unknown function 'smell'; choose from recog, count, ground, ocr, describe"),
+    (["--functions", "recog,describe"], "--functions describe trains captions of suite v2's scenes; pass --suite v2"),
     (["--pseudo-words", "0.5"], "--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it"),
     (["--suite", "v2", "--pseudo-words", "2"], "--pseudo-words is a share of the OCR samples, in [0, 1]"),
+    (["--loose-recognition", "0.5"], "--loose-recognition draws suite v2's recognition samples; pass --suite v2"),
+    (["--suite", "v2", "--loose-recognition", "-1"], "--loose-recognition is a share of the recognition samples"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)

@@ -163,13 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="v1: the shipped nano's data; v2: every answer depends on the question (distractors, "
                             "binding, one of two words, held-out words)")
     train.add_argument("--functions", default="recog,count,ground,ocr",
-                       help="comma-separated functions trained in turn (e.g. ocr alone, for a study of reading)")
+                       help="comma-separated functions trained in turn (e.g. ocr alone, for a study of reading); "
+                            "suite v2 adds describe: captions naming every object's colour and shape")
     train.add_argument("--ocr-answers", default="tokens", choices=("tokens", "letters"),
                        help="OCR answers as the tokenizer splits them, or spelled one letter token at a time (every "
                             "held-out word is then made of output tokens trained on)")
     train.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
                        help="suite v2: this share of the OCR samples shows random letter strings instead of "
                             "training words, so reading cannot lean on a memorised word list")
+    train.add_argument("--loose-recognition", type=float, default=0.0, metavar="SHARE",
+                       help="suite v2: this share of the recognition samples has distractors of any other kind "
+                            "instead of ones sharing the colour or shape, so one attribute pays part of the answer")
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
@@ -347,6 +351,7 @@ def _locate_or_drop(args) -> None:
 
 def _nano(args) -> None:
     if args.action == "train":
+        from vfl.nano.data import TRAINING_FUNCTIONS
         from vfl.nano.model import WEIGHTS, NanoSpec
         from vfl.nano.train import TrainConfig, ship, train
         from vfl.probes.schema import parse_functions
@@ -356,8 +361,9 @@ def _nano(args) -> None:
                              seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
                              full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
-                             precision=args.precision, functions=parse_functions(args.functions),
-                             ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words)
+                             precision=args.precision, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
+                             ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words,
+                             loose_recognition=args.loose_recognition)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)

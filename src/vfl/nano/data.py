@@ -16,6 +16,9 @@ from vfl.probes.generate import SUITES
 from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
+# what can be trained: the four functions, and (suite v2) captions that name every object's colour and shape,
+# a dense lesson in binding that a yes/no answer gives one bit of (`vfl.nano.suite.describe_sample`)
+TRAINING_FUNCTIONS = FUNCTIONS + ("describe",)
 
 
 @dataclass

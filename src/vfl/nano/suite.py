@@ -3,6 +3,7 @@
 Every sample is seeded by (function, seed, index, split) alone; ``split`` picks the OCR vocabulary: the
 training words, the held-out ones (every tenth word, never trained on), or pseudo-words (random strings of
 letters, no vocabulary word), which no model can answer from a memorised list: only by reading every letter.
+Besides the four functions' samples, ``describe`` samples (training only) caption a recognition scene.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from vfl.probes.questions import HELD_OUT, TRAIN_WORDS, VOCABULARY, question_pai
 from vfl.probes.render import MAX_COUNT
 
 SPLITS = ("train", "held_out", "pseudo")
+DESCRIBE_QUESTION = "Name every object in the image, row by row."
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -35,15 +37,24 @@ def ocr_split(index: int, seed: int, pseudo_share: float) -> str:
     return "train"
 
 
+def loose_recognition(index: int, seed: int, share: float) -> bool:
+    """Whether training recognition sample ``index`` is drawn without binding distractors (a ``share`` of them,
+    from (seed, index) alone). Where they bind, no single attribute pays any part of the answer, so a yes/no
+    loss has no slope until colour and shape are matched together; loose scenes give that slope."""
+    return bool(share) and random.Random(f"nano-v2-loose:{seed}:{index}").random() < share
+
+
 def make_question_sample(function: str, index: int, seed: int, size: int = 224, split: str = "train",
-                         counts: tuple[int, int] = (1, MAX_COUNT)) -> Sample:
+                         counts: tuple[int, int] = (1, MAX_COUNT), binding: bool = True) -> Sample:
     """One sample of the suite: side A or B of a pair, at random (so the asked kind is present half the time,
-    and counts and places are uniform)."""
+    and counts and places are uniform); ``binding`` as in `question_pair`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"nano-v2:{function}:{seed}:{index}:{split}")
+    if function == "describe":
+        return describe_sample(rng, size)
     words = {"train": TRAIN_WORDS, "held_out": HELD_OUT}.get(split) or pseudo_words(rng, 3)
-    pair = question_pair(function, rng, size, words, counts)
+    pair = question_pair(function, rng, size, words, counts, binding)
     if rng.random() < 0.5:
         image, answer, box, scene = pair.image_a, pair.answer_a, pair.box_a, pair.scene_a
     else:
@@ -51,3 +62,18 @@ def make_question_sample(function: str, index: int, seed: int, size: int = 224, 
     if function == "ground":
         answer = unit_box(box, size)
     return Sample(function, image, pair.question, answer, box, scene)
+
+
+def describe_sample(rng: random.Random, size: int = 224) -> Sample:
+    """A caption of one side of a recognition pair: every object's colour and shape, row by row, left to right
+    ("red circle, red square, blue circle"). A recognition answer pays one bit for binding a colour to a shape;
+    this names the pair of every object, so the language model learns which tokens say "red circle"."""
+    pair = question_pair("recog", rng, size)
+    scene = pair.scene_a if rng.random() < 0.5 else pair.scene_b
+    image = pair.image_a if scene is pair.scene_a else pair.image_b
+    return Sample("describe", image, DESCRIBE_QUESTION, describe_caption(scene), scene=scene)
+
+
+def describe_caption(scene) -> str:
+    """The objects' colours and shapes, row by row (top first), left to right."""
+    return ", ".join(f"{t.colour} {t.shape}" for t in sorted(scene, key=lambda thing: (thing.box[1], thing.box[0])))

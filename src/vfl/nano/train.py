@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, sample_maker
+from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
-from vfl.nano.suite import ocr_split
+from vfl.nano.suite import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
 from vfl.report import plot_losses
 
@@ -65,6 +65,7 @@ class TrainConfig:
     functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample
     ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
     pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
+    loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -87,17 +88,26 @@ class TrainConfig:
         for name in ("lr_projector", "lr_lora"):
             if getattr(self, name) <= 0:
                 raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not self.functions or set(self.functions) - set(FUNCTIONS) or len(set(self.functions)) < len(self.functions):
-            raise VflError(f"--functions takes distinct names of {', '.join(FUNCTIONS)}, got {self.functions}")
+        if (not self.functions or set(self.functions) - set(TRAINING_FUNCTIONS)
+                or len(set(self.functions)) < len(self.functions)):
+            raise VflError(f"--functions takes distinct names of {', '.join(TRAINING_FUNCTIONS)}, got {self.functions}")
+        if "describe" in self.functions and self.suite != "v2":
+            raise VflError("--functions describe trains captions of suite v2's scenes; pass --suite v2 with it")
         if not 0 <= self.pseudo_words <= 1:
             raise VflError(f"--pseudo-words is a share of the OCR samples, in [0, 1]; got {self.pseudo_words}")
         if self.pseudo_words and self.suite != "v2":
             raise VflError("--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it")
+        if not 0 <= self.loose_recognition <= 1:
+            raise VflError(f"--loose-recognition is a share of the recognition samples, in [0, 1]; "
+                           f"got {self.loose_recognition}")
+        if self.loose_recognition and self.suite != "v2":
+            raise VflError("--loose-recognition draws suite v2's recognition samples; pass --suite v2 with it")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
-        unknown = set(self.loss_weights or {}) - set(FUNCTIONS)
+        unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
         if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
-            raise VflError(f"--loss-weights takes non-negative weights of {', '.join(FUNCTIONS)}, got {self.loss_weights}")
+            raise VflError(f"--loss-weights takes non-negative weights of {', '.join(TRAINING_FUNCTIONS)}, "
+                           f"got {self.loss_weights}")
 
 
 def spelled(tokenizer, text: str) -> list[int]:
@@ -137,19 +147,24 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
     return torch.cat(chunks)
 
 
-def training_sample(make, function: str, index: int, seed: int, pseudo_words: float = 0.0):
-    """Training sample ``index`` of ``function``; a ``pseudo_words`` share of OCR samples shows random strings."""
+def training_sample(make, function: str, index: int, seed: int, pseudo_words: float = 0.0,
+                    loose: float = 0.0):
+    """Training sample ``index`` of ``function``; a ``pseudo_words`` share of OCR samples shows random strings,
+    a ``loose`` share of recognition samples no binding distractors."""
     if function == "ocr" and pseudo_words:
         return make(function, index, seed, split=ocr_split(index, seed, pseudo_words))
+    if function == "recog" and loose_recognition(index, seed, loose):
+        return make(function, index, seed, binding=False)
     return make(function, index, seed)
 
 
 def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1",
-                 functions=FUNCTIONS, ocr_answers: str = "tokens", pseudo_words: float = 0.0) -> dict:
+                 functions=FUNCTIONS, ocr_answers: str = "tokens", pseudo_words: float = 0.0,
+                 loose: float = 0.0) -> dict:
     """Token ids, labels and the encoder layers' concatenated features of the training samples, ``per_function``
     of each of ``functions`` in turn."""
     make = sample_maker(suite)
-    samples = [training_sample(make, f, i, seed, pseudo_words) for f in functions for i in range(per_function)]
+    samples = [training_sample(make, f, i, seed, pseudo_words, loose) for f in functions for i in range(per_function)]
     features = vision_features(model, processor, [s.image for s in samples], layers)
     tokens = [token_ids(processor, s.question, s.answer, features.shape[1], spells(s.function, ocr_answers))
               for s in samples]
@@ -176,7 +191,7 @@ def _data(run: Path, model, processor, config: TrainConfig):
     return cached(run / "data.pt", lambda: training_set(model, processor, config.per_function, config.seed,
                                                          config.spec.vision_layers, config.suite,
                                                          config.functions, config.ocr_answers,
-                                                         config.pseudo_words))
+                                                         config.pseudo_words, config.loose_recognition))
 
 
 def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None):
@@ -215,9 +230,9 @@ def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
 
 
 def _batch(data, order: list[int], pad_id: int, functions=FUNCTIONS):
-    """The samples ``order`` of a cached training set, with each one's index in `FUNCTIONS`."""
+    """The samples ``order`` of a cached training set, with each one's index in `TRAINING_FUNCTIONS`."""
     ids, labels, attention = _padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
-    kinds = [FUNCTIONS.index(functions[i // data["per_function"]]) for i in order]
+    kinds = [TRAINING_FUNCTIONS.index(functions[i // data["per_function"]]) for i in order]
     return ids, labels, attention, data["features"][order], kinds
 
 
@@ -227,21 +242,22 @@ class StreamSamples(torch.utils.data.Dataset):
     any worker."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
-                 ocr_answers: str = "tokens", pseudo_words: float = 0.0):
+                 ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
         self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
-        self.pseudo_words = pseudo_words
+        self.pseudo_words, self.loose = pseudo_words, loose
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, index: int):
         function = self.functions[index % len(self.functions)]
-        sample = training_sample(self.make, function, index // len(self.functions), self.seed, self.pseudo_words)
+        sample = training_sample(self.make, function, index // len(self.functions), self.seed, self.pseudo_words,
+                                 self.loose)
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        return pixels, ids, labels, FUNCTIONS.index(function)
+        return pixels, ids, labels, TRAINING_FUNCTIONS.index(function)
 
 
 def _collate(items, pad_id: int):
@@ -254,7 +270,7 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
     samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers,
-                            config.pseudo_words)
+                            config.pseudo_words, config.loose_recognition)
     return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(_collate, pad_id=pad_id),
@@ -370,7 +386,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                                    {"params": list(language.values()), "lr": config.lr_lora}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses, step_seconds = 0, [], []  # step_seconds: each step's wall time, data included, across resumes
-    function_losses = {name: [] for name in FUNCTIONS}  # each step's mean answer loss per function (None: absent)
+    function_losses = {name: [] for name in TRAINING_FUNCTIONS}  # each step's mean answer loss per function (None: absent)
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=device)
@@ -379,7 +395,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, losses, step_seconds = state["step"], state["losses"], state.get("step_seconds", [])
-        function_losses = state.get("function_losses", {name: [None] * step for name in FUNCTIONS})
+        saved = state.get("function_losses", {})  # a checkpoint may predate a function: absent until now
+        function_losses = {name: saved.get(name, [None] * step) for name in TRAINING_FUNCTIONS}
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
@@ -405,7 +422,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                 picked = [order[(offset + i) % n] for i in range(config.batch_size)]
                 ids, labels, attention, features, functions = _batch(data, picked, pad, config.functions)
             weights = None if config.loss_weights is None else \
-                torch.tensor([config.loss_weights.get(FUNCTIONS[f], 1.0) for f in functions])
+                torch.tensor([config.loss_weights.get(TRAINING_FUNCTIONS[f], 1.0) for f in functions])
             with autocast():
                 loss, per_sample = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
                                                features.to(device), weights)
@@ -418,7 +435,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             losses.append(round(loss.item(), 4))  # .item() waits for the device, so the step's time below is real
             step_seconds.append(round(time.perf_counter() - step_started, 4))
             per_sample = per_sample.cpu().tolist()
-            for index, name in enumerate(FUNCTIONS):
+            for index, name in enumerate(TRAINING_FUNCTIONS):
                 mine = [v for v, f in zip(per_sample, functions) if f == index]
                 function_losses[name].append(round(sum(mine) / len(mine), 4) if mine else None)
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")

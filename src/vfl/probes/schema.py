@@ -27,18 +27,18 @@ ALIASES = {"recognition": "recog", "counting": "count", "grounding": "ground", "
 REQUIRED = ("id", "function", "question", "image_a", "image_b", "answer_a", "answer_b")
 
 
-def parse_function(name: str) -> str:
-    """Canonical function name, or a clear error listing the known ones."""
+def parse_function(name: str, known: tuple[str, ...] = FUNCTIONS) -> str:
+    """Canonical function name, or a clear error listing the ``known`` ones."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in FUNCTIONS:
-        raise VflError(f"unknown function {name!r}; choose from {', '.join(FUNCTIONS)}")
+    if key not in known:
+        raise VflError(f"unknown function {name!r}; choose from {', '.join(known)}")
     return key
 
 
-def parse_functions(names: str) -> list[str]:
-    functions = [parse_function(n) for n in names.split(",") if n.strip()]
+def parse_functions(names: str, known: tuple[str, ...] = FUNCTIONS) -> list[str]:
+    functions = [parse_function(n, known) for n in names.split(",") if n.strip()]
     if not functions:
-        raise VflError("no function given; choose from " + ", ".join(FUNCTIONS))
+        raise VflError("no function given; choose from " + ", ".join(known))
     return list(dict.fromkeys(functions))
 
 
