@@ -9,6 +9,10 @@ answer: where the model recognises, those match the rest; where it counts, they 
 
   python bench/recog_shortcut.py --model nano --out bench/results/recog_shortcut.json
   python bench/recog_shortcut.py --model nano:runs/recog-fixed --suites v2 --out runs/recog-fixed/shortcut.json
+
+``--describe`` (a model trained with `--functions ...,describe`) also asks for a caption of every v2 item's image:
+is the caption right, and would "is the kind in my caption?" answer the question? Where the captions answer and
+the yes/no does not, the model reads the kinds but does not compare them with the question.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import vfl
-from vfl.evaluate import evaluate
+from vfl.evaluate import answers, evaluate
 from vfl.metrics import wilson
 from vfl.nano.data import held_out_items, sample_maker
+from vfl.nano.suite import DESCRIBE_QUESTION, describe_caption
+from vfl.probes.questions import asked_kind
 
 
 def rate(hits: int, n: int) -> dict:
@@ -49,6 +55,18 @@ def by_object_count(records: list[dict], scenes: list) -> dict:
     return {key: rate(*tally[key]) for key in sorted(tally)}
 
 
+def caption_scores(captions: list[str], items: list, scenes: list) -> dict:
+    """How often a caption names every object row by row as drawn (exact), and answers each item's question
+    ("is the asked kind among the named ones?"), beside the model's own yes/no on the same items."""
+    exact = answered = 0
+    for caption, item, scene in zip(captions, items, scenes):
+        named = {tuple(part.split()[:2]) for part in caption.split(",")}
+        exact += caption.strip() == describe_caption(scene)
+        shape, colour = asked_kind(item.question)
+        answered += ("yes" if (colour, shape) in named else "no") == item.answer
+    return {"caption exact": rate(exact, len(items)), "recognition from the caption": rate(answered, len(items))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="nano", help="nano (the shipped weights) or nano:DIR (a training run)")
@@ -57,12 +75,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--describe", action="store_true", help="also score captions of the v2 items' images")
     args = parser.parse_args()
     adapter = vfl.load(args.model)
     result = {"model": args.model, "n": args.n, "seed": args.seed, "suites": {}}
     for suite in args.suites.split(","):
-        _, records = evaluate(adapter, held_out_items(["recog"], args.n, args.seed, suite), batch_size=args.batch_size)
-        result["suites"][suite] = by_object_count(records, recognition_scenes(suite, args.n, args.seed))
+        items, scenes = held_out_items(["recog"], args.n, args.seed, suite), recognition_scenes(suite, args.n, args.seed)
+        _, records = evaluate(adapter, items, batch_size=args.batch_size)
+        result["suites"][suite] = by_object_count(records, scenes)
+        if args.describe and suite == "v2":
+            captions = answers(adapter, [i.image for i in items], [DESCRIBE_QUESTION] * len(items), 48, args.batch_size)
+            result["suites"][suite].update(caption_scores(captions, items, scenes))
+            result["captions"] = captions[:20]
         for key, row in result["suites"][suite].items():
             print(f"{suite:3} {key:22} {row['accuracy']:.3f} ({row['ci'][0]:.2f}-{row['ci'][1]:.2f}) n={row['n']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
