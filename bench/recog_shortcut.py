@@ -12,7 +12,9 @@ answer: where the model recognises, those match the rest; where it counts, they 
 
 ``--describe`` (a model trained with `--functions ...,describe`) also asks for a caption of every v2 item's image:
 is the caption right, and would "is the kind in my caption?" answer the question? Where the captions answer and
-the yes/no does not, the model reads the kinds but does not compare them with the question.
+the yes/no does not, the model reads the kinds but does not compare them with the question. ``--which`` (a model
+trained with `which`) asks "Which shapes are <the asked colour>?" of the same images: does its answer hold the
+asked shape?
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ def caption_scores(captions: list[str], items: list, scenes: list) -> dict:
     return {"caption exact": rate(exact, len(items)), "recognition from the caption": rate(answered, len(items))}
 
 
+def which_questions(items: list) -> list[str]:
+    return [f"Which shapes are {asked_kind(item.question)[1]}? Name them row by row." for item in items]
+
+
+def which_scores(said: list[str], items: list) -> dict:
+    """How often the shapes named for the asked colour hold the asked shape exactly where the answer is yes."""
+    hits = sum((asked_kind(item.question)[0] in {w.strip() for w in text.split(",")}) == (item.answer == "yes")
+               for text, item in zip(said, items))
+    return {"recognition from which shapes": rate(hits, len(items))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="nano", help="nano (the shipped weights) or nano:DIR (a training run)")
@@ -76,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--describe", action="store_true", help="also score captions of the v2 items' images")
+    parser.add_argument("--which", action="store_true", help="also ask the v2 items which shapes have their colour")
     args = parser.parse_args()
     adapter = vfl.load(args.model)
     result = {"model": args.model, "n": args.n, "seed": args.seed, "suites": {}}
@@ -87,6 +101,10 @@ def main() -> None:
             captions = answers(adapter, [i.image for i in items], [DESCRIBE_QUESTION] * len(items), 48, args.batch_size)
             result["suites"][suite].update(caption_scores(captions, items, scenes))
             result["captions"] = captions[:20]
+        if args.which and suite == "v2":
+            said = answers(adapter, [i.image for i in items], which_questions(items), 24, args.batch_size)
+            result["suites"][suite].update(which_scores(said, items))
+            result["which"] = said[:20]
         for key, row in result["suites"][suite].items():
             print(f"{suite:3} {key:22} {row['accuracy']:.3f} ({row['ci'][0]:.2f}-{row['ci'][1]:.2f}) n={row['n']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

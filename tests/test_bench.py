@@ -257,3 +257,20 @@ def test_captions_are_scored_as_drawn_and_as_answers_to_the_question():
     noes = sum(item.answer == "no" for item in items)
     assert wrong["recognition from the caption"]["accuracy"] == round(noes / 40, 3) and 0 < noes < 40
     assert wrong["caption exact"]["accuracy"] == round(noes / 40, 3)  # only the "no" scenes lack nothing
+
+
+def test_which_lookups_answer_recognition_where_they_hold_the_asked_shape():
+    from recog_shortcut import which_questions, which_scores
+
+    from vfl.nano.data import held_out_items
+    from vfl.nano.suite import make_question_sample
+    from vfl.probes.questions import asked_kind
+
+    items = held_out_items(["recog"], 40, 1, "v2")
+    questions = which_questions(items)
+    assert all(q.startswith(f"Which shapes are {asked_kind(i.question)[1]}?") for q, i in zip(questions, items))
+    assert questions[0].endswith(make_question_sample("which", 0, 0).question.split("?")[1])  # the trained wording
+    truth = [asked_kind(i.question)[0] + ", other" if i.answer == "yes" else "other" for i in items]
+    assert which_scores(truth, items)["recognition from which shapes"]["accuracy"] == 1.0
+    assert which_scores(["other"] * 40, items)["recognition from which shapes"]["accuracy"] == \
+        round(sum(i.answer == "no" for i in items) / 40, 3)

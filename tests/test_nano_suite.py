@@ -164,3 +164,27 @@ def test_loose_recognition_drops_the_binding_distractors_of_a_share_of_training_
         loose, plain = training_sample(make, "recog", index, 0, loose=1.0), training_sample(make, "recog", index, 0)
         assert loose.scene == make_question_sample("recog", index, 0, binding=False).scene
         assert plain.scene == make_question_sample("recog", index, 0).scene
+
+
+def test_which_names_the_shapes_of_the_asked_colour_or_the_colours_of_the_asked_shape():
+    """A lookup by content on a recognition scene, row by row; the recognition question's kind is what it looks
+    up, so "Which shapes are red?" holds "circle" exactly where "Is there a red circle?" is answered yes."""
+    import random
+
+    from vfl.probes.questions import question_pair
+
+    asked = set()
+    for index in range(40):
+        sample = make_question_sample("which", index, 0)
+        ordered = sorted(sample.scene, key=lambda t: (t.box[1], t.box[0]))
+        words = sample.question.replace("?", "").split()
+        if sample.question.startswith("Which shapes are "):
+            wanted = [t.shape for t in ordered if t.colour == words[3]]
+        else:
+            wanted = [t.colour for t in ordered if t.shape == words[4].rstrip("s")]
+        assert sample.answer.split(", ") == wanted and wanted  # binding scenes: never an empty answer
+        asked.add(words[0])
+        rng = random.Random(f"nano-v2:which:0:{index}:train")  # the pair the sample was drawn from
+        shape, colour = asked_kind(question_pair("recog", rng).question)
+        assert colour in sample.question or f"{shape}s" in sample.question
+    assert asked == {"Which", "What"}

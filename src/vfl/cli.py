@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "binding, one of two words, held-out words)")
     train.add_argument("--functions", default="recog,count,ground,ocr",
                        help="comma-separated functions trained in turn (e.g. ocr alone, for a study of reading); "
-                            "suite v2 adds describe: captions naming every object's colour and shape")
+                            "suite v2 adds describe (captions naming every object's colour and shape) and which (the shapes of "
+                            "one colour, or the colours of one shape)")
     train.add_argument("--ocr-answers", default="tokens", choices=("tokens", "letters"),
                        help="OCR answers as the tokenizer splits them, or spelled one letter token at a time (every "
                             "held-out word is then made of output tokens trained on)")

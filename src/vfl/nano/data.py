@@ -17,8 +17,9 @@ from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_bo
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
 # what can be trained: the four functions, and (suite v2) captions that name every object's colour and shape,
-# a dense lesson in binding that a yes/no answer gives one bit of (`vfl.nano.suite.describe_sample`)
-TRAINING_FUNCTIONS = FUNCTIONS + ("describe",)
+# a dense lesson in binding that a yes/no answer gives one bit of (`vfl.nano.suite.describe_sample`), and
+# lookups by content, the shapes of one colour or the colours of one shape (`vfl.nano.suite.which_sample`)
+TRAINING_FUNCTIONS = FUNCTIONS + ("describe", "which")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Every sample is seeded by (function, seed, index, split) alone; ``split`` picks the OCR vocabulary: the
 training words, the held-out ones (every tenth word, never trained on), or pseudo-words (random strings of
 letters, no vocabulary word), which no model can answer from a memorised list: only by reading every letter.
-Besides the four functions' samples, ``describe`` samples (training only) caption a recognition scene.
+Besides the four functions' samples, ``describe`` samples (training only) caption a recognition scene, and
+``which`` samples name the shapes of one colour or the colours of one shape in it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import random
 
 from vfl.nano.data import Sample, unit_box
-from vfl.probes.questions import HELD_OUT, TRAIN_WORDS, VOCABULARY, question_pair
+from vfl.probes.questions import HELD_OUT, TRAIN_WORDS, VOCABULARY, asked_kind, question_pair
 from vfl.probes.render import MAX_COUNT
 
 SPLITS = ("train", "held_out", "pseudo")
@@ -53,6 +54,8 @@ def make_question_sample(function: str, index: int, seed: int, size: int = 224, 
     rng = random.Random(f"nano-v2:{function}:{seed}:{index}:{split}")
     if function == "describe":
         return describe_sample(rng, size)
+    if function == "which":
+        return which_sample(rng, size)
     words = {"train": TRAIN_WORDS, "held_out": HELD_OUT}.get(split) or pseudo_words(rng, 3)
     pair = question_pair(function, rng, size, words, counts, binding)
     if rng.random() < 0.5:
@@ -77,3 +80,19 @@ def describe_sample(rng: random.Random, size: int = 224) -> Sample:
 def describe_caption(scene) -> str:
     """The objects' colours and shapes, row by row (top first), left to right."""
     return ", ".join(f"{t.colour} {t.shape}" for t in sorted(scene, key=lambda thing: (thing.box[1], thing.box[0])))
+
+
+def which_sample(rng: random.Random, size: int = 224) -> Sample:
+    """A lookup by content on one side of a recognition pair: the shapes of every object of one colour, or the
+    colours of every object of one shape, row by row ("Which shapes are red?" "circle, square"). A caption reads
+    the objects in a fixed order; a recognition question must find the tokens that match its words, as here."""
+    pair = question_pair("recog", rng, size)
+    scene = pair.scene_a if rng.random() < 0.5 else pair.scene_b
+    image = pair.image_a if scene is pair.scene_a else pair.image_b
+    ordered = sorted(scene, key=lambda thing: (thing.box[1], thing.box[0]))
+    shape, colour = asked_kind(pair.question)  # the recognition question's kind: one of its halves answers it
+    if rng.random() < 0.5:
+        question, answer = f"Which shapes are {colour}?", [t.shape for t in ordered if t.colour == colour]
+    else:
+        question, answer = f"What colours are the {shape}s?", [t.colour for t in ordered if t.shape == shape]
+    return Sample("which", image, question + " Name them row by row.", ", ".join(answer), scene=scene)

@@ -91,8 +91,9 @@ class TrainConfig:
         if (not self.functions or set(self.functions) - set(TRAINING_FUNCTIONS)
                 or len(set(self.functions)) < len(self.functions)):
             raise VflError(f"--functions takes distinct names of {', '.join(TRAINING_FUNCTIONS)}, got {self.functions}")
-        if "describe" in self.functions and self.suite != "v2":
-            raise VflError("--functions describe trains captions of suite v2's scenes; pass --suite v2 with it")
+        extra = [f for f in self.functions if f not in FUNCTIONS]
+        if extra and self.suite != "v2":
+            raise VflError(f"--functions {extra[0]} trains on suite v2's scenes; pass --suite v2 with it")
         if not 0 <= self.pseudo_words <= 1:
             raise VflError(f"--pseudo-words is a share of the OCR samples, in [0, 1]; got {self.pseudo_words}")
         if self.pseudo_words and self.suite != "v2":
