@@ -387,7 +387,9 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                                    {"params": list(language.values()), "lr": config.lr_lora}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses, step_seconds = 0, [], []  # step_seconds: each step's wall time, data included, across resumes
-    function_losses = {name: [] for name in TRAINING_FUNCTIONS}  # each step's mean answer loss per function (None: absent)
+    # each step's mean answer loss per function (None: absent): the four, and any training-only one trained
+    curves = list(FUNCTIONS) + [f for f in config.functions if f not in FUNCTIONS]
+    function_losses = {name: [] for name in curves}
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False, map_location=device)
@@ -397,7 +399,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         step, losses, step_seconds = state["step"], state["losses"], state.get("step_seconds", [])
         saved = state.get("function_losses", {})  # a checkpoint may predate a function: absent until now
-        function_losses = {name: saved.get(name, [None] * step) for name in TRAINING_FUNCTIONS}
+        function_losses = {name: saved.get(name, [None] * step) for name in curves}
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
@@ -436,8 +438,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             losses.append(round(loss.item(), 4))  # .item() waits for the device, so the step's time below is real
             step_seconds.append(round(time.perf_counter() - step_started, 4))
             per_sample = per_sample.cpu().tolist()
-            for index, name in enumerate(TRAINING_FUNCTIONS):
-                mine = [v for v, f in zip(per_sample, functions) if f == index]
+            for name in curves:
+                mine = [v for v, f in zip(per_sample, functions) if TRAINING_FUNCTIONS[f] == name]
                 function_losses[name].append(round(sum(mine) / len(mine), 4) if mine else None)
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             bar.update(1)
