@@ -71,10 +71,16 @@ def describe_sample(rng: random.Random, size: int = 224) -> Sample:
     """A caption of one side of a recognition pair: every object's colour and shape, row by row, left to right
     ("red circle, red square, blue circle"). A recognition answer pays one bit for binding a colour to a shape;
     this names the pair of every object, so the language model learns which tokens say "red circle"."""
-    pair = question_pair("recog", rng, size)
-    scene = pair.scene_a if rng.random() < 0.5 else pair.scene_b
-    image = pair.image_a if scene is pair.scene_a else pair.image_b
+    _, image, scene = recognition_side(rng, size)
     return Sample("describe", image, DESCRIBE_QUESTION, describe_caption(scene), scene=scene)
+
+
+def recognition_side(rng: random.Random, size: int):
+    """A recognition pair and one of its sides, at random: (pair, image, scene)."""
+    pair = question_pair("recog", rng, size)
+    if rng.random() < 0.5:
+        return pair, pair.image_a, pair.scene_a
+    return pair, pair.image_b, pair.scene_b
 
 
 def describe_caption(scene) -> str:
@@ -86,9 +92,7 @@ def which_sample(rng: random.Random, size: int = 224) -> Sample:
     """A lookup by content on one side of a recognition pair: the shapes of every object of one colour, or the
     colours of every object of one shape, row by row ("Which shapes are red?" "circle, square"). A caption reads
     the objects in a fixed order; a recognition question must find the tokens that match its words, as here."""
-    pair = question_pair("recog", rng, size)
-    scene = pair.scene_a if rng.random() < 0.5 else pair.scene_b
-    image = pair.image_a if scene is pair.scene_a else pair.image_b
+    pair, image, scene = recognition_side(rng, size)
     ordered = sorted(scene, key=lambda thing: (thing.box[1], thing.box[0]))
     shape, colour = asked_kind(pair.question)  # the recognition question's kind: one of its halves answers it
     if rng.random() < 0.5:
