@@ -49,11 +49,11 @@ from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
-from vfl.probes.schema import parse_functions
 from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, held_out_items
 from vfl.nano import parts
 from vfl.nano.model import NanoSpec
 from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, check_resumable, train, training_time
+from vfl.probes.schema import parse_functions
 
 RECIPES = {
     "projector": dict(lora_rank=0),

@@ -28,7 +28,7 @@ import vfl
 from vfl.evaluate import answers, evaluate
 from vfl.metrics import wilson
 from vfl.nano.data import held_out_items, sample_maker
-from vfl.nano.suite import DESCRIBE_QUESTION, describe_caption
+from vfl.nano.suite import DESCRIBE_QUESTION, describe_caption, which_shapes_question
 from vfl.probes.questions import asked_kind
 
 
@@ -70,7 +70,7 @@ def caption_scores(captions: list[str], items: list, scenes: list) -> dict:
 
 
 def which_questions(items: list) -> list[str]:
-    return [f"Which shapes are {asked_kind(item.question)[1]}? Name them row by row." for item in items]
+    return [which_shapes_question(asked_kind(item.question)[1]) for item in items]
 
 
 def which_scores(said: list[str], items: list) -> dict:

@@ -83,9 +83,18 @@ def recognition_side(rng: random.Random, size: int):
     return pair, pair.image_b, pair.scene_b
 
 
+def in_rows(scene) -> list:
+    """The objects row by row (top first), left to right: the order captions and lookups name them in."""
+    return sorted(scene, key=lambda thing: (thing.box[1], thing.box[0]))
+
+
 def describe_caption(scene) -> str:
-    """The objects' colours and shapes, row by row (top first), left to right."""
-    return ", ".join(f"{t.colour} {t.shape}" for t in sorted(scene, key=lambda thing: (thing.box[1], thing.box[0])))
+    """The objects' colours and shapes, in rows."""
+    return ", ".join(f"{t.colour} {t.shape}" for t in in_rows(scene))
+
+
+def which_shapes_question(colour: str) -> str:
+    return f"Which shapes are {colour}? Name them row by row."
 
 
 def which_sample(rng: random.Random, size: int = 224) -> Sample:
@@ -93,10 +102,10 @@ def which_sample(rng: random.Random, size: int = 224) -> Sample:
     colours of every object of one shape, row by row ("Which shapes are red?" "circle, square"). A caption reads
     the objects in a fixed order; a recognition question must find the tokens that match its words, as here."""
     pair, image, scene = recognition_side(rng, size)
-    ordered = sorted(scene, key=lambda thing: (thing.box[1], thing.box[0]))
     shape, colour = asked_kind(pair.question)  # the recognition question's kind: one of its halves answers it
     if rng.random() < 0.5:
-        question, answer = f"Which shapes are {colour}?", [t.shape for t in ordered if t.colour == colour]
+        question, answer = which_shapes_question(colour), [t.shape for t in in_rows(scene) if t.colour == colour]
     else:
-        question, answer = f"What colours are the {shape}s?", [t.colour for t in ordered if t.shape == shape]
-    return Sample("which", image, question + " Name them row by row.", ", ".join(answer), scene=scene)
+        question = f"What colours are the {shape}s? Name them row by row."
+        answer = [t.colour for t in in_rows(scene) if t.shape == shape]
+    return Sample("which", image, question, ", ".join(answer), scene=scene)
