@@ -43,7 +43,7 @@ def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, se
     pad = processor.tokenizer.pad_token_id or 0
     found = {}
     for index, function in enumerate(FUNCTIONS):
-        ids, labels, attention, pixels, _ = _collate([samples[len(FUNCTIONS) * i + index] for i in range(n)], pad)
+        ids, labels, attention, pixels, _, _ = _collate([samples[len(FUNCTIONS) * i + index] for i in range(n)], pad)
         with torch.no_grad():
             features = encoded(model, pixels, spec.vision_layers)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -80,9 +80,10 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     processor = build_processor(tokenizer)
     samples = StreamSamples(processor, seed=0, image_tokens=64, suite=suite)
-    pixels, ids, labels, function = samples[5]
+    pixels, ids, labels, function, kinds = samples[5]
     again = StreamSamples(processor, seed=0, image_tokens=64, suite=suite)[5]
     assert torch.equal(pixels, again[0]) and ids == again[1] and labels == again[2] and function == 1  # 5 % 4: count
+    assert torch.equal(kinds, again[4]) and kinds.shape == (64,)
     assert not torch.equal(pixels, StreamSamples(processor, seed=1, image_tokens=64, suite=suite)[5][0])
     config = TrainConfig(data="stream", steps=3, batch_size=2, spec=NanoSpec(lora_rank=0), suite=suite)
     by_workers = list(stream_batches(processor, TrainConfig(**{**config.__dict__, "workers": 2}), 64, 0, 0))
@@ -91,11 +92,13 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     assert len(by_workers) == len(in_process) == 3 and len(resumed) == 2
     for one, other in zip(by_workers, in_process):
         assert all(torch.equal(a, b) for a, b in zip(one[:4], other[:4])) and one[4] == other[4]
+        assert torch.equal(one[5], other[5]) and one[5].shape == (2, 64)
     assert all(torch.equal(a, b) for a, b in zip(resumed[0][:4], in_process[1][:4]))
     ocr_only = StreamSamples(processor, seed=0, image_tokens=64, suite=suite, functions=["ocr"])
     for k in range(3):  # OCR sample k of the mixed stream is sample k of an OCR-only one
         mixed, alone = samples[4 * k + 3], ocr_only[k]
-        assert torch.equal(mixed[0], alone[0]) and mixed[1:] == alone[1:] and alone[3] == 3
+        assert torch.equal(mixed[0], alone[0]) and mixed[1:4] == alone[1:4] and alone[3] == 3
+        assert (alone[4] == -1).all()  # no scene: no token to align
 
 
 def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
@@ -141,6 +144,8 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--suite", "v2", "--pseudo-words", "2"], "--pseudo-words is a share of the OCR samples, in [0, 1]"),
     (["--loose-recognition", "0.5"], "--loose-recognition draws suite v2's recognition samples; pass --suite v2"),
     (["--suite", "v2", "--loose-recognition", "-1"], "--loose-recognition is a share of the recognition samples"),
+    (["--align-words", "1"], "--align-words reads each sample's scene as it is drawn; pass --data stream with it"),
+    (["--data", "stream", "--align-words", "-1"], "--align-words is a loss weight, 0 or more"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)
@@ -231,3 +236,28 @@ def test_runs_written_before_a_setting_existed_still_resume(tmp_path):
     assert saved_settings(tmp_path / "train.json") != json.loads(json.dumps(asdict(TrainConfig(precision="bf16"))))
     with pytest.raises(VflError, match="--precision must be one of auto, fp32, bf16, got 'fp16'"):
         TrainConfig(precision="fp16").check()
+
+
+def test_answer_loss_adds_the_weighted_word_alignment_of_the_projected_tokens():
+    import torch
+
+    from vfl.models.tiny import build_tiny
+    from vfl.nano.align import NO_KIND, alignment_loss
+    from vfl.nano.train import answer_loss
+
+    model, _ = build_tiny("llava")
+    image = model.config.image_token_id
+    ids = torch.tensor([[1] + [image] * 16 + [5, 6, 7, 8]] * 2)
+    labels = torch.full_like(ids, -100)
+    labels[:, -2:] = ids[:, -2:]
+    torch.manual_seed(0)
+    features = torch.randn(2, 16, model.config.vision_config.hidden_size)
+    vectors = torch.randn(28, model.config.text_config.hidden_size)
+    kinds = torch.full((2, 16), NO_KIND)
+    kinds[0, 3], kinds[1, 7] = 4, 20
+    plain, rows = answer_loss(model, ids, labels, torch.ones_like(ids), features)
+    aligned, aligned_rows = answer_loss(model, ids, labels, torch.ones_like(ids), features,
+                                        alignment=(0.5, kinds, vectors))
+    tokens = model.model.multi_modal_projector(features)
+    assert aligned.item() == pytest.approx(plain.item() + 0.5 * alignment_loss(tokens, kinds, vectors).item(), rel=1e-5)
+    assert torch.equal(rows, aligned_rows)  # the per-function curves stay answer losses

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from vfl.errors import VflError
 from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, sample_maker
+from vfl.nano.align import NO_KIND, alignment_loss, cell_kinds, word_vectors
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 from vfl.nano.suite import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
@@ -66,6 +67,7 @@ class TrainConfig:
     ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
     pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
     loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
+    align_words: float = 0.0  # weight of the image tokens' word alignment (`vfl.nano.align`; stream data)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -103,6 +105,10 @@ class TrainConfig:
                            f"got {self.loose_recognition}")
         if self.loose_recognition and self.suite != "v2":
             raise VflError("--loose-recognition draws suite v2's recognition samples; pass --suite v2 with it")
+        if self.align_words < 0:
+            raise VflError(f"--align-words is a loss weight, 0 or more; got {self.align_words}")
+        if self.align_words and self.data != "stream":
+            raise VflError("--align-words reads each sample's scene as it is drawn; pass --data stream with it")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
@@ -195,10 +201,11 @@ def _data(run: Path, model, processor, config: TrainConfig):
                                                          config.pseudo_words, config.loose_recognition))
 
 
-def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None):
+def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None, alignment=None):
     """Cross-entropy on answer tokens, with the image tokens' embeddings given by the projector: the token
     mean over the batch, or with ``weights`` (one per sample) the weighted mean of each sample's token mean.
-    Returns the loss and, detached, each sample's token mean (for per-function loss curves)."""
+    ``alignment`` (weight, each token's kind, the kinds' word vectors) adds the weighted `alignment_loss`.
+    Returns the loss and, detached, each sample's token mean of the answer (for per-function loss curves)."""
     inner = model.model
     embeds = inner.get_input_embeddings()(ids)
     image = inner.multi_modal_projector(features.to(embeds.dtype))
@@ -212,10 +219,12 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     rows = chosen.nonzero()[:, 0]
     per_sample = torch.zeros(ids.shape[0], device=per_token.device).index_add_(0, rows, per_token)
     per_sample = per_sample / chosen.sum(1).clamp(min=1)
-    if weights is None:
-        return per_token.mean(), per_sample.detach()
-    weights = weights.to(per_sample.device)
-    return (per_sample * weights).sum() / weights.sum().clamp(min=1e-12), per_sample.detach()
+    loss = per_token.mean() if weights is None else \
+        (per_sample * weights.to(per_sample.device)).sum() / weights.to(per_sample.device).sum().clamp(min=1e-12)
+    if alignment is not None:
+        weight, kinds, vectors = alignment
+        loss = loss + weight * alignment_loss(image, kinds, vectors)
+    return loss, per_sample.detach()
 
 
 def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
@@ -240,7 +249,7 @@ def _batch(data, order: list[int], pad_id: int, functions=FUNCTIONS):
 class StreamSamples(torch.utils.data.Dataset):
     """Sample i of the endless training stream: function ``functions[i % len(functions)]``, drawn by the suite's
     sample maker from (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in
-    any worker."""
+    any worker; with each image token's kind for word alignment (`vfl.nano.align.cell_kinds`)."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
                  ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0):
@@ -258,12 +267,14 @@ class StreamSamples(torch.utils.data.Dataset):
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        return pixels, ids, labels, TRAINING_FUNCTIONS.index(function)
+        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5)) \
+            if sample.scene else [NO_KIND] * self.image_tokens
+        return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
 def _collate(items, pad_id: int):
-    pixels, ids, labels, functions = zip(*items)
-    return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions))
+    pixels, ids, labels, functions, kinds = zip(*items)
+    return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions), torch.stack(kinds))
 
 
 def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int, pad_id: int):
@@ -404,7 +415,9 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
     autocast = _autocast(config, device)
-    stream = None
+    stream, alignment = None, None
+    if config.align_words:
+        vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens)
     if config.data == "stream":
         image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
         stream = iter(stream_batches(processor, config, image_tokens, step, pad))
@@ -414,7 +427,9 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
         while step < config.steps:
             step_started = time.perf_counter()
             if stream is not None:
-                ids, labels, attention, pixels, functions = next(stream)
+                ids, labels, attention, pixels, functions, kinds = next(stream)
+                if config.align_words:
+                    alignment = (config.align_words, kinds.to(device), vectors.to(device))
                 with autocast():
                     features = encoded(base, pixels.to(device, non_blocking=True), config.spec.vision_layers)
             else:
@@ -428,7 +443,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
                 torch.tensor([config.loss_weights.get(TRAINING_FUNCTIONS[f], 1.0) for f in functions])
             with autocast():
                 loss, per_sample = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
-                                               features.to(device), weights)
+                                               features.to(device), weights, alignment)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(projector.parameters()) + list(language.values()), 1.0)

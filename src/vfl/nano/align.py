@@ -1,0 +1,63 @@
+"""Word alignment of nano's image tokens: a training signal that makes each token showing an object look, to the
+language model, like the words that name it.
+
+Why: a recognition question must find the image tokens that match its words. SmolLM2 learns that lookup within
+200 steps when each object stands in the prompt as the mean embedding of its words (" red circle"), and not in
+300 when it stands as a learnt vector of its own (`bench/recog_lookup.py`): the pretrained attention already
+matches words with words. So the projector is also trained to write, at every token that holds a quarter of an
+object or is half covered by one, its words' mean embedding (`alignment_loss`: direction and norm, weighed by
+``--align-words``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vfl.probes.render import COLOURS, SHAPES
+
+KINDS = [(s, c) for s in SHAPES for c in COLOURS]
+NO_KIND = -1  # a token no object covers most of, or a sample without a scene (OCR)
+
+
+def cell_kinds(scene, size: int, cell: int) -> list[int]:
+    """Per image token, row by row, the index in `KINDS` of the object with the most area in its ``cell`` px
+    square, where that is a quarter of the object or half the square, else `NO_KIND` (nano's tokens: 224 px in
+    28 px cells, the 2x2 shuffle's row-major order). A quarter of the object: a 24 px object can straddle four
+    cells evenly; half the square: a large one (grounding's) covers many cells whole."""
+    side = size // cell
+    kinds = []
+    for row in range(side):
+        for col in range(side):
+            x0, y0 = col * cell, row * cell
+            best, kind = 0, NO_KIND
+            for thing in scene or ():
+                bx0, by0, bx1, by1 = thing.box
+                area = max(0, min(bx1, x0 + cell) - max(bx0, x0)) * max(0, min(by1, y0 + cell) - max(by0, y0))
+                if area > best and (4 * area >= (bx1 - bx0) * (by1 - by0) or 2 * area >= cell * cell):
+                    best, kind = area, KINDS.index((thing.shape, thing.colour))
+            kinds.append(kind)
+    return kinds
+
+
+@torch.no_grad()
+def word_vectors(tokenizer, embed: torch.nn.Embedding) -> torch.Tensor:
+    """(len(KINDS), width): each kind's mean input embedding of the tokens of " <colour> <shape>"."""
+    rows = [embed(torch.tensor(tokenizer(f" {colour} {shape}", add_special_tokens=False).input_ids,
+                               device=embed.weight.device)).float().mean(0) for shape, colour in KINDS]
+    return torch.stack(rows)
+
+
+def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens with a kind of (1 - cos(token, v)) + ln(|token| / |v|)^2, v its words' vector (0 where
+    no token has one): direction and norm apart, each with a gradient that stays moderate far from v.
+    ``image``: (B, tokens, width) projector outputs; ``kinds``: (B, tokens) indices or `NO_KIND`.
+    An untrained projector writes tokens about 20x the words' norm. A squared error relative to |v| (about 500 at
+    the first step) filled Adam's second moments, and the projector then moved too slowly to reach even the best
+    constant in 160 steps; one relative to |token|^2 + |v|^2 is flat out there and did not move in 40."""
+    chosen = kinds != NO_KIND
+    if not chosen.any():
+        return image.sum() * 0.0
+    tokens, target = image[chosen].float(), vectors[kinds[chosen]]
+    direction = 1 - torch.nn.functional.cosine_similarity(tokens, target, dim=-1)
+    scale = torch.log(tokens.norm(dim=-1).clamp(min=1e-6) / target.norm(dim=-1)).pow(2)
+    return (direction + scale).mean()
