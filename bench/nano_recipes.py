@@ -74,7 +74,7 @@ def recipe_config(name: str, args) -> TrainConfig:
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
                        precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
                        pseudo_words=args.pseudo_words, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
-                       loose_recognition=args.loose_recognition, **recipe)
+                       loose_recognition=args.loose_recognition, align_words=args.align_words, **recipe)
 
 
 def _train_or_exit(run: Path, config: TrainConfig, threads: int) -> None:
@@ -183,6 +183,8 @@ def run() -> None:
                         help="trained in turn; describe adds captions of recognition scenes (bench/recog_shortcut.py)")
     parser.add_argument("--loose-recognition", type=float, default=0.0, metavar="SHARE",
                         help="share of the recognition samples without binding distractors")
+    parser.add_argument("--align-words", type=float, default=0.0, metavar="WEIGHT",
+                        help="weight of the image tokens' word alignment (vfl.nano.align; bench/recog_lookup.py)")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
@@ -242,7 +244,7 @@ def run() -> None:
                    "device": device_name(args.device), "precision": config.precision,
                    "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
                    "pseudo_words": config.pseudo_words, "functions": config.functions,
-                   "loose_recognition": config.loose_recognition,
+                   "loose_recognition": config.loose_recognition, "align_words": config.align_words,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

@@ -16,6 +16,7 @@ Where a form trains and the next does not, that difference is what stalls nano. 
 kind's vector at the mean of its words' embeddings, as a projector trained to write words would.
 
   python bench/recog_lookup.py --scene text --steps 300 --out bench/results/recog_lookup_text.json
+  python bench/recog_lookup.py --plot bench/results/recog_lookup_*.json --out docs/nano-recog-lookup.png
 """
 
 from __future__ import annotations
@@ -30,33 +31,21 @@ import torch
 
 from vfl.metrics import wilson
 from vfl.nano import parts
+from vfl.nano.align import KINDS, NO_KIND, cell_kinds
 from vfl.nano.model import CHAT_TEMPLATE
 from vfl.nano.suite import describe_caption, in_rows, make_question_sample
-from vfl.probes.render import COLOURS, SHAPES
 
 SCENES = ("text", "kinds", "grid")
 INITS = ("random", "words")
 LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-KINDS = [(s, c) for s in SHAPES for c in COLOURS]
 BACKGROUND = len(KINDS)  # the grid's empty cells
 GRID, CELL = 8, 28  # nano's 64 image tokens: 224 px in 28 px cells
 
 
 def grid_cells(scene) -> list[int]:
     """The kind index of each of the 64 cells, row by row: the object that covers most of the cell, else
-    background."""
-    cells = []
-    for row in range(GRID):
-        for col in range(GRID):
-            x0, y0 = col * CELL, row * CELL
-            best, kind = 0, BACKGROUND
-            for thing in scene:
-                bx0, by0, bx1, by1 = thing.box
-                area = max(0, min(bx1, x0 + CELL) - max(bx0, x0)) * max(0, min(by1, y0 + CELL) - max(by0, y0))
-                if area > best:
-                    best, kind = area, KINDS.index((thing.shape, thing.colour))
-            cells.append(kind)
-    return cells
+    background (the cells nano's word alignment trains, `vfl.nano.align.cell_kinds`)."""
+    return [BACKGROUND if kind == NO_KIND else kind for kind in cell_kinds(scene, GRID * CELL, CELL)]
 
 
 def scene_slots(sample, scene: str) -> tuple[str, list[int]]:
@@ -88,7 +77,8 @@ def padded(rows: list[tuple[list[int], ...]], pad: int, left: bool = False) -> l
     attention mask."""
     width = max(len(r[0]) for r in rows)
     fills = [pad, -1, -100][:len(rows[0])]
-    tensors = [torch.full((len(rows), width), fill) for fill in fills] + [torch.zeros((len(rows), width), dtype=torch.long)]
+    tensors = [torch.full((len(rows), width), fill) for fill in fills]
+    tensors.append(torch.zeros((len(rows), width), dtype=torch.long))
     for r, row in enumerate(rows):
         span = slice(width - len(row[0]), width) if left else slice(0, len(row[0]))
         for tensor, column in zip(tensors, row):
@@ -144,7 +134,32 @@ def initialise(table, embed, tokenizer, init: str) -> None:
     table.weight.normal_(0, embed.weight.std().item())
     if init == "words":
         for k, (shape, colour) in enumerate(KINDS):
-            table.weight[k] = embed(torch.tensor(tokenizer(f" {colour} {shape}", add_special_tokens=False).input_ids)).mean(0)
+            ids = tokenizer(f" {colour} {shape}", add_special_tokens=False).input_ids
+            table.weight[k] = embed(torch.tensor(ids)).mean(0)
+
+
+def plot_curves(results: list[Path], out: Path) -> None:
+    """Held-out accuracy against steps, one line per results file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    for path in results:
+        result = json.loads(Path(path).read_text())
+        settings, curve = result["settings"], result["curve"]
+        label = {"text": "its caption's words", "grid": "8 x 8 grid of learnt vectors"}.get(
+            settings["scene"], "a learnt vector per object")
+        if settings["scene"] != "text":
+            label += ", started at its words" if settings.get("init") == "words" else ", random start"
+        axes.plot([c["step"] for c in curve], [c["accuracy"] for c in curve], marker="o", label=label)
+    axes.axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes.set(xlabel="training step (32 samples)", ylabel="held-out recognition (v2, n 200)", ylim=(0, 1.05),
+             title="SmolLM2 + LoRA r64 learning v2 recognition, the scene as ...")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
 
 
 def main() -> None:
@@ -155,13 +170,17 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4, help="the LoRA's rate")
     parser.add_argument("--lr-vectors", type=float, default=1e-3, help="the learnt vectors' rate (nano's projector's)")
     parser.add_argument("--init", choices=INITS, default="random",
-                        help="the learnt vectors' start: random, or the mean of their colour's and shape's word embeddings")
+                        help="the learnt vectors' start: random, or the mean of their colour's and shape's words' "
+                             "embeddings")
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--loose", action="store_true", help="distractors of any other kind (no binding)")
     parser.add_argument("--every", type=int, default=50, help="score the held-out items every this many steps")
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="results JSON (with --plot: the figure)")
+    parser.add_argument("--plot", type=Path, nargs="+", help="draw these results' curves into --out instead")
     args = parser.parse_args()
+    if args.plot:
+        return plot_curves(args.plot, args.out)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

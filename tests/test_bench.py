@@ -274,3 +274,23 @@ def test_which_lookups_answer_recognition_where_they_hold_the_asked_shape():
     assert which_scores(truth, items)["recognition from which shapes"]["accuracy"] == 1.0
     assert which_scores(["other"] * 40, items)["recognition from which shapes"]["accuracy"] == \
         round(sum(i.answer == "no" for i in items) / 40, 3)
+
+
+def test_recog_lookup_puts_one_learnt_vector_per_object_or_the_caption_where_the_image_was():
+    from transformers import AutoTokenizer
+
+    from recog_lookup import BACKGROUND, KINDS, grid_cells, prompt_ids, samples
+    from vfl.nano.parts import smollm2_dir
+    from vfl.nano.suite import describe_caption, in_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    sample = samples(0, 1, "train", loose=False)[0]
+    text_ids, text_kinds = prompt_ids(tokenizer, sample, "text")
+    assert set(text_kinds) == {-1} and describe_caption(sample.scene) in tokenizer.decode(text_ids)
+    ids, kinds = prompt_ids(tokenizer, sample, "kinds")
+    assert [k for k in kinds if k >= 0] == [KINDS.index((t.shape, t.colour)) for t in in_rows(sample.scene)]
+    assert tokenizer.decode([i for i, k in zip(ids, kinds) if k < 0]).endswith(sample.question + "<|im_end|>\n"
+                                                                                 "<|im_start|>assistant\n")
+    cells = grid_cells(sample.scene)
+    assert len(cells) == 64 and {KINDS[k] for k in cells if k != BACKGROUND} == {(t.shape, t.colour)
+                                                                                 for t in sample.scene}
