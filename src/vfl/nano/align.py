@@ -16,7 +16,7 @@ import torch
 from vfl.probes.render import COLOURS, SHAPES
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
-NO_KIND = -1  # a token no object covers most of, or a sample without a scene (OCR)
+NO_KIND = -1  # a token that shows no object (see `cell_kinds`), or one of a sample without a scene (OCR)
 
 
 def cell_kinds(scene, size: int, cell: int) -> list[int]:

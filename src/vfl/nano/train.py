@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vfl.errors import VflError
+from vfl.nano.align import alignment_loss, cell_kinds, word_vectors
 from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, sample_maker
-from vfl.nano.align import NO_KIND, alignment_loss, cell_kinds, word_vectors
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 from vfl.nano.suite import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
@@ -219,8 +219,11 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     rows = chosen.nonzero()[:, 0]
     per_sample = torch.zeros(ids.shape[0], device=per_token.device).index_add_(0, rows, per_token)
     per_sample = per_sample / chosen.sum(1).clamp(min=1)
-    loss = per_token.mean() if weights is None else \
-        (per_sample * weights.to(per_sample.device)).sum() / weights.to(per_sample.device).sum().clamp(min=1e-12)
+    if weights is None:
+        loss = per_token.mean()
+    else:
+        weights = weights.to(per_sample.device)
+        loss = (per_sample * weights).sum() / weights.sum().clamp(min=1e-12)
     if alignment is not None:
         weight, kinds, vectors = alignment
         loss = loss + weight * alignment_loss(image, kinds, vectors)
@@ -267,8 +270,7 @@ class StreamSamples(torch.utils.data.Dataset):
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5)) \
-            if sample.scene else [NO_KIND] * self.image_tokens
+        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5))
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
