@@ -261,3 +261,15 @@ def test_answer_loss_adds_the_weighted_word_alignment_of_the_projected_tokens():
     tokens = model.model.multi_modal_projector(features)
     assert aligned.item() == pytest.approx(plain.item() + 0.5 * alignment_loss(tokens, kinds, vectors).item(), rel=1e-5)
     assert torch.equal(rows, aligned_rows)  # the per-function curves stay answer losses
+
+
+def test_a_streamed_run_with_word_alignment_adds_it_to_the_loss_and_keeps_the_answer_curves(tmp_path):
+    out = tmp_path / "aligned"
+    result = run_cli("nano", "train", "--data", "stream", "--suite", "v2", "--functions", "recog", "--steps", 1,
+                     "--batch-size", 2, "--lora-rank", 0, "--precision", CPU_PRECISION, "--align-words", 1,
+                     "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "train.json").read_text())["align_words"] == 1
+    total = json.loads((out / "losses.json").read_text())[0]
+    answer = json.loads((out / "function_losses.json").read_text())["recog"][0]
+    assert total > answer + 1  # an untrained projector's tokens are far from the words (about 10 at the first step)

@@ -418,7 +418,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     pad = processor.tokenizer.pad_token_id or 0
     autocast = _autocast(config, device)
     stream, alignment = None, None
-    if config.align_words:
+    if config.align_words:  # on the device already: the embeddings are
         vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens)
     if config.data == "stream":
         image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
@@ -431,7 +431,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
             if stream is not None:
                 ids, labels, attention, pixels, functions, kinds = next(stream)
                 if config.align_words:
-                    alignment = (config.align_words, kinds.to(device), vectors.to(device))
+                    alignment = (config.align_words, kinds.to(device), vectors)
                 with autocast():
                     features = encoded(base, pixels.to(device, non_blocking=True), config.spec.vision_layers)
             else:
