@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vfl.nano.align import KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
+from vfl.nano.align import KINDS, NO_KIND, TEMPERATURE, alignment_loss, cell_kinds, word_vectors
 from vfl.probes.render import Thing
 
 
@@ -46,17 +46,34 @@ def test_word_vectors_are_the_mean_embeddings_of_each_kinds_words():
     assert torch.allclose(vectors[k], (embed.weight[3] + embed.weight[6]) / 2)
 
 
-def test_alignment_loss_weighs_direction_and_norm_on_tokens_with_a_kind():
-    vectors = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+def test_alignment_loss_weighs_direction_norm_and_contrast_on_tokens_with_a_kind():
+    vectors = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # cosine 0.8 apart
     kinds = torch.tensor([[0, NO_KIND], [1, NO_KIND]])
+
+    def contrast(own: float, other: float) -> float:  # cross-entropy of the own kind, by cosine / TEMPERATURE
+        return math.log(1 + math.exp((other - own) / TEMPERATURE))
+
     exact = torch.stack([vectors[0], torch.full((2,), 99.0)]), torch.stack([vectors[1], torch.zeros(2)])
-    assert alignment_loss(torch.stack(exact), kinds, vectors).item() == pytest.approx(0.0, abs=1e-6)  # NO_KIND ignored
+    loss = alignment_loss(torch.stack(exact), kinds, vectors).item()  # the NO_KIND tokens are ignored
+    assert loss == pytest.approx(contrast(1, 0.8), rel=1e-5)
     opposite = torch.stack([-vectors[0], torch.zeros(2)]), torch.stack([-vectors[1], torch.zeros(2)])
-    assert alignment_loss(torch.stack(opposite), kinds, vectors).item() == pytest.approx(2.0)
+    loss = alignment_loss(torch.stack(opposite), kinds, vectors).item()
+    assert loss == pytest.approx(2.0 + contrast(-1, -0.8), rel=1e-5)
     longer = torch.stack([math.e * vectors[0], torch.zeros(2)]), torch.stack([vectors[1] / math.e, torch.zeros(2)])
-    assert alignment_loss(torch.stack(longer), kinds, vectors).item() == pytest.approx(1.0)  # ln(e)^2 each
+    assert alignment_loss(torch.stack(longer), kinds, vectors).item() == pytest.approx(1.0 + contrast(1, 0.8), rel=1e-5)
     image = torch.stack([20 * vectors[0], torch.zeros(2)]).unsqueeze(0).requires_grad_(True)
     alignment_loss(image, kinds[:1], vectors).backward()
     assert image.grad[0, 0] @ vectors[0] > 0 and image.grad[0, 0].norm() < 1  # shrinks it, gently
     empty = alignment_loss(image, torch.full((1, 2), NO_KIND), vectors)
     assert empty.item() == 0.0
+
+
+def test_the_contrast_pulls_a_token_away_from_the_nearer_kind():
+    vectors = torch.tensor([[1.0, 0.0], [0.8, 0.6]])  # unit vectors, cosine 0.8 apart
+    token = torch.tensor([[[0.6, 0.8]]], requires_grad=True)  # unit, of kind 0, but nearer kind 1
+    alignment_loss(token, torch.tensor([[0]]), vectors).backward()
+    step = -token.grad[0, 0]  # the way gradient descent moves it
+    assert step @ torch.tensor([1.0, 0.0]) > 0 and step @ torch.tensor([0.0, 1.0]) < 0  # towards kind 0
+    plain = torch.tensor([[[0.6, 0.8]]], requires_grad=True)
+    (1 - torch.nn.functional.cosine_similarity(plain[0], vectors[:1])).sum().backward()
+    assert step.norm() > 5 * plain.grad.norm()  # far more than direction alone would

@@ -5,8 +5,8 @@ Why: a recognition question must find the image tokens that match its words. Smo
 200 steps when each object stands in the prompt as the mean embedding of its words (" red circle"), and not in
 300 when it stands as a learnt vector of its own (`bench/recog_lookup.py`): the pretrained attention already
 matches words with words. So the projector is also trained to write, at every token that holds a quarter of an
-object or is half covered by one, its words' mean embedding (`alignment_loss`: direction and norm, weighed by
-``--align-words``).
+object or is half covered by one, its words' mean embedding, nearer it than any other kind's (`alignment_loss`:
+direction, norm and contrast, weighed by ``--align-words``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from vfl.probes.render import COLOURS, SHAPES
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
 NO_KIND = -1  # a token that shows no object (see `cell_kinds`), or one of a sample without a scene (OCR)
+TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds: 0.05 and 0.1 both reached 0.97 in 500 steps
 
 
 def cell_kinds(scene, size: int, cell: int) -> list[int]:
@@ -47,10 +48,16 @@ def word_vectors(tokenizer, embed: torch.nn.Embedding) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """Mean over the tokens with a kind of (1 - cos(token, v)) + ln(|token| / |v|)^2, v its words' vector (0 where
-    no token has one): direction and norm apart, each with a gradient that stays moderate far from v.
+def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor,
+                   temperature: float | None = TEMPERATURE) -> torch.Tensor:
+    """Mean over the tokens with a kind of (1 - cos(token, v)) + ln(|token| / |v|)^2 + the cross-entropy of the
+    token's kind among all kinds, by cos / ``temperature`` (none with None), v its words' vector; 0 where no token
+    has a kind.
     ``image``: (B, tokens, width) projector outputs; ``kinds``: (B, tokens) indices or `NO_KIND`.
+    Direction and norm bring a token near its words; the contrast makes it nearer them than any other kind's.
+    Without it the kinds are barely told apart: the 28 vectors share most of their direction (cosine 0.63 between
+    kinds on average, 0.82 within a shape), so a token at the shared mean already scores cosine 0.8, and 1000
+    projector-only steps left its nearest kind right for 0.12 of object tokens (0.97 with it, in 500).
     An untrained projector writes tokens about 20x the words' norm. A squared error relative to |v| (about 500 at
     the first step) filled Adam's second moments, and the projector then moved too slowly to reach even the best
     constant in 160 steps; one relative to |token|^2 + |v|^2 is flat out there and did not move in 40."""
@@ -60,4 +67,8 @@ def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tens
     tokens, target = image[chosen].float(), vectors[kinds[chosen]]
     direction = 1 - torch.nn.functional.cosine_similarity(tokens, target, dim=-1)
     scale = torch.log(tokens.norm(dim=-1).clamp(min=1e-6) / target.norm(dim=-1)).pow(2)
-    return (direction + scale).mean()
+    loss = direction + scale
+    if temperature is not None:
+        cosines = torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(vectors, dim=-1).T
+        loss = loss + torch.nn.functional.cross_entropy(cosines / temperature, kinds[chosen], reduction="none")
+    return loss.mean()
