@@ -294,3 +294,20 @@ def test_recog_lookup_puts_one_learnt_vector_per_object_or_the_caption_where_the
     cells = grid_cells(sample.scene)
     assert len(cells) == 64 and {KINDS[k] for k in cells if k != BACKGROUND} == {(t.shape, t.colour)
                                                                                  for t in sample.scene}
+
+
+def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_path):
+    import json
+
+    out = tmp_path / "fit.json"
+    result = run_python(str(ROOT / "bench" / "align_tokens.py"), "--fit", "2", "--train-images", "6", "--n", "4",
+                        "--temperatures", "none,0.05", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert [arm["temperature"] for arm in table["arms"]] == ["none", "0.05"] and table["train_images"] == 6
+    plain, contrast = (arm["curve"][-1] for arm in table["arms"])
+    assert plain["step"] == contrast["step"] == 2 and plain["tokens"] == contrast["tokens"] > 0
+    assert contrast["loss"] > plain["loss"]  # the same batches, plus a cross-entropy over 28 kinds
+    assert all(0 <= row[k] <= 1 for row in (plain, contrast) for k in ("nearest_is_kind", "nearest_has_colour"))
+    neither = run_python(str(ROOT / "bench" / "align_tokens.py"))
+    assert neither.returncode == 2 and "pass --weights (score a run) or --fit STEPS" in neither.stderr
