@@ -17,7 +17,7 @@ from vfl.probes.render import COLOURS, SHAPES
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
 NO_KIND = -1  # a token that shows no object (see `cell_kinds`), or one of a sample without a scene (OCR)
-TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds: 0.05 and 0.1 both reached 0.97 in 500 steps
+TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds (0.1 fitted as well in a first trial)
 
 
 def cell_kinds(scene, size: int, cell: int) -> list[int]:
@@ -57,7 +57,8 @@ def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tens
     Direction and norm bring a token near its words; the contrast makes it nearer them than any other kind's.
     Without it the kinds are barely told apart: the 28 vectors share most of their direction (cosine 0.63 between
     kinds on average, 0.82 within a shape), so a token at the shared mean already scores cosine 0.8, and 1000
-    projector-only steps left its nearest kind right for 0.12 of object tokens (0.97 with it, in 500).
+    projector-only steps left its nearest kind right for 0.275 of object tokens (0.978 with it;
+    `bench/align_tokens.py --fit`).
     An untrained projector writes tokens about 20x the words' norm. A squared error relative to |v| (about 500 at
     the first step) filled Adam's second moments, and the projector then moved too slowly to reach even the best
     constant in 160 steps; one relative to |token|^2 + |v|^2 is flat out there and did not move in 40."""
