@@ -13,7 +13,7 @@ step, once per ``--temperatures`` entry ("none": direction and norm only), and s
 STEPS on the held-out recognition images. Each arm starts from the same projector and sees the same batches.
 
   python bench/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json
-  python bench/align_tokens.py --fit 1000 --temperatures none,0.05,0.1 --out bench/results/align_fit_cpu.json
+  python bench/align_tokens.py --fit 1000 --temperatures none,0.05 --out bench/results/align_fit_cpu.json
 """
 
 from __future__ import annotations
