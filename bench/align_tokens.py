@@ -29,7 +29,7 @@ import torch
 from vfl.nano.align import KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, build_untrained, load_nano
 from vfl.nano.suite import make_question_sample
-from vfl.nano.train import encoded
+from vfl.nano.train import vision_features
 from vfl.probes.render import COLOURS, SHAPES
 
 
@@ -37,17 +37,12 @@ SHAPE_OF = torch.tensor([SHAPES.index(s) for s, _ in KINDS])
 COLOUR_OF = torch.tensor([list(COLOURS).index(c) for _, c in KINDS])
 
 
-@torch.inference_mode()
 def features(model, processor, samples, layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen encoder's features (images, tokens, width) of the samples' images, and each token's kind."""
-    rows, kinds = [], []
-    for i in range(0, len(samples), 25):
-        chunk = samples[i:i + 25]
-        pixels = processor.image_processor([s.image for s in chunk], return_tensors="pt")["pixel_values"]
-        rows.append(encoded(model, pixels, layers))
-        cell = IMAGE_SIZE // round(rows[-1].shape[1] ** 0.5)
-        kinds += [torch.tensor(cell_kinds(s.scene, IMAGE_SIZE, cell)) for s in chunk]
-    return torch.cat(rows), torch.stack(kinds)
+    """The frozen encoder's features (images, tokens, width; float32) of the samples' images, and each token's
+    kind."""
+    image = vision_features(model, processor, [s.image for s in samples], layers, batch=25, dtype=torch.float32)
+    cell = IMAGE_SIZE // round(image.shape[1] ** 0.5)
+    return image, torch.stack([torch.tensor(cell_kinds(s.scene, IMAGE_SIZE, cell)) for s in samples])
 
 
 @torch.inference_mode()

@@ -143,14 +143,14 @@ def token_ids(processor, question: str, answer: str, image_tokens: int,
 
 
 @torch.inference_mode()
-def vision_features(model, processor, images, layers: list[int], batch: int = 32) -> torch.Tensor:
-    """Pre-projector features of the configured encoder layer(s), (N, tokens, width), float16."""
-    tower = model.model.vision_tower
+def vision_features(model, processor, images, layers: list[int], batch: int = 32,
+                    dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """Pre-projector features of the configured encoder layer(s), (N, tokens, width); float16 halves a
+    cached training set's memory."""
     chunks = []
     for i in tqdm(range(0, len(images), batch), desc="vision features", unit="batch"):
         pixels = processor.image_processor(images[i:i + batch], return_tensors="pt")["pixel_values"]
-        hidden = tower(pixels).hidden_states
-        chunks.append(torch.cat([hidden[k] for k in layers], dim=-1).to(torch.float16))
+        chunks.append(encoded(model, pixels, layers).to(dtype))
     return torch.cat(chunks)
 
 
