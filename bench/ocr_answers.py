@@ -9,7 +9,8 @@ tokens, which every training word exercises; the answer decodes to the same stri
 Each arm trains nano on suite v2's OCR samples alone (`--functions ocr`, streamed, the same samples in both
 arms) with the same recipe, then answers ``--n`` held-out images (seed 1) of the training words, of the
 held-out words and of pseudo-words (random letter strings, which only letter-by-letter reading can answer).
-``--pseudo-words SHARE`` trains every arm with that share of its OCR samples showing pseudo-words. Besides exact matches it reports the mean character similarity (1 - edit distance / the
+``--pseudo-words SHARE`` trains every arm with that share of its OCR samples showing pseudo-words;
+``--align-words 1 --align-letters`` also aligns each letter's image tokens to its letter (`vfl.nano.align`). Besides exact matches it reports the mean character similarity (1 - edit distance / the
 longer length) and the share of answers with the right first letter, which show progress before
 whole words come right, how many distinct answers the model gives (a collapsed model gives few), and
 the true word's negative log-likelihood in nats (teacher-forced, summed over the arm's own answer tokens
@@ -86,7 +87,8 @@ def arm_config(ocr_answers: str, args) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
                        precision=args.precision, lora_start=args.lm_start, lr_lora=args.lr_lm, functions=["ocr"],
-                       ocr_answers=ocr_answers, pseudo_words=args.pseudo_words)
+                       ocr_answers=ocr_answers, pseudo_words=args.pseudo_words, align_words=args.align_words,
+                       align_letters=args.align_letters)
 
 
 def main() -> None:
@@ -104,6 +106,10 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=20)
     parser.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
                         help="share of the OCR training samples showing random letter strings (every arm)")
+    parser.add_argument("--align-words", type=float, default=0.0, metavar="WEIGHT",
+                        help="word alignment's weight (every arm); on OCR images it acts only with --align-letters")
+    parser.add_argument("--align-letters", action="store_true",
+                        help="align each letter's tokens to its letter and ink (`vfl.nano.align.GLYPHS`)")
     parser.add_argument("--n", type=int, default=100, help="held-out images per word list")
     parser.add_argument("--out", type=Path, default=Path("runs/ocr-answers"))
     args = parser.parse_args()
@@ -127,7 +133,8 @@ def main() -> None:
                 scores = {"arm": arm, "steps": config.steps, "batch_size": config.batch_size,
                           "ocr_samples": config.steps * config.batch_size, "train_s_last_call": seconds,
                           "device": device_name(args.device), "precision": config.precision,
-                          "lora_rank": config.spec.lora_rank, "pseudo_words": config.pseudo_words}
+                          "lora_rank": config.spec.lora_rank, "pseudo_words": config.pseudo_words,
+                          "align_words": config.align_words, "align_letters": config.align_letters}
                 for split in SPLITS:
                     items = held_out_items(["ocr"], args.n, 1, "v2", split=split)
                     _, records = evaluate(adapter, items, 32, 16)

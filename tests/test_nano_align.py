@@ -1,12 +1,16 @@
-"""Word alignment's targets: which image tokens show which object, and the loss that pulls them to its words."""
+"""Word alignment's targets: which image tokens show which object or letter, and the loss that pulls them to its
+words."""
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
-from vfl.nano.align import KINDS, NO_KIND, TEMPERATURE, alignment_loss, cell_kinds, word_vectors
-from vfl.probes.render import Thing
+from vfl.nano.align import GLYPHS, KINDS, NO_KIND, TEMPERATURE, alignment_loss, cell_kinds, word_vectors
+from vfl.probes.questions import INKS, question_pair
+from vfl.probes.render import BACKGROUND, Glyph, Thing, render_text, text_glyphs
 
 
 def test_a_token_takes_the_object_it_holds_a_quarter_of():
@@ -33,9 +37,49 @@ def test_each_token_takes_the_object_with_most_area_in_it():
     assert cell_kinds([left, right], 56, 28)[0] == KINDS.index(("circle", "red"))
 
 
+def test_each_drawn_letter_has_a_glyph_whose_box_holds_its_ink():
+    lines = [("bear", "red", (0, -40)), ("fox", "blue", (10, 40))]
+    glyphs = text_glyphs(lines, 224, 37)
+    assert [(g.char, g.ink) for g in glyphs] == [(c, "red") for c in "bear"] + [(c, "blue") for c in "fox"]
+    assert all(a.box[0] < b.box[0] for a, b in zip(glyphs, glyphs[1:]) if a.ink == b.ink)  # left to right
+    image = np.asarray(render_text([(text, INKS[ink], offset) for text, ink, offset in lines], 224, 37), dtype=int)
+    ink = np.abs(image - np.array(BACKGROUND)).sum(-1) > 0
+    inside = np.zeros_like(ink)
+    for glyph in glyphs:
+        x0, y0, x1, y1 = glyph.box
+        inside[y0:y1, x0:x1] = True
+        assert ink[y0:y1, x0:x1].any()
+    assert (ink & ~inside).sum() <= 0.02 * ink.sum()  # anti-aliased fringes may fall outside
+
+
+def test_an_ocr_pairs_letters_differ_only_in_the_asked_word():
+    for index in range(20):
+        pair = question_pair("ocr", random.Random(index))
+        inks = {g.ink for g in pair.scene_a}
+        assert len(inks) == 2 and {g.ink for g in pair.scene_b} == inks
+        words = [{ink: "".join(g.char for g in scene if g.ink == ink) for ink in inks}
+                 for scene in (pair.scene_a, pair.scene_b)]
+        asked = [ink for ink in inks if words[0][ink] != words[1][ink]]
+        assert len(asked) == 1 and (words[0][asked[0]], words[1][asked[0]]) == (pair.answer_a, pair.answer_b)
+        other = [g for g in pair.scene_a if g.ink != asked[0]]
+        assert other == [g for g in pair.scene_b if g.ink != asked[0]]
+
+
+def test_a_letter_is_aligned_only_with_letters_and_only_if_lowercase():
+    glyph = Glyph("b", "red", (0, 0, 20, 28))  # a letter's width, one token's height
+    assert cell_kinds([glyph], 224, 28) == [NO_KIND] * 64
+    kinds = cell_kinds([glyph, Glyph("B", "red", (28, 0, 48, 28))], 224, 28, letters=True)
+    assert kinds == [len(KINDS) + GLYPHS.index(("b", "red"))] + [NO_KIND] * 63
+    thing = Thing("circle", "red", (56, 0, 84, 28))
+    assert cell_kinds([thing], 224, 28, letters=True)[2] == KINDS.index(("circle", "red"))
+
+
 class Tokenizer:
     def __call__(self, text, add_special_tokens=False):
         return type("Encoding", (), {"input_ids": [len(word) for word in text.split()]})()
+
+    def convert_tokens_to_ids(self, token):
+        return 8 + ord(token) - ord("a")
 
 
 def test_word_vectors_are_the_mean_embeddings_of_each_kinds_words():
@@ -44,6 +88,15 @@ def test_word_vectors_are_the_mean_embeddings_of_each_kinds_words():
     assert vectors.shape == (len(KINDS), 4)
     k = KINDS.index(("circle", "red"))  # " red circle": tokens 3 and 6 of the toy tokenizer
     assert torch.allclose(vectors[k], (embed.weight[3] + embed.weight[6]) / 2)
+
+
+def test_with_letters_each_glyph_is_the_mean_of_its_ink_and_its_letter():
+    embed = torch.nn.Embedding(40, 4)
+    vectors = word_vectors(Tokenizer(), embed, letters=True)
+    assert vectors.shape == (len(KINDS) + len(GLYPHS), 4)
+    assert torch.equal(vectors[: len(KINDS)], word_vectors(Tokenizer(), embed))
+    g = len(KINDS) + GLYPHS.index(("b", "blue"))  # " blue": toy token 4; "b": 8 + 1
+    assert torch.allclose(vectors[g], (embed.weight[4] + embed.weight[9]) / 2)
 
 
 def test_alignment_loss_weighs_direction_norm_and_contrast_on_tokens_with_a_kind():

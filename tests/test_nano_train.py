@@ -71,6 +71,7 @@ def test_ship_refuses_what_is_no_finished_run(tmp_path):
 def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     import torch
 
+    from vfl.nano.align import KINDS
     from vfl.nano.model import NanoSpec, build_processor
     from vfl.nano.parts import smollm2_dir
     from vfl.nano.train import StreamSamples, TrainConfig, stream_batches
@@ -98,7 +99,11 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     for k in range(3):  # OCR sample k of the mixed stream is sample k of an OCR-only one
         mixed, alone = samples[4 * k + 3], ocr_only[k]
         assert torch.equal(mixed[0], alone[0]) and mixed[1:4] == alone[1:4] and alone[3] == 3
-        assert (alone[4] == -1).all()  # no scene: no token to align
+        assert (alone[4] == -1).all()  # OCR tokens have a target only with letters
+        lettered = StreamSamples(processor, seed=0, image_tokens=64, suite=suite, functions=["ocr"], letters=True)[k]
+        assert torch.equal(lettered[0], alone[0]) and lettered[1:4] == alone[1:4]  # the same sample
+        letters = lettered[4][lettered[4] != -1]
+        assert (letters >= len(KINDS)).all() and (len(letters) > 0) == (suite == "v2")  # v1 keeps no letters
 
 
 def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
@@ -146,6 +151,7 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--suite", "v2", "--loose-recognition", "-1"], "--loose-recognition is a share of the recognition samples"),
     (["--align-words", "1"], "--align-words reads each sample's scene as it is drawn; pass --data stream with it"),
     (["--data", "stream", "--align-words", "-1"], "--align-words is a loss weight, 0 or more"),
+    (["--data", "stream", "--align-letters"], "--align-letters adds letters to the word alignment; pass --align-words"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--align-words", type=float, default=0.0, metavar="WEIGHT",
                        help="--data stream: also train every image token an object covers to the mean embedding of "
                             "its words (\" red circle\"), with this weight, so questions can find it as they find words")
+    train.add_argument("--align-letters", action="store_true",
+                       help="with --align-words: an OCR image's tokens are aligned too, each to its letter's token "
+                            "and ink (\" red\" + \"b\"), the tokens a spelled answer writes")
     train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
     train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
@@ -367,7 +370,8 @@ def _nano(args) -> None:
                              full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
                              precision=args.precision, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
                              ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words,
-                             loose_recognition=args.loose_recognition, align_words=args.align_words)
+                             loose_recognition=args.loose_recognition, align_words=args.align_words,
+                             align_letters=args.align_letters)
         weights = train(args.out, config)
         if args.ship:
             ship(weights, WEIGHTS)

@@ -11,40 +11,62 @@ direction, norm and contrast, weighed by ``--align-words``).
 
 from __future__ import annotations
 
+import string
+
 import torch
 
-from vfl.probes.render import COLOURS, SHAPES
+from vfl.probes.questions import INKS
+from vfl.probes.render import COLOURS, SHAPES, Glyph
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
+GLYPHS = [(letter, ink) for letter in string.ascii_lowercase for ink in INKS]  # letters, after the kinds
 NO_KIND = -1  # a token that shows no object (see `cell_kinds`), or one of a sample without a scene (OCR)
 TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds (0.1 fitted as well in a first trial)
 
 
-def cell_kinds(scene, size: int, cell: int) -> list[int]:
-    """Per image token, row by row, the index in `KINDS` of the object with the most area in its ``cell`` px
-    square, where that is a quarter of the object or half the square, else `NO_KIND` (nano's tokens: 224 px in
+def target_index(thing, letters: bool = False) -> int:
+    """``thing``'s row in the alignment's targets: a `Thing`'s kind in `KINDS`; with ``letters``, a `Glyph`'s
+    (letter, ink) after them, at len(KINDS) + its index in `GLYPHS`; else `NO_KIND`."""
+    if isinstance(thing, Glyph):
+        return len(KINDS) + GLYPHS.index((thing.char, thing.ink)) if letters and (thing.char, thing.ink) in GLYPHS \
+            else NO_KIND
+    return KINDS.index((thing.shape, thing.colour))
+
+
+def cell_kinds(scene, size: int, cell: int, letters: bool = False) -> list[int]:
+    """Per image token, row by row, the `target_index` of the drawn thing with the most area in its ``cell`` px
+    square, where that is a quarter of the thing or half the square, else `NO_KIND` (nano's tokens: 224 px in
     28 px cells, the 2x2 shuffle's row-major order). A quarter of the object: a 24 px object can straddle four
-    cells evenly; half the square: a large one (grounding's) covers many cells whole."""
+    cells evenly; half the square: a large one (grounding's) covers many cells whole. ``letters``: an OCR
+    image's letters (`Glyph`s) count too; a letter is about 20 px wide, so one of two that share a cell loses it."""
     side = size // cell
+    targets = [(thing.box, target_index(thing, letters)) for thing in scene or ()]
+    targets = [(box, index) for box, index in targets if index != NO_KIND]
     kinds = []
     for row in range(side):
         for col in range(side):
             x0, y0 = col * cell, row * cell
             best, kind = 0, NO_KIND
-            for thing in scene or ():
-                bx0, by0, bx1, by1 = thing.box
+            for (bx0, by0, bx1, by1), index in targets:
                 area = max(0, min(bx1, x0 + cell) - max(bx0, x0)) * max(0, min(by1, y0 + cell) - max(by0, y0))
                 if area > best and (4 * area >= (bx1 - bx0) * (by1 - by0) or 2 * area >= cell * cell):
-                    best, kind = area, KINDS.index((thing.shape, thing.colour))
+                    best, kind = area, index
             kinds.append(kind)
     return kinds
 
 
 @torch.no_grad()
-def word_vectors(tokenizer, embed: torch.nn.Embedding) -> torch.Tensor:
-    """(len(KINDS), width): each kind's mean input embedding of the tokens of " <colour> <shape>"."""
-    rows = [embed(torch.tensor(tokenizer(f" {colour} {shape}", add_special_tokens=False).input_ids,
-                               device=embed.weight.device)).float().mean(0) for shape, colour in KINDS]
+def word_vectors(tokenizer, embed: torch.nn.Embedding, letters: bool = False) -> torch.Tensor:
+    """(targets, width): each kind's mean input embedding of the tokens of " <colour> <shape>"; with
+    ``letters``, then each `GLYPHS` entry's of " <ink>" and the letter's own token (the one a spelled OCR answer
+    writes, `vfl.nano.train.spelled`)."""
+    def mean(ids: list[int]) -> torch.Tensor:
+        return embed(torch.tensor(ids, device=embed.weight.device)).float().mean(0)
+
+    rows = [mean(tokenizer(f" {colour} {shape}", add_special_tokens=False).input_ids) for shape, colour in KINDS]
+    if letters:
+        rows += [mean(tokenizer(f" {ink}", add_special_tokens=False).input_ids + [tokenizer.convert_tokens_to_ids(letter)])
+                 for letter, ink in GLYPHS]
     return torch.stack(rows)
 
 

@@ -68,6 +68,7 @@ class TrainConfig:
     pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
     loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
     align_words: float = 0.0  # weight of the image tokens' word alignment (`vfl.nano.align`; stream data)
+    align_letters: bool = False  # the alignment also writes each OCR letter's token (`vfl.nano.align.GLYPHS`)
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -109,6 +110,8 @@ class TrainConfig:
             raise VflError(f"--align-words is a loss weight, 0 or more; got {self.align_words}")
         if self.align_words and self.data != "stream":
             raise VflError("--align-words reads each sample's scene as it is drawn; pass --data stream with it")
+        if self.align_letters and not self.align_words:
+            raise VflError("--align-letters adds letters to the word alignment; pass --align-words WEIGHT with it")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
@@ -255,10 +258,10 @@ class StreamSamples(torch.utils.data.Dataset):
     any worker; with each image token's kind for word alignment (`vfl.nano.align.cell_kinds`)."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
-                 ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0):
+                 ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0, letters: bool = False):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
         self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
-        self.pseudo_words, self.loose = pseudo_words, loose
+        self.pseudo_words, self.loose, self.letters = pseudo_words, loose, letters
 
     def __len__(self) -> int:
         return 2 ** 62
@@ -270,7 +273,7 @@ class StreamSamples(torch.utils.data.Dataset):
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5))
+        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters)
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
@@ -284,7 +287,7 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
     samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers,
-                            config.pseudo_words, config.loose_recognition)
+                            config.pseudo_words, config.loose_recognition, config.align_letters)
     return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(_collate, pad_id=pad_id),
@@ -419,7 +422,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     autocast = _autocast(config, device)
     stream, alignment = None, None
     if config.align_words:  # on the device already: the embeddings are
-        vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens)
+        vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens, config.align_letters)
     if config.data == "stream":
         image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
         stream = iter(stream_batches(processor, config, image_tokens, step, pad))

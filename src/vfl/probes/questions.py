@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, Thing, place_boxes, render_scene, render_text,
-                               scatter_boxes)
+from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, Glyph, Thing, place_boxes, render_scene, render_text,
+                               scatter_boxes, text_glyphs)
 
 VOCABULARY = (
     "able", "acid", "aged", "also", "area", "army", "atom", "aunt", "baby", "back", "bake", "ball", "band",
@@ -59,7 +59,8 @@ INKS = {"red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 140, 50), "bl
 @dataclass
 class ScenePair:
     """Two images that differ only in what ``question`` asks about; boxes (pixels) for grounding, and the
-    drawn objects (`Thing`s) of each side where the images are scenes."""
+    drawn objects (`Thing`s) of each side where the images are scenes, or its letters (`Glyph`s) where they are
+    text."""
 
     function: str
     question: str
@@ -69,8 +70,8 @@ class ScenePair:
     answer_b: str
     box_a: list[int] | None = None
     box_b: list[int] | None = None
-    scene_a: list[Thing] | None = None
-    scene_b: list[Thing] | None = None
+    scene_a: list[Thing] | list[Glyph] | None = None
+    scene_b: list[Thing] | list[Glyph] | None = None
 
 
 def box_text(box: list[int]) -> str:
@@ -154,9 +155,13 @@ def question_pair(function: str, rng: random.Random, size: int = 224, words: tup
         question = (f"What word is written in {inks[asked]}?" if rng.random() < 0.5 else
                     f"What word is at the {('top', 'bottom')[asked]}?")
 
-        def draw(word: str) -> Image.Image:
+        def lines(word: str) -> list:
             shown = [word, other] if asked == 0 else [other, word]
-            return render_text([(w, INKS[i], p) for w, i, p in zip(shown, inks, places)], size, font)
+            return list(zip(shown, inks, places))
 
-        return ScenePair(function, question + " Answer with the word.", draw(word_a), draw(word_b), word_a, word_b)
+        def draw(word: str) -> Image.Image:
+            return render_text([(w, INKS[i], p) for w, i, p in lines(word)], size, font)
+
+        return ScenePair(function, question + " Answer with the word.", draw(word_a), draw(word_b), word_a, word_b,
+                         scene_a=text_glyphs(lines(word_a), size, font), scene_b=text_glyphs(lines(word_b), size, font))
     raise ValueError(f"unknown function {function!r}")

@@ -67,18 +67,51 @@ def render_word(word: str, size: int, font_size: int | None = None, offset: tupl
     return render_text([(word, colour, offset)], size, font_size)
 
 
+@dataclass(frozen=True)
+class Glyph:
+    """One drawn character: the character, its ink (as the caller named it) and the pixel box of its ink."""
+
+    char: str
+    ink: str
+    box: tuple[int, int, int, int]
+
+
+def _text_origins(draw: ImageDraw.ImageDraw, lines, size: int, font) -> list[tuple[float, float]]:
+    """Where each (text, ink, offset) line is drawn: centred, then shifted by its offset."""
+    origins = []
+    for text, _, offset in lines:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        origins.append(((size - (right - left)) / 2 - left + offset[0], (size - (bottom - top)) / 2 - top + offset[1]))
+    return origins
+
+
+def _font(size: int, font_size: int | None):
+    return ImageFont.load_default(size=font_size or max(8, size // 5))
+
+
 def render_text(lines: list[tuple[str, tuple[int, int, int], tuple[int, int]]], size: int,
                 font_size: int | None = None) -> Image.Image:
     """Each (text, ink, offset): the text centred, then shifted by offset, in PIL's built-in font."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=font_size or max(8, size // 5))
-    for text, colour, offset in lines:
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        x = (size - (right - left)) / 2 - left + offset[0]
-        y = (size - (bottom - top)) / 2 - top + offset[1]
-        draw.text((x, y), text, fill=colour, font=font)
+    font = _font(size, font_size)
+    for (text, colour, _), origin in zip(lines, _text_origins(draw, lines, size, font)):
+        draw.text(origin, text, fill=colour, font=font)
     return image
+
+
+def text_glyphs(lines: list[tuple[str, str, tuple[int, int]]], size: int, font_size: int | None = None) -> list[Glyph]:
+    """The characters `render_text` draws for the same lines (ink given by name here), with their boxes in
+    reading order; blank characters have none and are left out."""
+    draw = ImageDraw.Draw(Image.new("RGB", (size, size)))
+    font = _font(size, font_size)
+    glyphs = []
+    for (text, ink, _), (x, y) in zip(lines, _text_origins(draw, lines, size, font)):
+        for i, char in enumerate(text):
+            left, top, right, bottom = draw.textbbox((x + font.getlength(text[:i]), y), char, font=font)
+            if right > left and bottom > top:
+                glyphs.append(Glyph(char, ink, (round(left), round(top), round(right), round(bottom))))
+    return glyphs
 
 
 def place_boxes(rng: random.Random, count: int, size: int, thing_size: int) -> list[tuple[int, int, int, int]]:
