@@ -6,6 +6,11 @@ cosine to its own kind's vector, the share of tokens whose nearest vector (by co
 colour, their shape, and the tokens' norm against the words'. A token that names its kind this way is one the
 language model can find as it finds the words " red circle".
 
+``--letters`` scores a run trained with ``--align-letters`` instead: on held-out pseudo-word OCR images (seed 1;
+random letters, so no word list helps), every token that holds a letter is compared with all targets' vectors
+(the 28 kinds, then the 104 letter-and-ink `GLYPHS`): the share whose nearest vector is its glyph, its letter,
+its ink.
+
 ``--fit STEPS`` asks what the alignment loss itself can reach, without the language model: a fresh projector
 (nano's untrained one, encoder layers 6/9/12) is trained on it alone over the frozen encoder's features of
 ``--train-images`` suite v2 recognition, counting and grounding scenes (seed 0), Adam at ``--lr``, 32 images a
@@ -13,6 +18,7 @@ step, once per ``--temperatures`` entry ("none": direction and norm only), and s
 STEPS on the held-out recognition images. Each arm starts from the same projector and sees the same batches.
 
   python bench/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json
+  python bench/align_tokens.py --weights runs/ocr-align-letters/letters/weights --letters
   python bench/align_tokens.py --fit 1000 --temperatures none,0.05 --out bench/results/align_fit_cpu.json
 """
 
@@ -26,53 +32,69 @@ from pathlib import Path
 
 import torch
 
-from vfl.nano.align import KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
+from vfl.nano.align import GLYPHS, KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, build_untrained, load_nano
 from vfl.nano.suite import make_question_sample
 from vfl.nano.train import vision_features
+from vfl.probes.questions import INKS
 from vfl.probes.render import COLOURS, SHAPES
 
-
+# Per target row (the kinds, then with letters the glyphs): its attribute's index, -1 where a row has none.
 SHAPE_OF = torch.tensor([SHAPES.index(s) for s, _ in KINDS])
 COLOUR_OF = torch.tensor([list(COLOURS).index(c) for _, c in KINDS])
+LETTER_OF = torch.tensor([-1] * len(KINDS) + [ord(letter) - ord("a") for letter, _ in GLYPHS])
+INK_OF = torch.tensor([-1] * len(KINDS) + [list(INKS).index(ink) for _, ink in GLYPHS])
 
 
-def features(model, processor, samples, layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def features(model, processor, samples, layers: list[int], letters: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen encoder's features (images, tokens, width; float32) of the samples' images, and each token's
-    kind."""
+    target (`cell_kinds`)."""
     image = vision_features(model, processor, [s.image for s in samples], layers, batch=25, dtype=torch.float32)
     cell = IMAGE_SIZE // round(image.shape[1] ** 0.5)
-    return image, torch.stack([torch.tensor(cell_kinds(s.scene, IMAGE_SIZE, cell)) for s in samples])
+    return image, torch.stack([torch.tensor(cell_kinds(s.scene, IMAGE_SIZE, cell, letters)) for s in samples])
 
 
 @torch.inference_mode()
-def kind_scores(tokens: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor) -> dict:
-    """How the object tokens (projector outputs, with their kinds) stand to the kinds' word vectors."""
-    chosen = kinds != NO_KIND
-    tokens, kinds = tokens[chosen].float(), kinds[chosen]
+def nearest_scores(tokens: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor, what: str,
+                   attributes: dict[str, torch.Tensor]) -> dict:
+    """How the tokens with a target (projector outputs) stand to the targets' word vectors: cosine to their own,
+    the share whose nearest vector is their own (``nearest_is_<what>``) and shares each of ``attributes``."""
+    chosen = targets != NO_KIND
+    tokens, targets = tokens[chosen].float(), targets[chosen]
     cosine = torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(vectors, dim=-1).T
     nearest = cosine.argmax(-1)
-    return {"tokens": len(kinds),
-            "cosine_to_own": round(cosine[torch.arange(len(kinds)), kinds].mean().item(), 3),
-            "nearest_is_kind": round((nearest == kinds).float().mean().item(), 3),
-            "nearest_has_colour": round((COLOUR_OF[nearest] == COLOUR_OF[kinds]).float().mean().item(), 3),
-            "nearest_has_shape": round((SHAPE_OF[nearest] == SHAPE_OF[kinds]).float().mean().item(), 3),
+    rows = vectors[len(KINDS):] if what == "glyph" else vectors[:len(KINDS)]  # the word vectors scored against
+    return {"tokens": len(targets),
+            "cosine_to_own": round(cosine[torch.arange(len(targets)), targets].mean().item(), 3),
+            f"nearest_is_{what}": round((nearest == targets).float().mean().item(), 3),
+            **{f"nearest_has_{name}": round((of[nearest] == of[targets]).float().mean().item(), 3)
+               for name, of in attributes.items()},
             "token_norm": round(tokens.norm(dim=-1).mean().item(), 3),
-            "word_vector_norm": round(vectors.norm(dim=-1).mean().item(), 3),
-            "chance_kind": round(1 / len(KINDS), 3)}
+            "word_vector_norm": round(rows.norm(dim=-1).mean().item(), 3),
+            f"chance_{what}": round(1 / (len(GLYPHS) if what == "glyph" else len(KINDS)), 3)}
 
 
-def held_out(n: int, seed: int) -> list:
+def kind_scores(tokens: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor) -> dict:
+    """How the object tokens stand to the kinds' word vectors."""
+    return nearest_scores(tokens, kinds, vectors, "kind", {"colour": COLOUR_OF, "shape": SHAPE_OF})
+
+
+def held_out(n: int, seed: int, letters: bool = False) -> list:
+    if letters:
+        return [make_question_sample("ocr", i, seed, split="pseudo") for i in range(n)]
     return [make_question_sample("recog", i, seed, split="held_out") for i in range(n)]
 
 
-def token_scores(model, processor, n: int, seed: int) -> dict:
+def token_scores(model, processor, n: int, seed: int, letters: bool = False) -> dict:
     layers = model.config.vision_feature_layer
     layers = layers if isinstance(layers, list) else [layers]
-    image, kinds = features(model, processor, held_out(n, seed), layers)
+    image, targets = features(model, processor, held_out(n, seed, letters), layers, letters)
     with torch.inference_mode():
         tokens = model.model.multi_modal_projector(image)
-    return kind_scores(tokens, kinds, word_vectors(processor.tokenizer, model.model.language_model.embed_tokens))
+    vectors = word_vectors(processor.tokenizer, model.model.language_model.embed_tokens, letters)
+    if letters:
+        return nearest_scores(tokens, targets, vectors, "glyph", {"letter": LETTER_OF, "ink": INK_OF})
+    return kind_scores(tokens, targets, vectors)
 
 
 def fit(args) -> dict:
@@ -113,7 +135,8 @@ def fit(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="a `vfl nano train` run's weights folder")
-    parser.add_argument("--n", type=int, default=100, help="held-out recognition images")
+    parser.add_argument("--n", type=int, default=100, help="held-out recognition (or OCR) images")
+    parser.add_argument("--letters", action="store_true", help="with --weights: score OCR images' letter tokens")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fit", type=int, default=0, help="instead: steps of projector-only alignment")
     parser.add_argument("--temperatures", default="none,0.05", help="of --fit's contrast; none: without it")
@@ -123,12 +146,14 @@ def main() -> None:
     args = parser.parse_args()
     if bool(args.fit) == bool(args.weights):
         parser.error("pass --weights (score a run) or --fit STEPS (fit a projector), one of them")
+    if args.letters and not args.weights:
+        parser.error("--letters scores a run's letter tokens; pass --weights with it")
     if args.fit:
         result = fit(args)
     else:
         model, processor = load_nano(args.weights)
-        result = {"weights": str(args.weights), "n": args.n, "seed": args.seed,
-                  **token_scores(model, processor, args.n, args.seed)}
+        result = {"weights": str(args.weights), "n": args.n, "seed": args.seed, "letters": args.letters,
+                  **token_scores(model, processor, args.n, args.seed, args.letters)}
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
