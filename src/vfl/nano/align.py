@@ -6,7 +6,9 @@ Why: a recognition question must find the image tokens that match its words. Smo
 300 when it stands as a learnt vector of its own (`bench/recog_lookup.py`): the pretrained attention already
 matches words with words. So the projector is also trained to write, at every token that holds a quarter of an
 object or is half covered by one, its words' mean embedding, nearer it than any other kind's (`alignment_loss`:
-direction, norm and contrast, weighed by ``--align-words``).
+direction, norm and contrast, weighed by ``--align-words``). With ``--align-letters`` an OCR image's tokens are
+trained the same way towards the letter each shows, in its ink (`GLYPHS`: " red" and "b"), the tokens a spelled
+answer writes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from vfl.probes.render import COLOURS, SHAPES, Glyph
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
 GLYPHS = [(letter, ink) for letter in string.ascii_lowercase for ink in INKS]  # letters, after the kinds
-NO_KIND = -1  # a token that shows no object (see `cell_kinds`), or one of a sample without a scene (OCR)
+NO_KIND = -1  # a token that shows no object or letter (see `cell_kinds`), or one of a sample without a scene
 TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds (0.1 fitted as well in a first trial)
 
 
