@@ -9,7 +9,7 @@ language model can find as it finds the words " red circle".
 ``--letters`` scores a run trained with ``--align-letters`` instead: on held-out pseudo-word OCR images (seed 1;
 random letters, so no word list helps), every token that holds a letter is compared with all targets' vectors
 (the 28 kinds, then the 104 letter-and-ink `GLYPHS`): the share whose nearest vector is its glyph, its letter,
-its ink.
+its ink. With ``--fit``, ``--letters`` fits the projector to OCR images' letters instead (half of them pseudo-words).
 
 ``--fit STEPS`` asks what the alignment loss itself can reach, without the language model: a fresh projector
 (nano's untrained one, encoder layers 6/9/12) is trained on it alone over the frozen encoder's features of
@@ -74,9 +74,11 @@ def nearest_scores(tokens: torch.Tensor, targets: torch.Tensor, vectors: torch.T
             f"chance_{what}": round(1 / (len(GLYPHS) if what == "glyph" else len(KINDS)), 3)}
 
 
-def kind_scores(tokens: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tensor) -> dict:
-    """How the object tokens stand to the kinds' word vectors."""
-    return nearest_scores(tokens, kinds, vectors, "kind", {"colour": COLOUR_OF, "shape": SHAPE_OF})
+def target_scores(tokens: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor, letters: bool = False) -> dict:
+    """How the object tokens stand to the kinds' word vectors, or (``letters``) the letter tokens to the glyphs'."""
+    if letters:
+        return nearest_scores(tokens, targets, vectors, "glyph", {"letter": LETTER_OF, "ink": INK_OF})
+    return nearest_scores(tokens, targets, vectors, "kind", {"colour": COLOUR_OF, "shape": SHAPE_OF})
 
 
 def held_out(n: int, seed: int, letters: bool = False) -> list:
@@ -85,27 +87,33 @@ def held_out(n: int, seed: int, letters: bool = False) -> list:
     return [make_question_sample("recog", i, seed, split="held_out") for i in range(n)]
 
 
+def training_images(n: int, letters: bool = False) -> list:
+    """``--fit``'s images (seed 0): OCR, half of them pseudo-words (``letters``), else recognition, counting and
+    grounding scenes."""
+    if letters:
+        return [make_question_sample("ocr", i, 0, split=("train", "pseudo")[i % 2]) for i in range(n)]
+    return [make_question_sample(f, i, 0) for i in range(n // 3) for f in ("recog", "count", "ground")]
+
+
 def token_scores(model, processor, n: int, seed: int, letters: bool = False) -> dict:
     layers = model.config.vision_feature_layer
     layers = layers if isinstance(layers, list) else [layers]
     image, targets = features(model, processor, held_out(n, seed, letters), layers, letters)
     with torch.inference_mode():
         tokens = model.model.multi_modal_projector(image)
-    vectors = word_vectors(processor.tokenizer, model.model.language_model.embed_tokens, letters)
-    if letters:
-        return nearest_scores(tokens, targets, vectors, "glyph", {"letter": LETTER_OF, "ink": INK_OF})
-    return kind_scores(tokens, targets, vectors)
+    return target_scores(tokens, targets, word_vectors(processor.tokenizer, model.model.language_model.embed_tokens,
+                                                       letters), letters)
 
 
 def fit(args) -> dict:
     """Train a fresh projector on the alignment loss alone, once per temperature, from the same start."""
     layers = [6, 9, 12]
     model, processor = build_untrained(NanoSpec(vision_layers=layers, lora_rank=0), seed=0)
-    vectors = word_vectors(processor.tokenizer, model.model.language_model.embed_tokens)
+    vectors = word_vectors(processor.tokenizer, model.model.language_model.embed_tokens, args.letters)
     started = time.time()
-    scenes = [make_question_sample(f, i, 0) for i in range(args.train_images // 3) for f in ("recog", "count", "ground")]
-    train_image, train_kinds = features(model, processor, scenes, layers)
-    test_image, test_kinds = features(model, processor, held_out(args.n, args.seed), layers)
+    scenes = training_images(args.train_images, args.letters)
+    train_image, train_kinds = features(model, processor, scenes, layers, args.letters)
+    test_image, test_kinds = features(model, processor, held_out(args.n, args.seed, args.letters), layers, args.letters)
     print(f"features of {len(scenes)} + {args.n} images in {time.time() - started:.0f} s", flush=True)
     checkpoints = sorted({s for s in (50, 100, 200, 300, 500, 1000, 2000) if s < args.fit} | {args.fit})
     arms = []
@@ -124,11 +132,12 @@ def fit(args) -> dict:
             optimizer.step()
             if step in checkpoints:
                 with torch.inference_mode():
-                    scores = kind_scores(projector(test_image), test_kinds, vectors)
+                    scores = target_scores(projector(test_image), test_kinds, vectors, args.letters)
                 rows.append({"step": step, "loss": round(loss.item(), 4), **scores})
                 print(name, rows[-1], f"{time.time() - started:.0f} s", flush=True)
         arms.append({"temperature": name, "seconds": round(time.time() - started), "curve": rows})
     return {"fit_steps": args.fit, "lr": args.lr, "train_images": len(scenes), "n": args.n, "seed": args.seed,
+            "letters": args.letters,
             "encoder_layers": layers, "arms": arms}
 
 
@@ -136,7 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="a `vfl nano train` run's weights folder")
     parser.add_argument("--n", type=int, default=100, help="held-out recognition (or OCR) images")
-    parser.add_argument("--letters", action="store_true", help="with --weights: score OCR images' letter tokens")
+    parser.add_argument("--letters", action="store_true",
+                        help="letter tokens of OCR images instead of object tokens (a run trained --align-letters)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fit", type=int, default=0, help="instead: steps of projector-only alignment")
     parser.add_argument("--temperatures", default="none,0.05", help="of --fit's contrast; none: without it")
@@ -146,8 +156,6 @@ def main() -> None:
     args = parser.parse_args()
     if bool(args.fit) == bool(args.weights):
         parser.error("pass --weights (score a run) or --fit STEPS (fit a projector), one of them")
-    if args.letters and not args.weights:
-        parser.error("--letters scores a run's letter tokens; pass --weights with it")
     if args.fit:
         result = fit(args)
     else:

@@ -192,12 +192,12 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     out = tmp_path / "ocr"
     result = run_python(str(ROOT / "bench" / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
                         "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
-                        "--precision", CPU_PRECISION,
+                        "--precision", CPU_PRECISION, "--align-words", "1", "--align-letters",
                         "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     run = json.loads((out / "letters" / "train.json").read_text())
     assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
-    assert run["pseudo_words"] == 0.5
+    assert run["pseudo_words"] == 0.5 and run["align_words"] == 1 and run["align_letters"] is True
     scores = json.loads((out / "results.json").read_text())["letters"]
     assert set(scores) >= {"train", "held_out", "pseudo"} and scores["held_out"]["n"] == 2
     # the true word's likelihood does not depend on how the answers are batched (left padding is masked out)
@@ -208,7 +208,7 @@ def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
 
     config = arm_config("letters", Namespace(steps=1, batch_size=2, seed=0, save_every=20, lora_rank=4, lm_start=0.1,
                                              lr_lm=5e-4, workers=0, device="cpu", precision=CPU_PRECISION,
-                                             pseudo_words=0.5))
+                                             pseudo_words=0.5, align_words=1.0, align_letters=True))
     one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
     assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
     bad = run_python(str(ROOT / "bench" / "ocr_answers.py"), "--arms", "runes")
@@ -311,8 +311,11 @@ def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_p
     assert all(0 <= row[k] <= 1 for row in (plain, contrast) for k in ("nearest_is_kind", "nearest_has_colour"))
     neither = run_python(str(ROOT / "bench" / "align_tokens.py"))
     assert neither.returncode == 2 and "pass --weights (score a run) or --fit STEPS" in neither.stderr
-    unscored = run_python(str(ROOT / "bench" / "align_tokens.py"), "--fit", "2", "--letters")
-    assert unscored.returncode == 2 and "--letters scores a run's letter tokens; pass --weights" in unscored.stderr
+    letters = run_python(str(ROOT / "bench" / "align_tokens.py"), "--fit", "2", "--train-images", "4", "--n", "2",
+                         "--temperatures", "0.05", "--letters", "--out", str(out))
+    assert letters.returncode == 0, letters.stderr[-2000:]
+    row = json.loads(out.read_text())["arms"][0]["curve"][-1]
+    assert row["tokens"] > 0 and all(0 <= row[k] <= 1 for k in ("nearest_is_glyph", "nearest_has_letter"))
 
 
 def test_align_tokens_scores_letter_tokens_by_glyph_letter_and_ink():
