@@ -30,8 +30,9 @@ def target_index(thing, letters: bool = False) -> int:
     """``thing``'s row in the alignment's targets: a `Thing`'s kind in `KINDS`; with ``letters``, a `Glyph`'s
     (letter, ink) after them, at len(KINDS) + its index in `GLYPHS`; else `NO_KIND`."""
     if isinstance(thing, Glyph):
-        return len(KINDS) + GLYPHS.index((thing.char, thing.ink)) if letters and (thing.char, thing.ink) in GLYPHS \
-            else NO_KIND
+        if letters and (thing.char, thing.ink) in GLYPHS:
+            return len(KINDS) + GLYPHS.index((thing.char, thing.ink))
+        return NO_KIND
     return KINDS.index((thing.shape, thing.colour))
 
 
@@ -40,7 +41,7 @@ def cell_kinds(scene, size: int, cell: int, letters: bool = False) -> list[int]:
     square, where that is a quarter of the thing or half the square, else `NO_KIND` (nano's tokens: 224 px in
     28 px cells, the 2x2 shuffle's row-major order). A quarter of the object: a 24 px object can straddle four
     cells evenly; half the square: a large one (grounding's) covers many cells whole. ``letters``: an OCR
-    image's letters (`Glyph`s) count too; a letter is about 20 px wide, so one of two that share a cell loses it."""
+    image's letters (`Glyph`s) count too; a letter is 10-32 px wide, so one of two that share a cell loses it."""
     side = size // cell
     targets = [(thing.box, target_index(thing, letters)) for thing in scene or ()]
     targets = [(box, index) for box, index in targets if index != NO_KIND]
