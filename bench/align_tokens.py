@@ -56,29 +56,31 @@ def features(model, processor, samples, layers: list[int], letters: bool = False
 
 @torch.inference_mode()
 def nearest_scores(tokens: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor, what: str,
-                   attributes: dict[str, torch.Tensor]) -> dict:
+                   attributes: dict[str, torch.Tensor], rows: slice) -> dict:
     """How the tokens with a target (projector outputs) stand to the targets' word vectors: cosine to their own,
-    the share whose nearest vector is their own (``nearest_is_<what>``) and shares each of ``attributes``."""
+    the share whose nearest vector is their own (``nearest_is_<what>``) and shares each of ``attributes``;
+    ``rows``: the vectors of this kind of target (norm and chance)."""
     chosen = targets != NO_KIND
     tokens, targets = tokens[chosen].float(), targets[chosen]
     cosine = torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(vectors, dim=-1).T
     nearest = cosine.argmax(-1)
-    rows = vectors[len(KINDS):] if what == "glyph" else vectors[:len(KINDS)]  # the word vectors scored against
     return {"tokens": len(targets),
             "cosine_to_own": round(cosine[torch.arange(len(targets)), targets].mean().item(), 3),
             f"nearest_is_{what}": round((nearest == targets).float().mean().item(), 3),
             **{f"nearest_has_{name}": round((of[nearest] == of[targets]).float().mean().item(), 3)
                for name, of in attributes.items()},
             "token_norm": round(tokens.norm(dim=-1).mean().item(), 3),
-            "word_vector_norm": round(rows.norm(dim=-1).mean().item(), 3),
-            f"chance_{what}": round(1 / (len(GLYPHS) if what == "glyph" else len(KINDS)), 3)}
+            "word_vector_norm": round(vectors[rows].norm(dim=-1).mean().item(), 3),
+            f"chance_{what}": round(1 / len(vectors[rows]), 3)}
 
 
 def target_scores(tokens: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor, letters: bool = False) -> dict:
     """How the object tokens stand to the kinds' word vectors, or (``letters``) the letter tokens to the glyphs'."""
     if letters:
-        return nearest_scores(tokens, targets, vectors, "glyph", {"letter": LETTER_OF, "ink": INK_OF})
-    return nearest_scores(tokens, targets, vectors, "kind", {"colour": COLOUR_OF, "shape": SHAPE_OF})
+        return nearest_scores(tokens, targets, vectors, "glyph", {"letter": LETTER_OF, "ink": INK_OF},
+                              slice(len(KINDS), None))
+    return nearest_scores(tokens, targets, vectors, "kind", {"colour": COLOUR_OF, "shape": SHAPE_OF},
+                          slice(len(KINDS)))
 
 
 def held_out(n: int, seed: int, letters: bool = False) -> list:

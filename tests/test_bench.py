@@ -320,15 +320,14 @@ def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_p
 
 def test_align_tokens_scores_letter_tokens_by_glyph_letter_and_ink():
     import torch
-    from align_tokens import INK_OF, LETTER_OF, nearest_scores
+    from align_tokens import target_scores
 
     from vfl.nano.align import GLYPHS, KINDS, NO_KIND
 
     vectors = torch.randn(len(KINDS) + len(GLYPHS), 8, generator=torch.Generator().manual_seed(0))
     red_b, blue_b = (len(KINDS) + GLYPHS.index(("b", ink)) for ink in ("red", "blue"))
     tokens = torch.stack([vectors[red_b], 2 * vectors[blue_b], torch.zeros(8)]).unsqueeze(0)
-    scores = nearest_scores(tokens, torch.tensor([[red_b, red_b, NO_KIND]]), vectors, "glyph",
-                            {"letter": LETTER_OF, "ink": INK_OF})
+    scores = target_scores(tokens, torch.tensor([[red_b, red_b, NO_KIND]]), vectors, letters=True)
     assert scores["tokens"] == 2 and scores["nearest_is_glyph"] == 0.5  # the second is blue b, read as red b
     assert scores["nearest_has_letter"] == 1.0 and scores["nearest_has_ink"] == 0.5
     assert scores["chance_glyph"] == round(1 / len(GLYPHS), 3)
