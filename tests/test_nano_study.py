@@ -42,3 +42,8 @@ def test_a_study_writes_its_table_and_skips_finished_variants_when_run_again(tmp
     assert again.returncode == 0, again.stderr[-2000:]
     assert "training variant" in first.stdout and "training variant" not in again.stdout  # nothing retrained
     assert json.loads((tmp_path / "study" / "study.json").read_text()) == study
+    other = run_cli(*args[:-1], 2)  # --n 2: another study, refused before anything is trained or written
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1] == (
+        f"vfl: error: {tmp_path / 'study'} holds a study with other settings (n_eval); "
+        "use another --out, or delete the folder to start over")
+    assert json.loads((tmp_path / "study" / "study.json").read_text()) == study

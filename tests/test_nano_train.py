@@ -244,6 +244,19 @@ def test_runs_written_before_a_setting_existed_still_resume(tmp_path):
         TrainConfig(precision="fp16").check()
 
 
+def test_a_resume_may_change_how_a_run_is_carried_out_but_not_what_it_trains(tmp_path):
+    from dataclasses import asdict, replace
+
+    from vfl.errors import VflError
+    from vfl.nano.train import TrainConfig, check_resumable
+
+    config = TrainConfig(data="stream", workers=2, save_every=5)
+    (tmp_path / "train.json").write_text(json.dumps(asdict(config)))
+    check_resumable(tmp_path, replace(config, workers=0, save_every=50))  # the same samples, saved less often
+    with pytest.raises(VflError, match=r"holds a training run with other settings \(batch_size, seed\); use another"):
+        check_resumable(tmp_path, replace(config, batch_size=32, seed=1, workers=0))
+
+
 def test_answer_loss_adds_the_weighted_word_alignment_of_the_projected_tokens():
     import torch
 

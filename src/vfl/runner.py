@@ -134,9 +134,15 @@ def _check_settings(out: Path, settings: dict) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError):
         raise VflError(f"{path} cannot be read; delete the folder to start over") from None
+    refuse_other_settings(out, previous, settings)
+
+
+def refuse_other_settings(out: Path, previous: dict, settings: dict, what: str = "run") -> None:
+    """Refuse a folder whose recorded settings differ from these, naming the ones that do: a rerun must
+    resume the same work, never mix two."""
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if changed:
-        raise VflError(f"{out} holds a run with other settings ({', '.join(changed)}); "
+        raise VflError(f"{out} holds a {what} with other settings ({', '.join(changed)}); "
                        "use another --out, or delete the folder to start over")
 
 

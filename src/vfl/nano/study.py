@@ -21,6 +21,7 @@ from vfl.nano.data import FUNCTIONS, held_out_items
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.train import TrainConfig, cached, train, training_set
+from vfl.runner import refuse_other_settings
 
 
 @dataclass
@@ -81,8 +82,8 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     settings = {"groups": read_groups(groups), **asdict(config)}
     saved = out / "study-settings.json"
-    if saved.exists() and json.loads(saved.read_text()) != settings:
-        raise VflError(f"{out} holds a study with other settings; use another --out")
+    if saved.exists():
+        refuse_other_settings(out, json.loads(saved.read_text()), settings, "study")
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})

@@ -36,6 +36,7 @@ from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 from vfl.nano.suite import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
 from vfl.report import plot_losses
+from vfl.runner import refuse_other_settings
 
 
 DATA = ("cached", "stream")
@@ -351,11 +352,17 @@ def _autocast(config: TrainConfig, device: torch.device):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
 
 
+RESUME_FREE = ("save_every", "workers")  # how a run is carried out, not what it trains: a resume may change them
+
+
 def check_resumable(run: Path, config: TrainConfig) -> None:
     """Refuse a run folder that holds a training run with other settings (a rerun must resume, not mix)."""
     settings = Path(run) / "train.json"
-    if settings.exists() and saved_settings(settings) != json.loads(json.dumps(asdict(config))):
-        raise VflError(f"{run} holds a training run with other settings; use another --out")
+    if settings.exists():
+        previous, asked = saved_settings(settings), json.loads(json.dumps(asdict(config)))
+        for name in RESUME_FREE:
+            previous.pop(name), asked.pop(name)
+        refuse_other_settings(run, previous, asked, "training run")
 
 
 def training_time(run: Path) -> dict:
