@@ -6,7 +6,11 @@
 The public names load their modules on first use, so `import vfl` stays light (no torch).
 """
 
+import warnings
 from importlib import import_module
+
+# peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` on every LoRA wrap; the warning is theirs
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 __version__ = "0.2.0"
 
