@@ -106,6 +106,34 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
         assert (letters >= len(KINDS)).all() and (len(letters) > 0) == (suite == "v2")  # v1 keeps no letters
 
 
+def test_without_the_shuffle_a_sample_has_256_image_tokens_of_14_px_each_with_its_target():
+    import torch
+    from transformers import AutoTokenizer
+
+    from vfl.nano.model import build_processor
+    from vfl.nano.parts import smollm2_dir
+    from vfl.nano.train import StreamSamples
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image = tokenizer.convert_tokens_to_ids("<image>")
+    coarse, fine = (StreamSamples(build_processor(tokenizer, shuffle), seed=0, image_tokens=tokens, suite="v2",
+                                  functions=["ocr"], letters=True)[0] for shuffle, tokens in ((2, 64), (1, 256)))
+    answer = [[t for t in sample[2] if t != -100] for sample in (coarse, fine)]
+    assert torch.equal(coarse[0], fine[0]) and answer[0] == answer[1]  # the same image and answer
+    assert (coarse[1].count(image), fine[1].count(image)) == (64, 256) and fine[4].shape == (256,)
+    # a letter box covers at least half of more 14 px cells than 28 px ones
+    assert (fine[4] != -1).sum() > 2 * (coarse[4] != -1).sum() > 0
+
+
+def test_shuffle_1_trains_and_records_a_nano_of_14_px_tokens(tmp_path):
+    trained = run_cli("nano", "train", "--shuffle", 1, "--steps", 1, "--per-function", 1, "--batch-size", 2,
+                      "--lora-rank", 0, "--out", tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads((tmp_path / "weights" / "spec.json").read_text())["shuffle"] == 1
+    assert json.loads((tmp_path / "train.json").read_text())["spec"]["shuffle"] == 1
+
+
 def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     from transformers import AutoTokenizer
 

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     train.add_argument("--vision-layers", type=_int_list, default=[6, 9, 12],
                        help="DINOv2 layers (1-12) concatenated into the projector")
+    train.add_argument("--shuffle", type=int, default=2, choices=(1, 2),
+                       help="the encoder tokens' pixel shuffle: 2, 64 image tokens of 28 px; 1, 256 of 14 px (a "
+                            "token then rarely holds two letters; the language model reads four times the tokens)")
     train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only (or, with --full, "
                                                                    "the projector and the whole language model)")
     train.add_argument("--full", action="store_true", help="fine-tune the whole language model (with --lora-rank 0)")
@@ -363,7 +366,8 @@ def _nano(args) -> None:
         from vfl.nano.train import TrainConfig, ship, train
         from vfl.probes.schema import parse_functions
 
-        spec = NanoSpec(vision_layers=args.vision_layers, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
+        spec = NanoSpec(vision_layers=args.vision_layers, shuffle=args.shuffle, lora_rank=args.lora_rank,
+                        lora_alpha=2 * args.lora_rank)
         config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
                              seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
