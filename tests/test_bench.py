@@ -314,8 +314,15 @@ def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_p
     letters = run_python(str(ROOT / "bench" / "align_tokens.py"), "--fit", "2", "--train-images", "4", "--n", "2",
                          "--temperatures", "0.05", "--letters", "--out", str(out))
     assert letters.returncode == 0, letters.stderr[-2000:]
-    row = json.loads(out.read_text())["arms"][0]["curve"][-1]
+    coarse = json.loads(out.read_text())
+    row = coarse["arms"][0]["curve"][-1]
     assert row["tokens"] > 0 and all(0 <= row[k] <= 1 for k in ("nearest_is_glyph", "nearest_has_letter"))
+    fine = run_python(str(ROOT / "bench" / "align_tokens.py"), "--fit", "2", "--train-images", "4", "--n", "2",
+                      "--temperatures", "0.05", "--letters", "--shuffle", "1", "--out", str(out))
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    fine = json.loads(out.read_text())
+    assert (coarse["token_px"], fine["token_px"]) == (28, 14)
+    assert fine["arms"][0]["curve"][-1]["tokens"] > 2 * row["tokens"]  # the same letters, in four times the tokens
 
 
 def test_align_tokens_scores_letter_tokens_by_glyph_letter_and_ink():
