@@ -59,12 +59,27 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
         assert row["device"].startswith("cpu") and row["steps"] == 1 and row["n"] == 1
         assert row["loss_weights"] == {"ground": 2.0} and row["ocr_answers"] == "letters" and row["pseudo_words"] == 0.5
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
+        assert row["token_px"] == 28 and row["align_letters"] is False
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
     assert json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"][0]["name"] == "projector"
     again = run_python(*command)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
+
+
+def test_the_letters14_recipe_is_lora_on_256_tokens_of_14_px_with_letters_aligned():
+    from argparse import Namespace
+
+    from nano_recipes import recipe_config
+
+    args = Namespace(steps=1, batch_size=2, seed=0, save_every=1, workers=0, device="cpu", precision="fp32",
+                     loss_weights=None, ocr_answers="letters", pseudo_words=0.5, functions="recog,count,ground,ocr",
+                     loose_recognition=0.0, align_words=1.0, vision_layers=[6, 9, 12])
+    lora, letters = recipe_config("lora", args), recipe_config("lora-letters14", args)
+    assert (lora.spec.shuffle, lora.align_letters) == (2, False)
+    assert (letters.spec.shuffle, letters.align_letters, letters.spec.lora_rank) == (1, True, 64)
+    letters.check()
 
 
 def test_the_budget_is_the_slowest_recipes_median_step_and_is_kept(tmp_path, monkeypatch):
