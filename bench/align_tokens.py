@@ -12,10 +12,10 @@ random letters, so no word list helps), every token that holds a letter is compa
 its ink. With ``--fit``, ``--letters`` fits the projector to OCR images' letters instead (half of them pseudo-words).
 
 ``--fit STEPS`` asks what the alignment loss itself can reach, without the language model: a fresh projector
-(nano's untrained one, encoder layers 6/9/12) is trained on it alone over the frozen encoder's features of
-``--train-images`` suite v2 recognition, counting and grounding scenes (seed 0), Adam at ``--lr``, 32 images a
-step, once per ``--temperatures`` entry ("none": direction and norm only), and scored as above at steps 50 to
-STEPS on the held-out recognition images. Each arm starts from the same projector and sees the same batches.
+(nano's untrained one, reading encoder layers ``--vision-layers``, 6/9/12) is trained on it alone over the frozen
+encoder's features of ``--train-images`` suite v2 recognition, counting and grounding scenes (seed 0), Adam at
+``--lr``, 32 images a step, once per ``--temperatures`` entry ("none": direction and norm only), and scored as
+above at steps 50 to STEPS on the held-out recognition images. Each arm starts from the same projector and sees the same batches.
 ``--shuffle 1`` fits tokens of 14 px (256 an image, no 2x2 shuffle) instead of nano's 28 px.
 
   python bench/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json
@@ -110,7 +110,7 @@ def token_scores(model, processor, n: int, seed: int, letters: bool = False) -> 
 
 def fit(args) -> dict:
     """Train a fresh projector on the alignment loss alone, once per temperature, from the same start."""
-    layers = [6, 9, 12]
+    layers = args.vision_layers
     model, processor = build_untrained(NanoSpec(vision_layers=layers, lora_rank=0, shuffle=args.shuffle), seed=0)
     vectors = word_vectors(processor.tokenizer, model.model.language_model.embed_tokens, args.letters)
     started = time.time()
@@ -140,7 +140,8 @@ def fit(args) -> dict:
                 print(name, rows[-1], f"{time.time() - started:.0f} s", flush=True)
         arms.append({"temperature": name, "seconds": round(time.time() - started), "curve": rows})
     return {"fit_steps": args.fit, "lr": args.lr, "train_images": len(scenes), "n": args.n, "seed": args.seed,
-            "letters": args.letters, "shuffle": args.shuffle, "token_px": IMAGE_SIZE // round(train_image.shape[1] ** 0.5),
+            "letters": args.letters, "shuffle": args.shuffle,
+            "token_px": IMAGE_SIZE // round(train_image.shape[1] ** 0.5),
             "encoder_layers": layers, "arms": arms}
 
 
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--temperatures", default="none,0.05", help="of --fit's contrast; none: without it")
     parser.add_argument("--train-images", type=int, default=900, help="of --fit")
     parser.add_argument("--lr", type=float, default=1e-3, help="of --fit")
+    parser.add_argument("--vision-layers", type=lambda text: [int(k) for k in text.split(",")], default=[6, 9, 12],
+                        help="of --fit: the encoder layers the projector reads")
     parser.add_argument("--shuffle", type=int, default=2, choices=(1, 2),
                         help="of --fit: the pixel shuffle (2: nano's 28 px tokens, 1: 14 px tokens)")
     parser.add_argument("--out", type=Path)

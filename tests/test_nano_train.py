@@ -283,6 +283,9 @@ def test_a_resume_may_change_how_a_run_is_carried_out_but_not_what_it_trains(tmp
     check_resumable(tmp_path, replace(config, workers=0, save_every=50))  # the same samples, saved less often
     with pytest.raises(VflError, match=r"holds a training run with other settings \(batch_size, seed\); use another"):
         check_resumable(tmp_path, replace(config, batch_size=32, seed=1, workers=0))
+    (tmp_path / "train.json").write_text("{")  # damaged
+    with pytest.raises(VflError, match="train.json cannot be read; delete the folder to start over"):
+        check_resumable(tmp_path, config)
 
 
 def test_answer_loss_adds_the_weighted_word_alignment_of_the_projected_tokens():

@@ -130,11 +130,15 @@ def _check_settings(out: Path, settings: dict) -> None:
     path = out / "run.json"
     if not path.exists():
         return
+    refuse_other_settings(out, read_settings(path), settings)
+
+
+def read_settings(path: Path) -> dict:
+    """A run folder's recorded settings (JSON), or one sentence where the file is damaged."""
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, OSError):
         raise VflError(f"{path} cannot be read; delete the folder to start over") from None
-    refuse_other_settings(out, previous, settings)
 
 
 def refuse_other_settings(out: Path, previous: dict, settings: dict, what: str = "run") -> None:

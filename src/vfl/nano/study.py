@@ -21,7 +21,7 @@ from vfl.nano.data import FUNCTIONS, held_out_items
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.train import TrainConfig, cached, train, training_set
-from vfl.runner import refuse_other_settings
+from vfl.runner import read_settings, refuse_other_settings
 
 
 @dataclass
@@ -83,7 +83,7 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     settings = {"groups": read_groups(groups), **asdict(config)}
     saved = out / "study-settings.json"
     if saved.exists():
-        refuse_other_settings(out, json.loads(saved.read_text()), settings, "study")
+        refuse_other_settings(out, read_settings(saved), settings, "study")
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})

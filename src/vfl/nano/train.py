@@ -36,7 +36,7 @@ from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
 from vfl.nano.suite import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
 from vfl.report import plot_losses
-from vfl.runner import refuse_other_settings
+from vfl.runner import read_settings, refuse_other_settings
 
 
 DATA = ("cached", "stream")
@@ -333,7 +333,7 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
 
 def saved_settings(path: Path) -> dict:
     """A run's train.json, with settings added since it was written at the defaults that reproduce it."""
-    return {**json.loads(json.dumps(asdict(TrainConfig()))), **json.loads(path.read_text())}
+    return {**json.loads(json.dumps(asdict(TrainConfig()))), **read_settings(path)}
 
 
 def cpu_has_bf16() -> bool | None:
@@ -359,9 +359,8 @@ def check_resumable(run: Path, config: TrainConfig) -> None:
     """Refuse a run folder that holds a training run with other settings (a rerun must resume, not mix)."""
     settings = Path(run) / "train.json"
     if settings.exists():
-        previous, asked = saved_settings(settings), json.loads(json.dumps(asdict(config)))
-        for name in RESUME_FREE:
-            previous.pop(name), asked.pop(name)
+        previous, asked = ({k: v for k, v in recorded.items() if k not in RESUME_FREE}
+                           for recorded in (saved_settings(settings), json.loads(json.dumps(asdict(config)))))
         refuse_other_settings(run, previous, asked, "training run")
 
 
