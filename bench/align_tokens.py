@@ -15,7 +15,8 @@ its ink. With ``--fit``, ``--letters`` fits the projector to OCR images' letters
 (nano's untrained one, reading encoder layers ``--vision-layers``, 6/9/12) is trained on it alone over the frozen
 encoder's features of ``--train-images`` suite v2 recognition, counting and grounding scenes (seed 0), Adam at
 ``--lr``, 32 images a step, once per ``--temperatures`` entry ("none": direction and norm only), and scored as
-above at steps 50 to STEPS on the held-out recognition images. Each arm starts from the same projector and sees the same batches.
+above at steps 50 to STEPS on the held-out recognition images. Each arm starts from the same projector and sees
+the same batches.
 ``--shuffle 1`` fits tokens of 14 px (256 an image, no 2x2 shuffle) instead of nano's 28 px.
 
   python bench/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json

@@ -39,7 +39,7 @@ def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, se
         chosen = [p for name, p in model.model.language_model.named_parameters() if name.endswith("proj.weight")]
     for parameter in chosen:
         parameter.requires_grad_(True)
-    samples = StreamSamples(processor, seed=seed, image_tokens=(224 // (14 * spec.shuffle)) ** 2, suite="v2")
+    samples = StreamSamples(processor, seed=seed, image_tokens=spec.image_tokens, suite="v2")
     pad = processor.tokenizer.pad_token_id or 0
     found = {}
     for index, function in enumerate(FUNCTIONS):

@@ -250,7 +250,7 @@ def run() -> None:
                    "loss_weights": config.loss_weights, "ocr_answers": config.ocr_answers,
                    "pseudo_words": config.pseudo_words, "functions": config.functions,
                    "loose_recognition": config.loose_recognition, "align_words": config.align_words,
-                   "align_letters": config.align_letters, "token_px": 14 * config.spec.shuffle,
+                   "align_letters": config.align_letters, "token_px": config.spec.token_px,
                    **{f: round(summary[f]["accuracy"], 4) for f in FUNCTIONS},
                    "ci": {f: summary[f]["ci"] for f in FUNCTIONS},
                    "mean": round(sum(summary[f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS), 4)}

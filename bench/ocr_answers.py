@@ -66,7 +66,7 @@ def word_nats(adapter, config: TrainConfig, n: int, split: str, batch: int = 16)
     """Mean over the ``n`` held-out OCR samples (seed 1, the items `held_out_items` draws) of the true answer's
     negative log-likelihood, summed over its tokens as the arm was trained to write them, <|im_end|> included."""
     model, processor = adapter.model, adapter.processor
-    image_tokens = (224 // (14 * config.spec.shuffle)) ** 2
+    image_tokens = config.spec.image_tokens
     pad = processor.tokenizer.pad_token_id or 0
     total = 0.0
     for start in range(0, n, batch):

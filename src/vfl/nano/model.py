@@ -21,6 +21,7 @@ from vfl.nano.vision import NanoVisionConfig
 
 WEIGHTS = Path(__file__).parent / "weights"
 IMAGE_SIZE = 224
+PATCH_PX = 14  # DINOv2-S's patch
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
@@ -40,6 +41,16 @@ class NanoSpec:
     lora_rank: int = 16
     lora_alpha: int = 32
 
+    @property
+    def token_px(self) -> int:
+        """The side, in pixels, of the image square one token shows: a patch, times the shuffle."""
+        return PATCH_PX * self.shuffle
+
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens per 224 px image: 64 of 28 px with the 2x2 shuffle, 256 of 14 px without."""
+        return (IMAGE_SIZE // self.token_px) ** 2
+
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
@@ -51,7 +62,7 @@ def build_processor(tokenizer, shuffle: int = 2):
                                             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     # (224 / (14 * shuffle))^2 tokens, no CLS: 64 with the 2x2 shuffle.
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14 * shuffle,
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_PX * shuffle,
                           vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
                           num_additional_image_tokens=0)
 

@@ -430,8 +430,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     if config.align_words:  # on the device already: the embeddings are
         vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens, config.align_letters)
     if config.data == "stream":
-        image_tokens = (IMAGE_SIZE // (14 * config.spec.shuffle)) ** 2
-        stream = iter(stream_batches(processor, config, image_tokens, step, pad))
+        stream = iter(stream_batches(processor, config, config.spec.image_tokens, step, pad))
     model.train()
     started = time.time()
     with tqdm(total=config.steps, initial=step, desc="nano train", unit="step", dynamic_ncols=True) as bar:
