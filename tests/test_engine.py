@@ -7,24 +7,22 @@ from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_pair, controls, drop_sweep, layer_windows, narrowed, prefill,
                                prefill_pair, swap_answers, swap_logprobs, swap_sweep, swap_visual_hidden, swap_visual_kv,
                                sweep_interventions)
-from vfl.models.tiny import FAMILIES
+from vfl.models import adapter_for
+from vfl.models.tiny import FAMILIES, build_tiny
 from vfl.probes.generate import make_pair
 
 NEW = 6
 
 
-def generate(adapter, prompt):
-    """The reference: transformers' own greedy `generate` on the full prompt."""
+def generate(adapter, prompt, new=NEW):
+    """The reference: transformers' own greedy `generate` on the full prompt, where it stops (one row: no
+    padding after its end token), knowing nothing of vfl's own end tokens."""
     extra = dict(prompt.token_inputs)
     if adapter.family in ("qwen2_vl", "qwen3_vl"):
         extra["mm_token_type_ids"] = (prompt.input_ids == adapter.image_token_id).int()
     out = adapter.model.generate(input_ids=prompt.input_ids, attention_mask=torch.ones_like(prompt.input_ids),
-                                 **prompt.image_inputs, **extra, max_new_tokens=NEW, do_sample=False)
-    tokens = out[0, prompt.input_ids.shape[1]:].tolist()
-    for i, token in enumerate(tokens):
-        if token in adapter.eos_token_ids:
-            return tokens[: i + 1]
-    return tokens
+                                 **prompt.image_inputs, **extra, max_new_tokens=new, do_sample=False)
+    return out[0, prompt.input_ids.shape[1]:].tolist()
 
 
 def prompts(adapter, index, function="count"):
@@ -45,6 +43,29 @@ def test_no_swap_gives_a_and_all_layers_give_b(adapters, family):
         assert every == ref_b
         differing += ref_a != ref_b
     assert differing > 0, "no pair gave different answers, so the invariants were not tested"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decoding_stops_where_generate_stops_when_tokenizer_and_generation_config_disagree(family):
+    """The tokenizer's and the text config's end token is one the model emits early; the generation config lists
+    another, never emitted: `generate` runs on past the first, and so must vfl (tiny Qwen2.5-VL once stopped at
+    its tokenizer's end token, cutting answers short)."""
+    model, processor = build_tiny(family, dtype=torch.float64)
+    adapter = adapter_for(model, processor)
+    prompt_a, prompt_b = prompts(adapter, 0)
+    model.generation_config.eos_token_id = None
+    free = generate(adapter, prompt_a, 2 * NEW)
+    emitted = free[1]
+    never = next(t for t in range(len(adapter.tokenizer)) if t not in free)
+    adapter.tokenizer.eos_token = adapter.tokenizer.convert_ids_to_tokens(emitted)
+    adapter.text_config.eos_token_id = emitted
+    model.generation_config.eos_token_id = never
+    adapter = adapter_for(model, processor)
+    assert adapter.eos_token_ids == {never}
+    none, every = swap_sweep(adapter, prompt_a, prompt_b, controls(adapter.num_layers), 2 * NEW)
+    assert none == generate(adapter, prompt_a, 2 * NEW) == free
+    assert every == generate(adapter, prompt_b, 2 * NEW)
+    assert len(none) > 2  # it went on past the tokenizer's end token
 
 
 @pytest.mark.parametrize("family", FAMILIES)

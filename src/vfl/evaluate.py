@@ -78,7 +78,7 @@ def answers(adapter: Adapter, images: list[Image.Image], questions: list[str], m
         return [answer(adapter, image, question, max_new_tokens) for image, question in zip(images, questions)]
     said = []
     tokenizer, side = adapter.tokenizer, adapter.tokenizer.padding_side
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(adapter.eos_token_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(adapter.eos_token_ids, default=0)
     tokenizer.padding_side = "left"
     try:
         for start in range(0, len(images), batch_size):
@@ -90,7 +90,7 @@ def answers(adapter: Adapter, images: list[Image.Image], questions: list[str], m
                     inputs[key] = value.to(adapter.model.dtype)
             with torch.inference_mode():
                 out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                             eos_token_id=sorted(adapter.eos_token_ids), pad_token_id=pad)
+                                             eos_token_id=sorted(adapter.eos_token_ids) or None, pad_token_id=pad)
             said += [t.strip() for t in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
                                                                skip_special_tokens=True)]
     finally:

@@ -343,7 +343,7 @@ def greedy_decode(adapter: Adapter, cache: DynamicCache, prompt: Prompt, rows: i
     after the suffix, for `continuation_logprobs`."""
     inputs = suffix_inputs(adapter, prompt, rows)
     last = prompt.positions[..., -1:].expand(-1, rows, -1)
-    eos = torch.tensor(sorted(adapter.eos_token_ids), device=adapter.device)
+    eos = torch.tensor(sorted(adapter.eos_token_ids), dtype=torch.long, device=adapter.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=adapter.device)
     steps, step_logprobs, first, after_suffix = [], [], None, None
     for step in range(max_new_tokens):

@@ -92,13 +92,13 @@ class Adapter:
         return self.model.get_input_embeddings().weight.device
 
     def _eos_token_ids(self) -> set[int]:
-        """Tokens that end an answer: the generation config's, the text config's and the tokenizer's."""
-        ids = set()
-        for source in (self.model.generation_config.eos_token_id, self.text_config.eos_token_id,
-                       self.tokenizer.eos_token_id):
-            if source is not None:
-                ids.update(source if isinstance(source, (list, tuple)) else [source])
-        return ids
+        """Tokens that end an answer: exactly those the model's `generate` stops at, its generation config's
+        (a tokenizer's or text config's end token that the generation config does not list would cut an
+        answer short that `generate` continues; none listed: decoding runs to its token limit, as there)."""
+        source = self.model.generation_config.eos_token_id
+        if source is None:
+            return set()
+        return set(source if isinstance(source, (list, tuple)) else [source])
 
     # -- visual features injected into later layers (none by default) --------------------------------
     @contextmanager
