@@ -10,7 +10,8 @@ import torch
 
 from vfl.nano.align import GLYPHS, KINDS, NO_KIND, TEMPERATURE, alignment_loss, cell_kinds, word_vectors
 from vfl.probes.questions import INKS, question_pair
-from vfl.probes.render import BACKGROUND, Glyph, Thing, render_text, text_glyphs
+from vfl.nano.data import make_sample
+from vfl.probes.render import BACKGROUND, WORDS, Glyph, Thing, Word, render_text, text_glyphs
 
 
 def test_a_token_takes_the_object_it_holds_a_quarter_of():
@@ -74,6 +75,47 @@ def test_a_letter_is_aligned_only_with_letters_and_only_if_lowercase():
     assert cell_kinds([thing], 224, 28, letters=True)[2] == KINDS.index(("circle", "red"))
 
 
+def test_a_word_is_aligned_only_with_words_after_the_kinds_and_the_glyphs():
+    word = Word("apple", (0, 14, 112, 56))  # half of token row 0 and all of row 1, over their first four tokens
+    assert cell_kinds([word], 224, 28) == [NO_KIND] * 64
+    row = len(KINDS) + WORDS.index("apple")
+    kinds = cell_kinds([word], 224, 28, words=True)
+    assert [k for k in kinds if k != NO_KIND] == [row] * 8 and kinds[:4] == kinds[8:12] == [row] * 4
+    assert set(cell_kinds([word], 224, 28, letters=True, words=True)) == {NO_KIND, row + len(GLYPHS)}
+    assert set(cell_kinds([Word("zzz", (0, 0, 112, 56))], 224, 28, words=True)) == {NO_KIND}  # not in WORDS
+
+
+@pytest.mark.parametrize("function", ["recog", "count", "ground", "ocr"])
+def test_every_v1_sample_carries_what_it_draws(function):
+    """Suite v1 samples name their objects or their word with its ink box, so every function can be aligned;
+    recognition holds as many objects whether the answer is yes or no."""
+    counts = {"yes": set(), "no": set()}
+    for index in range(30):
+        sample = make_sample(function, index, 0)
+        ink = np.argwhere((np.asarray(sample.image) != BACKGROUND).any(-1))
+        inside = [inside_boxes([point], [t.box for t in sample.scene]) for point in ink]
+        # a shape's box holds all of it; a word's the ink of its glyphs' boxes (`text_glyphs`), whose rounding
+        # leaves out an anti-aliased pixel row now and then
+        assert all(inside) if function != "ocr" else sum(inside) >= 0.98 * len(ink)
+        if function == "count":
+            assert len(sample.scene) == int(sample.answer)
+        if function == "ground":
+            assert [list(t.box) for t in sample.scene] == [sample.box]
+        if function == "ocr":
+            (word,) = sample.scene  # the word, in a box that holds its ink (above), within 6 px of it
+            assert word.text == sample.answer and isinstance(word, Word)
+            tight = (ink[:, 1].min(), ink[:, 0].min(), ink[:, 1].max() + 1, ink[:, 0].max() + 1)
+            assert all(abs(a - b) <= 6 for a, b in zip(tight, word.box)), (tight, word.box)
+        if function == "recog":
+            counts[sample.answer].add(len(sample.scene))
+    if function == "recog":
+        assert counts["yes"] == counts["no"] and len(counts["yes"]) > 1  # the number of objects never answers
+
+
+def inside_boxes(points, boxes) -> bool:
+    return all(any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes) for y, x in points)
+
+
 class Tokenizer:
     def __call__(self, text, add_special_tokens=False):
         return type("Encoding", (), {"input_ids": [len(word) for word in text.split()]})()
@@ -97,6 +139,14 @@ def test_with_letters_each_glyph_is_the_mean_of_its_ink_and_its_letter():
     assert torch.equal(vectors[: len(KINDS)], word_vectors(Tokenizer(), embed))
     g = len(KINDS) + GLYPHS.index(("b", "blue"))  # " blue": toy token 4; "b": 8 + 1
     assert torch.allclose(vectors[g], (embed.weight[4] + embed.weight[9]) / 2)
+
+
+def test_with_words_each_word_is_the_mean_of_the_tokens_its_answer_writes():
+    embed = torch.nn.Embedding(16, 4)
+    vectors = word_vectors(Tokenizer(), embed, words=True)
+    assert vectors.shape == (len(KINDS) + len(WORDS), 4)
+    assert torch.equal(vectors[: len(KINDS)], word_vectors(Tokenizer(), embed))
+    assert torch.equal(vectors[len(KINDS) + WORDS.index("apple")], embed.weight[5])  # "apple": toy token 5
 
 
 def test_alignment_loss_weighs_direction_norm_and_contrast_on_tokens_with_a_kind():

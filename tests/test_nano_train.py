@@ -71,8 +71,9 @@ def test_ship_refuses_what_is_no_finished_run(tmp_path):
 def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     import torch
 
-    from vfl.nano.align import KINDS
+    from vfl.nano.align import GLYPHS, KINDS
     from vfl.nano.model import NanoSpec, build_processor
+    from vfl.probes.render import WORDS
     from vfl.nano.parts import smollm2_dir
     from vfl.nano.train import StreamSamples, TrainConfig, stream_batches
     from transformers import AutoTokenizer
@@ -99,11 +100,36 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     for k in range(3):  # OCR sample k of the mixed stream is sample k of an OCR-only one
         mixed, alone = samples[4 * k + 3], ocr_only[k]
         assert torch.equal(mixed[0], alone[0]) and mixed[1:4] == alone[1:4] and alone[3] == 3
-        assert (alone[4] == -1).all()  # OCR tokens have a target only with letters
+        # v2's OCR tokens have a target only with letters; v1's show one word of WORDS, their target (after the kinds)
+        word = len(KINDS) + WORDS.index(alone_sample(k).answer) if suite == "v1" else None
+        assert set(alone[4].tolist()) == ({-1, word} if word else {-1})
         lettered = StreamSamples(processor, seed=0, image_tokens=64, suite=suite, functions=["ocr"], letters=True)[k]
         assert torch.equal(lettered[0], alone[0]) and lettered[1:4] == alone[1:4]  # the same sample
         letters = lettered[4][lettered[4] != -1]
-        assert (letters >= len(KINDS)).all() and (len(letters) > 0) == (suite == "v2")  # v1 keeps no letters
+        assert (letters >= len(KINDS)).all() and (len(letters) > 0)
+        if suite == "v1":  # v1 keeps no letters: its word's row comes after the glyphs'
+            assert set(letters.tolist()) == {word + len(GLYPHS)}
+
+
+def alone_sample(k):
+    from vfl.nano.data import make_sample
+
+    return make_sample("ocr", k, 0)
+
+
+def test_a_function_named_twice_takes_two_slots_of_each_turn_with_its_own_samples():
+    from vfl.nano.train import stream_slot
+
+    once = ["recog", "count", "ground", "ocr"]
+    assert [stream_slot(once, i) for i in range(9)] == [(once[i % 4], i // 4) for i in range(9)]
+    twice = ["recog", "recog", "count", "ground", "ocr"]
+    drawn = [stream_slot(twice, i) for i in range(15)]
+    assert [f for f, _ in drawn[:5]] == twice
+    assert [k for f, k in drawn if f == "recog"] == list(range(6))  # each recognition sample once, in order
+    assert [k for f, k in drawn if f == "ocr"] == [0, 1, 2]
+    result = run_cli("nano", "train", "--functions", "recog,recog,count", "--out", "unused-folder")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == "vfl: error: --functions names a " \
+        "function twice (two slots in each turn) only with --data stream; got ['recog', 'recog', 'count']"
 
 
 def test_without_the_shuffle_a_sample_has_256_image_tokens_of_14_px_each_with_its_target():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -372,11 +373,12 @@ def _nano(args) -> None:
                              seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
                              lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
                              full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
-                             precision=args.precision, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
+                             precision=args.precision,
+                             functions=parse_functions(args.functions, TRAINING_FUNCTIONS, unique=False),
                              ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words,
                              loose_recognition=args.loose_recognition, align_words=args.align_words,
                              align_letters=args.align_letters)
-        weights = train(args.out, config)
+        weights = train(args.out, config, command=shlex.join(["vfl", *sys.argv[1:]]))
         if args.ship:
             ship(weights, WEIGHTS)
             print(f"shipped into {WEIGHTS}")

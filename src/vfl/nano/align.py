@@ -8,7 +8,8 @@ matches words with words. So the projector is also trained to write, at every to
 object or is half covered by one, its words' mean embedding, nearer it than any other kind's (`alignment_loss`:
 direction, norm and contrast, weighed by ``--align-words``). With ``--align-letters`` an OCR image's tokens are
 trained the same way towards the letter each shows, in its ink (`GLYPHS`: " red" and "b"), the tokens a spelled
-answer writes.
+answer writes. With ``words`` (suite v1, whose OCR images show one word of `WORDS`), every token the word's ink
+covers is trained towards the word's own tokens, the ones its answer writes: reading becomes copying.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import string
 import torch
 
 from vfl.probes.questions import INKS
-from vfl.probes.render import COLOURS, SHAPES, Glyph
+from vfl.probes.render import COLOURS, SHAPES, WORDS, Glyph, Word
 
 KINDS = [(s, c) for s in SHAPES for c in COLOURS]
 GLYPHS = [(letter, ink) for letter in string.ascii_lowercase for ink in INKS]  # letters, after the kinds
@@ -26,9 +27,14 @@ NO_KIND = -1  # a token that shows no object or letter (see `cell_kinds`), or on
 TEMPERATURE = 0.05  # of `alignment_loss`'s contrast between kinds (0.1 fitted as well in a first trial)
 
 
-def target_index(thing, letters: bool = False) -> int:
+def target_index(thing, letters: bool = False, words: bool = False) -> int:
     """``thing``'s row in the alignment's targets: a `Thing`'s kind in `KINDS`; with ``letters``, a `Glyph`'s
-    (letter, ink) after them, at len(KINDS) + its index in `GLYPHS`; else `NO_KIND`."""
+    (letter, ink) after them, at len(KINDS) + its index in `GLYPHS`; with ``words``, a `Word`'s text after
+    those, at its index in `WORDS`; else `NO_KIND`."""
+    if isinstance(thing, Word):
+        if words and thing.text in WORDS:
+            return len(KINDS) + len(GLYPHS) * letters + WORDS.index(thing.text)
+        return NO_KIND
     if isinstance(thing, Glyph):
         if letters and (thing.char, thing.ink) in GLYPHS:
             return len(KINDS) + GLYPHS.index((thing.char, thing.ink))
@@ -36,14 +42,15 @@ def target_index(thing, letters: bool = False) -> int:
     return KINDS.index((thing.shape, thing.colour))
 
 
-def cell_kinds(scene, size: int, cell: int, letters: bool = False) -> list[int]:
+def cell_kinds(scene, size: int, cell: int, letters: bool = False, words: bool = False) -> list[int]:
     """Per image token, row by row, the `target_index` of the drawn thing with the most area in its ``cell`` px
     square, where that is a quarter of the thing or half the square, else `NO_KIND` (nano's tokens: 224 px in
     28 px cells, the 2x2 shuffle's row-major order). A quarter of the object: a 24 px object can straddle four
     cells evenly; half the square: a large one (grounding's) covers many cells whole. ``letters``: an OCR
-    image's letters (`Glyph`s) count too; a letter is 10-32 px wide, so one of two that share a cell loses it."""
+    image's letters (`Glyph`s) count too; a letter is 10-32 px wide, so one of two that share a cell loses it.
+    ``words``: a `Word` counts, and its ink box is long and low, so a token it half covers is its."""
     side = size // cell
-    targets = [(thing.box, target_index(thing, letters)) for thing in scene or ()]
+    targets = [(thing.box, target_index(thing, letters, words)) for thing in scene or ()]
     targets = [(box, index) for box, index in targets if index != NO_KIND]
     kinds = []
     for row in range(side):
@@ -59,10 +66,12 @@ def cell_kinds(scene, size: int, cell: int, letters: bool = False) -> list[int]:
 
 
 @torch.no_grad()
-def word_vectors(tokenizer, embed: torch.nn.Embedding, letters: bool = False) -> torch.Tensor:
+def word_vectors(tokenizer, embed: torch.nn.Embedding, letters: bool = False, words: bool = False) -> torch.Tensor:
     """(targets, width): each kind's mean input embedding of the tokens of " <colour> <shape>"; with
     ``letters``, then each `GLYPHS` entry's of " <ink>" and the letter's own token (the one a spelled OCR answer
-    writes, `vfl.nano.train.spelled`)."""
+    writes, `vfl.nano.train.spelled`); with ``words``, then each of `WORDS`' tokens as its answer writes them
+    (no leading space). SmolLM2 ties its input and output embeddings, so a token aligned there points the
+    answer at the word it shows."""
     def mean(ids: list[int]) -> torch.Tensor:
         return embed(torch.tensor(ids, device=embed.weight.device)).float().mean(0)
 
@@ -70,6 +79,8 @@ def word_vectors(tokenizer, embed: torch.nn.Embedding, letters: bool = False) ->
     if letters:
         rows += [mean(tokenizer(f" {ink}", add_special_tokens=False).input_ids + [tokenizer.convert_tokens_to_ids(letter)])
                  for letter, ink in GLYPHS]
+    if words:
+        rows += [mean(tokenizer(word, add_special_tokens=False).input_ids) for word in WORDS]
     return torch.stack(rows)
 
 

@@ -3,6 +3,8 @@
 Every sample is seeded by (function, seed, index): training and evaluation use different seeds.
 The questions are the probes' questions; the scenes vary more than the probes' (object sizes, word
 size, place and ink), so a model that passes has learnt to read, not memorised 60 word images.
+Recognition is drawn as suite v2 draws it (`vfl.probes.questions.question_pair`): where the asked kind is
+absent, a kind sharing its colour or shape stands in its place, so the number of objects never answers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from vfl.probes.generate import SUITES
-from vfl.probes.render import COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word
+from vfl.probes.questions import question_pair
+from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word,
+                               word_ink)
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
 # what can be trained: the four functions, and (suite v2) captions that name every object's colour and shape,
@@ -29,7 +33,7 @@ class Sample:
     question: str
     answer: str
     box: list[float] | None = None  # pixels, for grounding
-    scene: list | None = None  # the drawn objects (`Thing`s), where the sample is a scene
+    scene: list | None = None  # what is drawn: objects (`Thing`s), letters (`Glyph`s) or a word (`Word`)
 
 
 def unit_box(box: list[float], size: int) -> str:
@@ -43,35 +47,30 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
     rng = random.Random(f"nano:{function}:{seed}:{index}")
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 6)
-    if function == "recog":
-        others = [(s, c) for s in SHAPES for c in COLOURS if s != shape and c != colour]
-        scene_kinds = rng.sample(others, rng.randint(1, 3))
+    if function == "recog":  # as suite v2 draws it: the same number of objects whether the kind is there or not
+        pair = question_pair("recog", rng, size)
         present = rng.random() < 0.5
-        boxes = place_boxes(rng, len(scene_kinds) + 1, size, side)
-        things = [Thing(s, c, b) for (s, c), b in zip(scene_kinds, boxes[1:])]
-        if present:
-            things.append(Thing(shape, colour, boxes[0]))
-        article = "an" if colour[0] in "aeiou" else "a"
-        return Sample(function, render_scene(things, size),
-                      f"Is there {article} {colour} {shape} in the image? Answer yes or no.", "yes" if present else "no",
-                      scene=things)
+        return Sample(function, pair.image_a if present else pair.image_b, pair.question, "yes" if present else "no",
+                      scene=pair.scene_a if present else pair.scene_b)
     if function == "count":
         n = rng.randint(*counts)
-        boxes = place_boxes(rng, n, size, side)
-        return Sample(function, render_scene([Thing(shape, colour, b) for b in boxes], size),
-                      f"How many {colour} {shape}s are in the image? Answer with a number.", str(n))
+        things = [Thing(shape, colour, b) for b in place_boxes(rng, n, size, side)]
+        return Sample(function, render_scene(things, size),
+                      f"How many {colour} {shape}s are in the image? Answer with a number.", str(n), scene=things)
     if function == "ground":
         extent = int(2 * side * rng.uniform(0.8, 1.2))
         x0, y0 = rng.randint(0, size - extent), rng.randint(0, size - extent)
         box = [x0, y0, x0 + extent, y0 + extent]
-        return Sample(function, render_scene([Thing(shape, colour, tuple(box))], size),
-                      f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box)
+        things = [Thing(shape, colour, tuple(box))]
+        return Sample(function, render_scene(things, size),
+                      f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box, things)
     if function == "ocr":
         word = rng.choice(WORDS)
         font = int(size // 5 * rng.uniform(0.8, 1.2))
         offset = (rng.randint(-size // 10, size // 10), rng.randint(-size // 8, size // 8))
         ink = tuple(rng.randint(0, 80) for _ in range(3))
-        return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word)
+        return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word,
+                      scene=[word_ink(word, size, font, offset)])
     raise ValueError(f"unknown function {function!r}")
 
 

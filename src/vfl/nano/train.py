@@ -64,7 +64,8 @@ class TrainConfig:
     device: str = "cpu"
     suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite`)
     precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
-    functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample
+    functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample;
+    # a function named twice takes two slots of each turn (stream data), e.g. more recognition in the mix
     ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
     pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
     loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
@@ -92,9 +93,11 @@ class TrainConfig:
         for name in ("lr_projector", "lr_lora"):
             if getattr(self, name) <= 0:
                 raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if (not self.functions or set(self.functions) - set(TRAINING_FUNCTIONS)
-                or len(set(self.functions)) < len(self.functions)):
-            raise VflError(f"--functions takes distinct names of {', '.join(TRAINING_FUNCTIONS)}, got {self.functions}")
+        if not self.functions or set(self.functions) - set(TRAINING_FUNCTIONS):
+            raise VflError(f"--functions takes names of {', '.join(TRAINING_FUNCTIONS)}, got {self.functions}")
+        if len(set(self.functions)) < len(self.functions) and self.data != "stream":
+            raise VflError("--functions names a function twice (two slots in each turn) only with --data stream; "
+                           f"got {self.functions}")
         extra = [f for f in self.functions if f not in FUNCTIONS]
         if extra and self.suite != "v2":
             raise VflError(f"--functions {extra[0]} trains on suite v2's scenes; pass --suite v2 with it")
@@ -253,28 +256,37 @@ def _batch(data, order: list[int], pad_id: int, functions=FUNCTIONS):
     return ids, labels, attention, data["features"][order], kinds
 
 
+def stream_slot(functions: list[str], index: int) -> tuple[str, int]:
+    """(function, its own sample index) of sample ``index`` of a stream that trains ``functions`` in turn: a
+    function named k times takes k slots of each turn and draws its samples 0, 1, 2, ... across them."""
+    turn, slot = divmod(index, len(functions))
+    function = functions[slot]
+    return function, turn * functions.count(function) + functions[:slot].count(function)
+
+
 class StreamSamples(torch.utils.data.Dataset):
-    """Sample i of the endless training stream: function ``functions[i % len(functions)]``, drawn by the suite's
-    sample maker from (seed, i) alone, as pixel values and token ids; the same i always gives the same sample, in
-    any worker; with each image token's kind for word alignment (`vfl.nano.align.cell_kinds`)."""
+    """Sample i of the endless training stream: the function of slot ``i % len(functions)`` (`stream_slot`),
+    drawn by the suite's sample maker from (seed, i) alone, as pixel values and token ids; the same i always gives
+    the same sample, in any worker; with each image token's target for word alignment (`vfl.nano.align.cell_kinds`;
+    suite v1's OCR words are targets too)."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
                  ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0, letters: bool = False):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
         self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
-        self.pseudo_words, self.loose, self.letters = pseudo_words, loose, letters
+        self.pseudo_words, self.loose, self.letters, self.words = pseudo_words, loose, letters, suite == "v1"
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, index: int):
-        function = self.functions[index % len(self.functions)]
-        sample = training_sample(self.make, function, index // len(self.functions), self.seed, self.pseudo_words,
-                                 self.loose)
+        function, own = stream_slot(self.functions, index)
+        sample = training_sample(self.make, function, own, self.seed, self.pseudo_words, self.loose)
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters)
+        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters,
+                           self.words)
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
@@ -352,7 +364,8 @@ def _autocast(config: TrainConfig, device: torch.device):
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
 
 
-RESUME_FREE = ("save_every", "workers")  # how a run is carried out, not what it trains: a resume may change them
+# how a run is carried out or was started, not what it trains: a resume may change them
+RESUME_FREE = ("save_every", "workers", "command")
 
 
 def check_resumable(run: Path, config: TrainConfig) -> None:
@@ -369,10 +382,10 @@ def training_time(run: Path) -> dict:
     return json.loads((Path(run) / "timing.json").read_text())
 
 
-def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
+def train(run: Path, config: TrainConfig, data: dict | None = None, command: str | None = None) -> Path:
     """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights.
     ``data`` (ids, labels, features) replaces the run's own cached training set, e.g. features shared
-    by several variants."""
+    by several variants; ``command``, the command line that started it, is recorded in train.json."""
     from vfl.models import check_device
 
     config.check()
@@ -380,7 +393,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     run = Path(run)
     check_resumable(run, config)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "train.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (run / "train.json").write_text(json.dumps({**asdict(config), **({"command": command} if command else {})},
+                                               indent=2) + "\n")
     device = torch.device(config.device)
     if device.type == "cpu" and config.precision == "bf16" and cpu_has_bf16() is False:
         print("warning: this CPU has no bf16 units (AMX or AVX-512 BF16), so bf16 autocast is emulated and about "
@@ -410,7 +424,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses, step_seconds = 0, [], []  # step_seconds: each step's wall time, data included, across resumes
     # each step's mean answer loss per function (None: absent): the four, and any training-only one trained
-    curves = list(FUNCTIONS) + [f for f in config.functions if f not in FUNCTIONS]
+    curves = list(dict.fromkeys(list(FUNCTIONS) + config.functions))
     function_losses = {name: [] for name in curves}
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():
@@ -428,7 +442,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None) -> Path:
     autocast = _autocast(config, device)
     stream, alignment = None, None
     if config.align_words:  # on the device already: the embeddings are
-        vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens, config.align_letters)
+        vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens, config.align_letters,
+                               words=config.suite == "v1")
     if config.data == "stream":
         stream = iter(stream_batches(processor, config, config.spec.image_tokens, step, pad))
     model.train()

@@ -76,6 +76,21 @@ class Glyph:
     box: tuple[int, int, int, int]
 
 
+@dataclass(frozen=True)
+class Word:
+    """One drawn word: its text and the pixel box of all its ink (suite v1's OCR images)."""
+
+    text: str
+    box: tuple[int, int, int, int]
+
+
+def word_ink(word: str, size: int, font_size: int | None = None, offset: tuple[int, int] = (0, 0)) -> Word:
+    """The `Word` that `render_word` draws with the same arguments: the union of its glyphs' ink boxes."""
+    boxes = [g.box for g in text_glyphs([(word, "", offset)], size, font_size)]
+    return Word(word, (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                       max(b[3] for b in boxes)))
+
+
 def _text_origins(draw: ImageDraw.ImageDraw, lines, size: int, font) -> list[tuple[float, float]]:
     """Where each (text, ink, offset) line is drawn: centred, then shifted by its offset."""
     origins = []

@@ -35,11 +35,12 @@ def parse_function(name: str, known: tuple[str, ...] = FUNCTIONS) -> str:
     return key
 
 
-def parse_functions(names: str, known: tuple[str, ...] = FUNCTIONS) -> list[str]:
+def parse_functions(names: str, known: tuple[str, ...] = FUNCTIONS, unique: bool = True) -> list[str]:
+    """The comma-separated function names, checked; a name given twice counts once unless not ``unique``."""
     functions = [parse_function(n, known) for n in names.split(",") if n.strip()]
     if not functions:
         raise VflError("no function given; choose from " + ", ".join(known))
-    return list(dict.fromkeys(functions))
+    return list(dict.fromkeys(functions)) if unique else functions
 
 
 @dataclass
