@@ -349,3 +349,51 @@ def test_a_streamed_run_with_word_alignment_adds_it_to_the_loss_and_keeps_the_an
     total = json.loads((out / "losses.json").read_text())[0]
     answer = json.loads((out / "function_losses.json").read_text())["recog"][0]
     assert total > answer + 1  # an untrained projector's tokens are far from the words (about 10 at the first step)
+
+
+def test_with_no_precision_given_a_cpu_run_takes_the_faster_by_a_timed_calibration_and_keeps_it(tmp_path):
+    """`--precision auto` on a CPU times one pass of a small batch in fp32 and in bf16 autocast and takes the
+    faster (CPU flags do not tell: bf16 was 1.5x slower than fp32 on a Xeon with AVX-512 BF16); train.json keeps
+    the choice, so a resumed run trains on in the precision it began with, without timing again."""
+    import torch
+
+    from vfl.nano.train import TrainConfig, chosen_precision
+
+    def loss_of(slower: str):
+        def loss(batch, context):
+            with context():
+                bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+            time.sleep(0.05 if ("bf16" if bf16 else "fp32") == slower else 0.0)
+            return (batch * weight).sum()
+        return loss
+
+    weight = torch.ones(3, requires_grad=True)
+    for slower, faster in (("bf16", "fp32"), ("fp32", "bf16")):
+        run = tmp_path / slower
+        run.mkdir()
+        (run / "train.json").write_text(json.dumps({"steps": 3}))
+        assert chosen_precision(run, TrainConfig(), torch.device("cpu"), lambda: torch.ones(3), loss_of(slower)) == faster
+        recorded = json.loads((run / "train.json").read_text())
+        assert recorded["steps"] == 3 and recorded["calibration"]["precision"] == faster
+        seconds = recorded["calibration"]["seconds"]
+        assert seconds[slower] >= 0.05 > seconds[faster]
+        # resumed: read back, not timed again (the timing would now choose the other)
+        assert chosen_precision(run, TrainConfig(), torch.device("cpu"), lambda: torch.ones(3),
+                                loss_of(faster)) == faster
+        assert chosen_precision(run, TrainConfig(precision="fp32"), torch.device("cpu"), None, None) == "fp32"
+    assert weight.grad is not None  # the timing ran real backward passes
+
+
+@pytest.mark.slow
+def test_a_cpu_run_without_precision_records_its_calibration_and_resumes_with_it(tmp_path):
+    args = ["nano", "train", "--data", "stream", "--steps", 2, "--batch-size", 2, "--save-every", 1, "--lora-rank", 4,
+            "--out", tmp_path / "run"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    recorded = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert recorded["precision"] == "auto" and recorded["command"].startswith("vfl nano train --data stream")
+    calibration = recorded["calibration"]
+    assert calibration["precision"] == min(calibration["seconds"], key=calibration["seconds"].get)
+    again = run_cli(*args)
+    assert again.returncode == 0 and "precision:" not in again.stderr
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["calibration"] == calibration

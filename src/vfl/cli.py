@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "every step, rendered by --workers DataLoader workers, encoder run on --device")
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers for --data stream")
     train.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                       help="forward passes in bf16 autocast or fp32; auto: bf16 on CUDA, fp32 elsewhere (bf16 is "
-                            "about twice as fast on a CPU with bf16 matrix units)")
+                       help="forward passes in bf16 autocast or fp32; auto: bf16 on CUDA, and on a CPU the faster "
+                            "of the two by a short timed calibration, kept in train.json (CPU flags do not tell)")
     train.add_argument("--suite", default="v1", choices=("v1", "v2"),
                        help="v1: the shipped nano's data; v2: every answer depends on the question (distractors, "
                             "binding, one of two words, held-out words)")

@@ -3,8 +3,8 @@
 Two data paths. ``cached`` (the CPU default, and the shipped weights' recipe): a fixed set of images per
 function whose frozen-encoder features are computed once and cached in the run folder. ``stream`` (for a
 GPU): every step draws fresh samples, rendered by DataLoader workers from (seed, sample index) alone, and
-runs the frozen encoder on the device. The forward passes run under bf16 autocast on CUDA, and on a CPU
-when asked (``precision="bf16"``: about twice as fast where the CPU has bf16 matrix units). The loss covers
+runs the frozen encoder on the device. The forward passes run under bf16 autocast on CUDA; on a CPU in the
+precision asked for, or (``auto``) the faster of fp32 and bf16 by a short timed calibration (`chosen_precision`). The loss covers
 answer tokens only (token mean, or per-sample means weighted by function with ``loss_weights``), and the
 vocabulary projection runs only at those positions. A checkpoint, the weights as they stand and the loss
 curve are written every `--save-every` steps; running the same command again resumes from the checkpoint,
@@ -41,7 +41,7 @@ from vfl.runner import read_settings, refuse_other_settings
 
 DATA = ("cached", "stream")
 OCR_ANSWERS = ("tokens", "letters")  # how OCR answers are tokenized for training: the tokenizer's way, or spelled
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, fp32 elsewhere
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, the faster by calibration on a CPU
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
 
 
@@ -358,14 +358,83 @@ def cpu_has_bf16() -> bool | None:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def _autocast(config: TrainConfig, device: torch.device):
+def _autocast(precision: str, device: torch.device):
     """The forward passes' precision context: bf16 autocast on the device, or none (fp32)."""
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+
+def batch_loss(base, config: TrainConfig, batch, device: torch.device, autocast, vectors):
+    """(loss, each sample's answer loss, each sample's function index) of one batch: a streamed one (pixels, run
+    through the frozen encoder here, and each token's alignment target) or a cached one (features)."""
+    if config.data == "stream":
+        ids, labels, attention, pixels, functions, kinds = batch
+        with autocast():
+            features = encoded(base, pixels.to(device, non_blocking=True), config.spec.vision_layers)
+        alignment = (config.align_words, kinds.to(device), vectors) if config.align_words else None
+    else:
+        (ids, labels, attention, features, functions), alignment = batch, None
+    weights = None if config.loss_weights is None else \
+        torch.tensor([config.loss_weights.get(TRAINING_FUNCTIONS[f], 1.0) for f in functions])
+    with autocast():
+        loss, per_sample = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
+                                       features.to(device), weights, alignment)
+    return loss, per_sample, functions
+
+
+CALIBRATION_SAMPLES = 4  # a batch this small times both precisions in seconds, even where bf16 is emulated
+
+
+def calibration_batch(processor, config: TrainConfig, data: dict | None, pad: int):
+    """The first few training samples as one batch, drawn apart from the run's own stream."""
+    if config.data == "cached":
+        return _batch(data, list(range(CALIBRATION_SAMPLES)), pad, config.functions)
+    samples = StreamSamples(processor, config.seed, config.spec.image_tokens, config.suite, config.functions,
+                            config.ocr_answers, config.pseudo_words, config.loose_recognition, config.align_letters)
+    return _collate([samples[i] for i in range(CALIBRATION_SAMPLES)], pad)
+
+
+def time_precisions(make_batch, loss_of, rounds: int = 2) -> dict[str, float]:
+    """Seconds of one forward and backward pass over a small batch in fp32 and in bf16 autocast, the last of
+    ``rounds`` each (the first warms up); bf16 is not timed again where its first pass took 5x fp32's (emulated).
+    The weights' gradients are cleared and the random states restored, so training goes on as if untimed."""
+    batch, states = make_batch(), (random.getstate(), torch.get_rng_state())
+    seconds = {}
+    for precision in ("fp32", "bf16"):
+        context = _autocast(precision, torch.device("cpu"))
+        for round_ in range(rounds):
+            started = time.perf_counter()
+            loss_of(batch, context).backward()
+            seconds[precision] = round(time.perf_counter() - started, 3)
+            if precision == "bf16" and seconds["bf16"] > 5 * seconds["fp32"]:
+                break
+    random.setstate(states[0])
+    torch.set_rng_state(states[1])
+    return seconds
+
+
+def chosen_precision(run: Path, config: TrainConfig, device: torch.device, make_batch, loss_of) -> str:
+    """The forward passes' precision: the one asked for; with ``auto``, bf16 on CUDA, and on a CPU the faster of
+    fp32 and bf16 autocast by a short timed calibration (`time_precisions`): CPU flags do not tell (bf16 was 2x
+    faster than fp32 with AMX, 1.5x slower with AVX-512 BF16 alone, 20x slower emulated). The choice and its
+    timings go into train.json's ``calibration``; a resumed run reads them back instead of timing again, so it
+    trains on as it began."""
+    if config.precision != "auto":
+        return config.precision
+    if device.type != "cpu":
+        return "bf16" if device.type == "cuda" else "fp32"
+    settings = read_settings(run / "train.json")
+    if "calibration" not in settings:
+        seconds = time_precisions(make_batch, loss_of)
+        settings["calibration"] = {"precision": min(seconds, key=seconds.get), "seconds": seconds,
+                                   "samples": CALIBRATION_SAMPLES}
+        (run / "train.json").write_text(json.dumps(settings, indent=2) + "\n")
+        print(f"precision: {settings['calibration']['precision']} (one pass of {CALIBRATION_SAMPLES} samples: "
+              f"fp32 {seconds['fp32']} s, bf16 {seconds['bf16']} s)", file=sys.stderr)
+    return settings["calibration"]["precision"]
 
 
 # how a run is carried out or was started, not what it trains: a resume may change them
-RESUME_FREE = ("save_every", "workers", "command")
+RESUME_FREE = ("save_every", "workers", "command", "calibration")
 
 
 def check_resumable(run: Path, config: TrainConfig) -> None:
@@ -393,8 +462,10 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
     run = Path(run)
     check_resumable(run, config)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "train.json").write_text(json.dumps({**asdict(config), **({"command": command} if command else {})},
-                                               indent=2) + "\n")
+    settings = run / "train.json"
+    kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items() if k == "calibration"}
+    settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
+                                   indent=2) + "\n")
     device = torch.device(config.device)
     if device.type == "cpu" and config.precision == "bf16" and cpu_has_bf16() is False:
         print("warning: this CPU has no bf16 units (AMX or AVX-512 BF16), so bf16 autocast is emulated and about "
@@ -439,11 +510,13 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
         random.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"].cpu())
     pad = processor.tokenizer.pad_token_id or 0
-    autocast = _autocast(config, device)
-    stream, alignment = None, None
+    stream, vectors = None, None
     if config.align_words:  # on the device already: the embeddings are
         vectors = word_vectors(processor.tokenizer, base.model.language_model.embed_tokens, config.align_letters,
                                words=config.suite == "v1")
+    precision = chosen_precision(run, config, device, lambda: calibration_batch(processor, config, data, pad),
+                                 lambda batch, context: batch_loss(base, config, batch, device, context, vectors)[0])
+    autocast = _autocast(precision, device)
     if config.data == "stream":
         stream = iter(stream_batches(processor, config, config.spec.image_tokens, step, pad))
     model.train()
@@ -452,23 +525,14 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
         while step < config.steps:
             step_started = time.perf_counter()
             if stream is not None:
-                ids, labels, attention, pixels, functions, kinds = next(stream)
-                if config.align_words:
-                    alignment = (config.align_words, kinds.to(device), vectors)
-                with autocast():
-                    features = encoded(base, pixels.to(device, non_blocking=True), config.spec.vision_layers)
+                batch = next(stream)
             else:
                 n = len(data["ids"])
                 epoch, offset = divmod(step * config.batch_size, n)
                 order = list(range(n))
                 random.Random(config.seed * 1000 + epoch).shuffle(order)
-                picked = [order[(offset + i) % n] for i in range(config.batch_size)]
-                ids, labels, attention, features, functions = _batch(data, picked, pad, config.functions)
-            weights = None if config.loss_weights is None else \
-                torch.tensor([config.loss_weights.get(TRAINING_FUNCTIONS[f], 1.0) for f in functions])
-            with autocast():
-                loss, per_sample = answer_loss(base, ids.to(device), labels.to(device), attention.to(device),
-                                               features.to(device), weights, alignment)
+                batch = _batch(data, [order[(offset + i) % n] for i in range(config.batch_size)], pad, config.functions)
+            loss, per_sample, functions = batch_loss(base, config, batch, device, autocast, vectors)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(projector.parameters()) + list(language.values()), 1.0)
