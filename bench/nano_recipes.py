@@ -10,7 +10,7 @@ seed and loss (``--loss-weights``), so every run sees the same samples; then eac
   lora-579   as lora, fed encoder layers 5, 7 and 9 instead of 6, 9 and 12 (not run by default)
   lora-letters14  as lora, with 256 image tokens of 14 px (no 2x2 shuffle) and each OCR token aligned to its
              letter (`--align-letters`; not run by default): a fresh projector fitted to letters alone names them
-             for 0.61 of held-out letter tokens at 14 px, 0.486 at 28 px (bench/results/align_fit_letters_14px_cpu.json)
+             for 0.61 of held-out letter tokens at 14 px, 0.486 at 28 px (research/nano_v2/results/align_fit_letters_14px_cpu.json)
 
 Then `vfl locate` runs on each recipe with the same v2 probes (``--locate`` per function, ``--window``), and
 `vfl compare` sets their bands side by side (OUT/compare): does training the language model move, widen or
@@ -26,7 +26,7 @@ A lent GPU comes for minutes, not hours, and the streamed data leaves it mostly 
 the recipes at the same time, one process each (``--workers`` each), and ``--budget S`` chooses the steps for
 you: every recipe first trains ``--calibrate`` steps as the real runs will (concurrently if asked), and the
 steps are the training seconds S over the slowest recipe's median seconds a step (OUT/calibration.json, reused
-on a rerun, so a resumed run keeps its steps). bench/gpu_run.sh runs it so on a lent GPU.
+on a rerun, so a resumed run keeps its steps). tools/gpu_run.sh runs it so on a lent GPU.
 
   python bench/nano_recipes.py --device cuda --concurrent --workers 4 --budget 240 --n 200 --out runs/recipes
 """
@@ -46,7 +46,7 @@ import torch
 from safetensors import safe_open
 
 from vfl.api import locate, make_probes
-from vfl.cli import function_weights
+from vfl.probes.schema import function_weights
 from vfl.compare import compare, write as write_comparison, table as comparison_table
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
@@ -62,7 +62,7 @@ RECIPES = {
     "projector": dict(lora_rank=0),
     "lora": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4),
     "full": dict(lora_rank=0, full=True, lora_start=0.1, lr_lora=5e-5),
-    # the encoder layers whose tokens carry colour-and-shape best (bench/encoder_probe.py)
+    # the encoder layers whose tokens carry colour-and-shape best (research/nano_v2/encoder_probe.py)
     "lora-579": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, vision_layers=[5, 7, 9]),
     "lora-letters14": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, shuffle=1, align_letters=True),
 }
@@ -180,16 +180,16 @@ def run() -> None:
     parser.add_argument("--loss-weights", type=function_weights, default=None,
                         help="per-function weights of per-sample answer losses, e.g. ground=2 (None: token mean)")
     parser.add_argument("--ocr-answers", default="tokens", choices=OCR_ANSWERS,
-                        help="OCR answers as the tokenizer splits them, or spelled letter by letter (bench/ocr_answers.py)")
+                        help="OCR answers as the tokenizer splits them, or spelled letter by letter (research/nano_v2/ocr_answers.py)")
     parser.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
-                        help="share of the OCR samples showing random letter strings (bench/ocr_answers.py)")
+                        help="share of the OCR samples showing random letter strings (research/nano_v2/ocr_answers.py)")
     parser.add_argument("--functions", default=",".join(FUNCTIONS),
-                        help="trained in turn; describe adds captions of recognition scenes (bench/recog_shortcut.py)")
+                        help="trained in turn; describe adds captions of recognition scenes (research/nano_v2/recog_shortcut.py)")
     parser.add_argument("--loose-recognition", type=float, default=0.0, metavar="SHARE",
                         help="share of the recognition samples without binding distractors")
     parser.add_argument("--align-words", type=float, default=1.0, metavar="WEIGHT",
                         help="weight of the image tokens' word alignment (vfl.nano.align): at 1, recognition alone "
-                             "went from 0.45 to 0.93 on CPU (bench/results/align_contrast_cpu.json); 0: none")
+                             "went from 0.45 to 0.93 on CPU (research/nano_v2/results/align_contrast_cpu.json); 0: none")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)

@@ -1,4 +1,4 @@
-"""bench/gpu_kit.py carries wheels to a GPU machine in pieces and results back: every piece fits its limit, the
+"""tools/gpu_kit.py carries wheels to a GPU machine in pieces and results back: every piece fits its limit, the
 pieces join to what was cut (or name what is missing or damaged), the wheels install, and results come back
 whole, smallest files first, with what did not fit listed."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import gpu_kit  # noqa: E402
 
@@ -96,7 +96,7 @@ def test_the_command_line_says_what_is_wrong_in_one_sentence(tmp_path):
     for args, message in [(["stage", str(tmp_path)], "holds no kit piece"),
                           (["unpack", "--kit", str(tmp_path)], "no kit is staged"),
                           (["receive", str(tmp_path), str(tmp_path / "x")], "holds no results.json")]:
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_kit.py"), *args], capture_output=True,
+        result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_kit.py"), *args], capture_output=True,
                                 text=True)
         assert result.returncode == 2 and result.stderr.startswith("gpu_kit.py: error: "), result.stderr
         assert message in result.stderr and result.stderr.count("\n") == 1

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vfl.errors import VflError
+from vfl.probes.schema import function_weights
 
 
 def _int_list(text: str) -> list[int]:
@@ -39,14 +40,6 @@ def _index_list(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected indices and ranges such as 0-15,32, got {text!r}") from None
     return sorted(set(values))
-
-
-def function_weights(text: str) -> dict[str, float]:
-    """"recog=4,count=1" as {"recog": 4.0, "count": 1.0}."""
-    try:
-        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(",") if part.strip())}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected function=weight pairs such as recog=4,count=1, got {text!r}") from None
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

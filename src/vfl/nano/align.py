@@ -3,7 +3,7 @@ language model, like the words that name it.
 
 Why: a recognition question must find the image tokens that match its words. SmolLM2 learns that lookup within
 200 steps when each object stands in the prompt as the mean embedding of its words (" red circle"), and not in
-300 when it stands as a learnt vector of its own (`bench/recog_lookup.py`): the pretrained attention already
+300 when it stands as a learnt vector of its own (`research/nano_v2/recog_lookup.py`): the pretrained attention already
 matches words with words. So the projector is also trained to write, at every token that holds a quarter of an
 object or is half covered by one, its words' mean embedding, nearer it than any other kind's (`alignment_loss`:
 direction, norm and contrast, weighed by ``--align-words``). With ``--align-letters`` an OCR image's tokens are
@@ -94,7 +94,7 @@ def alignment_loss(image: torch.Tensor, kinds: torch.Tensor, vectors: torch.Tens
     Without it the kinds are barely told apart: the 28 vectors share most of their direction (cosine 0.63 between
     kinds on average, 0.82 within a shape), so a token at the shared mean already scores cosine 0.8, and 1000
     projector-only steps left its nearest kind right for 0.275 of object tokens (0.978 with it;
-    `bench/align_tokens.py --fit`).
+    `research/nano_v2/align_tokens.py --fit`).
     An untrained projector writes tokens about 20x the words' norm. A squared error relative to |v| (about 500 at
     the first step) filled Adam's second moments, and the projector then moved too slowly to reach even the best
     constant in 160 steps; one relative to |token|^2 + |v|^2 is flat out there and did not move in 40."""

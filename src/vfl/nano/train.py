@@ -237,7 +237,7 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     return loss, per_sample.detach()
 
 
-def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
+def padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
     """Right-padded token ids, labels (-100) and attention mask."""
     width = max(len(x) for x in ids)
     tensor = torch.full((len(ids), width), pad_id, dtype=torch.long)
@@ -251,7 +251,7 @@ def _padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
 
 def _batch(data, order: list[int], pad_id: int, functions=FUNCTIONS):
     """The samples ``order`` of a cached training set, with each one's index in `TRAINING_FUNCTIONS`."""
-    ids, labels, attention = _padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
+    ids, labels, attention = padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
     kinds = [TRAINING_FUNCTIONS.index(functions[i // data["per_function"]]) for i in order]
     return ids, labels, attention, data["features"][order], kinds
 
@@ -290,9 +290,9 @@ class StreamSamples(torch.utils.data.Dataset):
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
-def _collate(items, pad_id: int):
+def collate(items, pad_id: int):
     pixels, ids, labels, functions, kinds = zip(*items)
-    return (*_padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions), torch.stack(kinds))
+    return (*padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions), torch.stack(kinds))
 
 
 def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int, pad_id: int):
@@ -303,7 +303,7 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
                             config.pseudo_words, config.loose_recognition, config.align_letters)
     return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
-                                       collate_fn=partial(_collate, pad_id=pad_id),
+                                       collate_fn=partial(collate, pad_id=pad_id),
                                        pin_memory=config.device.startswith("cuda"))
 
 
@@ -390,7 +390,7 @@ def calibration_batch(processor, config: TrainConfig, data: dict | None, pad: in
         return _batch(data, list(range(CALIBRATION_SAMPLES)), pad, config.functions)
     samples = StreamSamples(processor, config.seed, config.spec.image_tokens, config.suite, config.functions,
                             config.ocr_answers, config.pseudo_words, config.loose_recognition, config.align_letters)
-    return _collate([samples[i] for i in range(CALIBRATION_SAMPLES)], pad)
+    return collate([samples[i] for i in range(CALIBRATION_SAMPLES)], pad)
 
 
 def time_precisions(make_batch, loss_of, rounds: int = 2) -> dict[str, float]:

@@ -6,10 +6,10 @@ about 17 MiB, travels every time), and sends back at most 8 files of 16 MiB, 64 
 the versions of transformers, tokenizers, peft, gguf and num2words that this checkout is tested with. So the
 wheels go as one tar, cut into pieces that each fit beside the checkout, one piece a call:
 
-  here   python bench/gpu_kit.py pack                  # .kit/1 .. .kit/N, and the N calls to make
-  there  python3 bench/gpu_kit.py stage .kit           # calls 1 .. N-1, carry [".kit/K"]: into /tmp/vfl-kit
-  there  bash bench/gpu_run.sh                          # call N, carry [".kit/N"]: stage, unpack, train, send
-  here   python bench/gpu_kit.py receive FILES_AT runs/gpu   # join what came back and unpack it
+  here   python tools/gpu_kit.py pack                  # .kit/1 .. .kit/N, and the N calls to make
+  there  python3 tools/gpu_kit.py stage .kit           # calls 1 .. N-1, carry [".kit/K"]: into /tmp/vfl-kit
+  there  bash tools/gpu_run.sh                          # call N, carry [".kit/N"]: stage, unpack, train, send
+  here   python tools/gpu_kit.py receive FILES_AT runs/gpu   # join what came back and unpack it
 
 The machine keeps /tmp only while it stays warm (30 s after a call), so the calls must follow each other at once.
 `unpack` checks every piece against the manifest and names the missing ones. `send` packs a results folder
@@ -167,7 +167,7 @@ def stage(source: Path, kit: Path = KIT) -> list[str]:
 def unpack(kit: Path = KIT) -> Path:
     """Join the staged pieces, check them, and install the wheels into KIT/site (once); returns KIT/site."""
     if not (kit / "manifest.json").is_file():
-        raise KitError(f"no kit is staged in {kit}; stage its pieces first (python3 bench/gpu_kit.py stage .kit)")
+        raise KitError(f"no kit is staged in {kit}; stage its pieces first (python3 tools/gpu_kit.py stage .kit)")
     manifest = json.loads((kit / "manifest.json").read_text())
     site, done = kit / "site", kit / "site" / ".installed"
     if done.is_file() and done.read_text() == manifest["sha256"]:
@@ -217,7 +217,7 @@ def receive(back: Path, dest: Path) -> list[str]:
     """Join the pieces a device call brought back (``back``: its files_at) and unpack them into ``dest``."""
     found = sorted(back.rglob("results.json"))
     if not found:
-        raise KitError(f"{back} holds no results.json; is it the files_at of the call that ran bench/gpu_run.sh?")
+        raise KitError(f"{back} holds no results.json; is it the files_at of the call that ran tools/gpu_run.sh?")
     manifest = json.loads(found[0].read_text())
     dest.mkdir(parents=True, exist_ok=True)
     tar = join(found[0].parent, manifest, dest / "results.tar")
@@ -254,7 +254,7 @@ def main() -> None:
             print(f"{len(folders)} pieces; make these device calls one right after another:")
             for k, folder in enumerate(folders, start=1):
                 last = k == len(folders)
-                command = "bash bench/gpu_run.sh" if last else "python3 bench/gpu_kit.py stage .kit"
+                command = "bash tools/gpu_run.sh" if last else "python3 tools/gpu_kit.py stage .kit"
                 print(f"  {k}. carry [\"{folder}\"]  command: {command}")
         elif args.command == "stage":
             have = stage(args.source, args.kit)

@@ -1,7 +1,7 @@
 """Benchmark: what nano's visual tokens carry, layer by layer, before any training (linear probes).
 
 nano v1 and every GPU recipe so far stall at recognition ~0.68 on "is there a red circle?" among
-distractors (`bench/recog_shortcut.py` later found why: they count the objects). One candidate cause is the encoder side: if a visual token of DINOv2-S (after nano's per-layer
+distractors (`research/nano_v2/recog_shortcut.py` later found why: they count the objects). One candidate cause is the encoder side: if a visual token of DINOv2-S (after nano's per-layer
 LayerNorm and 2x2 shuffle) does not carry an object's colour *and* shape together, no projector can bind
 them. This probes each encoder layer's tokens, as the projector sees them, for the object under the token:
 
@@ -27,9 +27,9 @@ font sizes (31-43 px) and inks, each in its own token with a random shift inside
 which of the 26 letters (or background) a token holds. It is an upper bound for words, whose letters
 straddle tokens: if a token cannot tell its letter here, no projector can spell an unseen word.
 
-  python bench/encoder_probe.py --images 600 --raw --out bench/results/encoder_probe.json
-  python bench/encoder_probe.py --task letters --images 300 --out bench/results/encoder_probe_letters.json
-  python bench/encoder_probe.py --images 600 --where language-model --out bench/results/encoder_probe_lm.json
+  python research/nano_v2/encoder_probe.py --images 600 --raw --out research/nano_v2/results/encoder_probe.json
+  python research/nano_v2/encoder_probe.py --task letters --images 300 --out research/nano_v2/results/encoder_probe_letters.json
+  python research/nano_v2/encoder_probe.py --images 600 --where language-model --out research/nano_v2/results/encoder_probe_lm.json
 """
 
 from __future__ import annotations

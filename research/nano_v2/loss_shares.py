@@ -9,7 +9,7 @@ the projector or the language model's linear weights (``--params``), and weighs 
 by the function's share of the answer tokens (token mean), or by its share of ``--loss-weights``. It
 prints each function's share of the summed gradient norms, and its answer loss per token.
 
-  python bench/loss_shares.py --weights runs/nano-v2-cpu --params lm
+  python research/nano_v2/loss_shares.py --weights runs/nano-v2-cpu --params lm
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from vfl.cli import function_weights
+from vfl.probes.schema import function_weights
 from vfl.errors import VflError
 from vfl.models import nano_weights
 from vfl.nano.data import FUNCTIONS
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
-from vfl.nano.train import StreamSamples, _collate, answer_loss, encoded
+from vfl.nano.train import StreamSamples, collate, answer_loss, encoded
 
 
 def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, seed: int) -> dict:
@@ -43,7 +43,7 @@ def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, se
     pad = processor.tokenizer.pad_token_id or 0
     found = {}
     for index, function in enumerate(FUNCTIONS):
-        ids, labels, attention, pixels, _, _ = _collate([samples[len(FUNCTIONS) * i + index] for i in range(n)], pad)
+        ids, labels, attention, pixels, _, _ = collate([samples[len(FUNCTIONS) * i + index] for i in range(n)], pad)
         with torch.no_grad():
             features = encoded(model, pixels, spec.vision_layers)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -16,7 +16,7 @@ whole words come right, how many distinct answers the model gives (a collapsed m
 the true word's negative log-likelihood in nats (teacher-forced, summed over the arm's own answer tokens
 and <|im_end|>): how far the model is from giving the right word the highest probability.
 
-  python bench/ocr_answers.py --steps 400 --batch-size 16 --out runs/ocr-answers
+  python research/nano_v2/ocr_answers.py --steps 400 --batch-size 16 --out runs/ocr-answers
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from vfl.evaluate import evaluate
 from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.model import NanoSpec
-from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, _padded, answer_loss, encoded, spells, token_ids, train
+from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, padded, answer_loss, encoded, spells, token_ids, train
 from vfl.nano.suite import SPLITS, make_question_sample
 
 
@@ -73,7 +73,7 @@ def word_nats(adapter, config: TrainConfig, n: int, split: str, batch: int = 16)
         samples = [make_question_sample("ocr", i, 1, split=split) for i in range(start, min(n, start + batch))]
         tokens = [token_ids(processor, s.question, s.answer, image_tokens, spells("ocr", config.ocr_answers))
                   for s in samples]
-        ids, labels, attention = _padded([t[0] for t in tokens], [t[1] for t in tokens], pad)
+        ids, labels, attention = padded([t[0] for t in tokens], [t[1] for t in tokens], pad)
         pixels = processor.image_processor([s.image for s in samples], return_tensors="pt")["pixel_values"]
         features = encoded(model, pixels.to(model.device), config.spec.vision_layers)
         _, per_token_mean = answer_loss(model, ids.to(model.device), labels.to(model.device),

@@ -15,8 +15,8 @@ by the scene written in one of three forms, each a step closer to image tokens, 
 Where a form trains and the next does not, that difference is what stalls nano. ``--init words`` starts each
 kind's vector at the mean of its words' embeddings, as a projector trained to write words would.
 
-  python bench/recog_lookup.py --scene text --steps 300 --out bench/results/recog_lookup_text.json
-  python bench/recog_lookup.py --plot bench/results/recog_lookup_*.json --out docs/nano-recog-lookup.png
+  python research/nano_v2/recog_lookup.py --scene text --steps 300 --out research/nano_v2/results/recog_lookup_text.json
+  python research/nano_v2/recog_lookup.py --plot research/nano_v2/results/recog_lookup_*.json --out research/nano_v2/nano-recog-lookup.png
 """
 
 from __future__ import annotations

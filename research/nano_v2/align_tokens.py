@@ -19,9 +19,9 @@ above at steps 50 to STEPS on the held-out recognition images. Each arm starts f
 the same batches.
 ``--shuffle 1`` fits tokens of 14 px (256 an image, no 2x2 shuffle) instead of nano's 28 px.
 
-  python bench/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json
-  python bench/align_tokens.py --weights runs/ocr-align-letters/letters/weights --letters
-  python bench/align_tokens.py --fit 1000 --temperatures none,0.05 --out bench/results/align_fit_cpu.json
+  python research/nano_v2/align_tokens.py --weights runs/align-recog/weights --out runs/align-recog/align_tokens.json
+  python research/nano_v2/align_tokens.py --weights runs/ocr-align-letters/letters/weights --letters
+  python research/nano_v2/align_tokens.py --fit 1000 --temperatures none,0.05 --out research/nano_v2/results/align_fit_cpu.json
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ score 0.64 (v1) or 0.70 (old v2) by counting alone. This scores a model's held-o
 `vfl nano eval`) by the number of objects in the scene, and on the scenes whose count does not decide the
 answer: where the model recognises, those match the rest; where it counts, they sit at chance.
 
-  python bench/recog_shortcut.py --model nano --out bench/results/recog_shortcut.json
-  python bench/recog_shortcut.py --model nano:runs/recog-fixed --suites v2 --out runs/recog-fixed/shortcut.json
+  python research/nano_v2/recog_shortcut.py --model nano --out research/nano_v2/results/recog_shortcut.json
+  python research/nano_v2/recog_shortcut.py --model nano:runs/recog-fixed --suites v2 --out runs/recog-fixed/shortcut.json
 
 ``--describe`` (a model trained with `--functions ...,describe`) also asks for a caption of every v2 item's image:
 is the caption right, and would "is the kind in my caption?" answer the question? Where the captions answer and

@@ -1,0 +1,226 @@
+"""The nano v2 research probes (research/nano_v2/) run end to end at small sizes on CPU."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CPU_PRECISION, run_python
+
+RESEARCH = Path(__file__).resolve().parents[1] / "research" / "nano_v2"
+sys.path.insert(0, str(RESEARCH))
+
+
+@pytest.mark.parametrize("where, first", [("encoder", "pixels"), ("language-model", "LM input (projector output)")])
+def test_the_encoder_probe_writes_a_row_per_layer(tmp_path, where, first):
+    import json
+
+    out = tmp_path / "probe.json"
+    result = run_python(str(RESEARCH / "encoder_probe.py"), "--images", "12", "--steps", "3",
+                        "--where", where, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    rows = table["rows"]
+    assert rows[0]["layers"] == first and len(rows) == (15 if where == "encoder" else 7)
+    assert table["recog_scenes"] == 4 and table["tokens"]["test"] > 0
+    assert all(0 <= row[k] <= 1 for row in rows for k in ("colour", "shape", "kind", "recog"))
+
+
+def test_loss_shares_weigh_each_functions_gradient_as_each_loss_does(tmp_path):
+    import json
+
+    from loss_shares import shares
+
+    unit = torch.ones(3)
+    found = {"recog": (0.1, 2, unit), "count": (0.1, 2, unit), "ground": (0.1, 12, unit), "ocr": (0.1, 4, unit)}
+    assert shares(found, None) == {"recog": 0.1, "count": 0.1, "ground": 0.6, "ocr": 0.2}  # by answer tokens
+    assert shares(found, {}) == {f: 0.25 for f in found}
+    assert shares(found, {"ground": 2.0})["ground"] == 0.4
+    out = tmp_path / "shares.json"
+    result = run_python(str(RESEARCH / "loss_shares.py"), "--params", "projector", "--n", "1",
+                        "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert table["answer_tokens"]["ground"] > 10 * table["answer_tokens"]["recog"]  # a box against a yes/no
+    for label in ("token mean", "per-sample, equal", "per-sample, ground=2"):
+        assert abs(sum(table[label].values()) - 1) < 0.01 and all(v > 0 for v in table[label].values())
+
+
+def test_the_letter_probe_reads_each_encoder_layer(tmp_path):
+    import json
+    import random
+
+    from encoder_probe import CELL, LETTERS, letter_image
+
+    image, labels = letter_image(random.Random(3))
+    assert sum(label < len(LETTERS) for label in labels) == 8 and len(labels) == (224 // CELL) ** 2
+    out = tmp_path / "letters.json"
+    result = run_python(str(RESEARCH / "encoder_probe.py"), "--task", "letters", "--images",
+                        "4", "--steps", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["layers"] for r in rows][:2] == ["pixels", "layer 0"] and len(rows) == 15
+    assert all(0 <= r["letter"] <= 1 for r in rows)
+
+
+def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
+    import json
+
+    from ocr_answers import edit_distance, reading_scores
+
+    assert [edit_distance(*p) for p in [("bear", "bear"), ("bear", "beer"), ("", "cow"), ("fern", "fen")]] == [0, 1, 3, 1]
+    records = [{"answer": "bear", "target": "bear"}, {"answer": "bead", "target": "bear"},
+               {"answer": "pencil", "target": "cow"}, {"answer": "pencil", "target": "fern"}]
+    scores = reading_scores(records)
+    assert scores["exact"] == 0.25 and scores["first_letter"] == 0.5 and scores["distinct_answers"] == 3
+    assert scores["char_similarity"] == round((1 + 0.75 + 1 / 6 + 1 / 6) / 4, 4)  # pencil: 5 edits from cow or fern
+    out = tmp_path / "ocr"
+    result = run_python(str(RESEARCH / "ocr_answers.py"), "--arms", "letters", "--steps", "1",
+                        "--batch-size", "2", "--n", "2", "--workers", "0", "--lora-rank", "4", "--pseudo-words", "0.5",
+                        "--precision", CPU_PRECISION, "--align-words", "1", "--align-letters",
+                        "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = json.loads((out / "letters" / "train.json").read_text())
+    assert run["functions"] == ["ocr"] and run["ocr_answers"] == "letters" and run["suite"] == "v2"
+    assert run["pseudo_words"] == 0.5 and run["align_words"] == 1 and run["align_letters"] is True
+    scores = json.loads((out / "results.json").read_text())["letters"]
+    assert set(scores) >= {"train", "held_out", "pseudo"} and scores["held_out"]["n"] == 2
+    # the true word's likelihood does not depend on how the answers are batched (left padding is masked out)
+    from argparse import Namespace
+
+    from ocr_answers import arm_config, word_nats
+    from vfl.models import load
+
+    config = arm_config("letters", Namespace(steps=1, batch_size=2, seed=0, save_every=20, lora_rank=4, lm_start=0.1,
+                                             lr_lm=5e-4, workers=0, device="cpu", precision=CPU_PRECISION,
+                                             pseudo_words=0.5, align_words=1.0, align_letters=True))
+    one_at_a_time = word_nats(load(f"nano:{out / 'letters' / 'weights'}"), config, 2, "held_out", batch=1)
+    assert scores["held_out"]["word_nats"] > 0 and abs(one_at_a_time - scores["held_out"]["word_nats"]) < 0.01
+    bad = run_python(str(RESEARCH / "ocr_answers.py"), "--arms", "runes")
+    assert bad.returncode == 2 and "--arms takes tokens, letters" in bad.stderr
+
+
+def test_the_recognition_shortcut_benchmark_splits_the_scenes_a_count_answers():
+    """v1 recognition scenes of 1 or 4 objects are answered by their number alone, v2's never: a model that
+    counts is right there and wrong elsewhere, and the table says so."""
+    from recog_shortcut import by_object_count, recognition_scenes
+
+    from vfl.nano.data import held_out_items
+    from vfl.probes.questions import asked_kind
+
+    for suite, decisive in (("v1", {1, 4}), ("v2", set())):
+        items, scenes = held_out_items(["recog"], 200, 1, suite), recognition_scenes(suite, 200, 1)
+        for item, scene in zip(items, scenes):  # the scenes are the items' own
+            assert (asked_kind(item.question) in {(t.shape, t.colour) for t in scene}) == (item.answer == "yes")
+        counting = {1: "no", 2: "no", 3: "yes", 4: "yes"} if suite == "v1" else {3: "no", 4: "yes", 5: "yes"}
+        records = [{"target": item.answer, "correct": counting[len(scene)] == item.answer}
+                   for item, scene in zip(items, scenes)]
+        table = by_object_count(records, scenes)
+        assert table["all"]["n"] == 200
+        if decisive:
+            assert table["count decides"]["accuracy"] == 1.0
+            assert table["count decides"]["n"] == sum(len(s) in decisive for s in scenes)
+        else:
+            assert "count decides" not in table and table["count does not decide"]["n"] == 200
+
+
+def test_captions_are_scored_as_drawn_and_as_answers_to_the_question():
+    """A caption that names the scene as drawn answers every question; one that leaves out the asked kind answers
+    "no" to all, right only on the "no" items."""
+    from recog_shortcut import caption_scores, recognition_scenes
+
+    from vfl.nano.data import held_out_items
+    from vfl.nano.suite import describe_caption
+    from vfl.probes.questions import asked_kind
+
+    items, scenes = held_out_items(["recog"], 40, 1, "v2"), recognition_scenes("v2", 40, 1)
+    right = caption_scores([describe_caption(scene) for scene in scenes], items, scenes)
+    assert right["caption exact"]["accuracy"] == right["recognition from the caption"]["accuracy"] == 1.0
+    blind = [describe_caption([t for t in scene if (t.shape, t.colour) != asked_kind(item.question)])
+             for item, scene in zip(items, scenes)]
+    wrong = caption_scores(blind, items, scenes)
+    noes = sum(item.answer == "no" for item in items)
+    assert wrong["recognition from the caption"]["accuracy"] == round(noes / 40, 3) and 0 < noes < 40
+    assert wrong["caption exact"]["accuracy"] == round(noes / 40, 3)  # only the "no" scenes lack nothing
+
+
+def test_which_lookups_answer_recognition_where_they_hold_the_asked_shape():
+    from recog_shortcut import which_questions, which_scores
+
+    from vfl.nano.data import held_out_items
+    from vfl.nano.suite import make_question_sample
+    from vfl.probes.questions import asked_kind
+
+    items = held_out_items(["recog"], 40, 1, "v2")
+    questions = which_questions(items)
+    assert all(q.startswith(f"Which shapes are {asked_kind(i.question)[1]}?") for q, i in zip(questions, items))
+    assert questions[0].endswith(make_question_sample("which", 0, 0).question.split("?")[1])  # the trained wording
+    truth = [asked_kind(i.question)[0] + ", other" if i.answer == "yes" else "other" for i in items]
+    assert which_scores(truth, items)["recognition from which shapes"]["accuracy"] == 1.0
+    assert which_scores(["other"] * 40, items)["recognition from which shapes"]["accuracy"] == \
+        round(sum(i.answer == "no" for i in items) / 40, 3)
+
+
+def test_recog_lookup_puts_one_learnt_vector_per_object_or_the_caption_where_the_image_was():
+    from transformers import AutoTokenizer
+
+    from recog_lookup import BACKGROUND, KINDS, grid_cells, prompt_ids, samples
+    from vfl.nano.parts import smollm2_dir
+    from vfl.nano.suite import describe_caption, in_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    sample = samples(0, 1, "train", loose=False)[0]
+    text_ids, text_kinds = prompt_ids(tokenizer, sample, "text")
+    assert set(text_kinds) == {-1} and describe_caption(sample.scene) in tokenizer.decode(text_ids)
+    ids, kinds = prompt_ids(tokenizer, sample, "kinds")
+    assert [k for k in kinds if k >= 0] == [KINDS.index((t.shape, t.colour)) for t in in_rows(sample.scene)]
+    assert tokenizer.decode([i for i, k in zip(ids, kinds) if k < 0]).endswith(sample.question + "<|im_end|>\n"
+                                                                                 "<|im_start|>assistant\n")
+    cells = grid_cells(sample.scene)
+    assert len(cells) == 64 and {KINDS[k] for k in cells if k != BACKGROUND} == {(t.shape, t.colour)
+                                                                                 for t in sample.scene}
+
+
+def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_path):
+    import json
+
+    out = tmp_path / "fit.json"
+    result = run_python(str(RESEARCH / "align_tokens.py"), "--fit", "2", "--train-images", "6", "--n", "4",
+                        "--temperatures", "none,0.05", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert [arm["temperature"] for arm in table["arms"]] == ["none", "0.05"] and table["train_images"] == 6
+    plain, contrast = (arm["curve"][-1] for arm in table["arms"])
+    assert plain["step"] == contrast["step"] == 2 and plain["tokens"] == contrast["tokens"] > 0
+    assert contrast["loss"] > plain["loss"]  # the same batches, plus a cross-entropy over 28 kinds
+    assert all(0 <= row[k] <= 1 for row in (plain, contrast) for k in ("nearest_is_kind", "nearest_has_colour"))
+    neither = run_python(str(RESEARCH / "align_tokens.py"))
+    assert neither.returncode == 2 and "pass --weights (score a run) or --fit STEPS" in neither.stderr
+    letters = run_python(str(RESEARCH / "align_tokens.py"), "--fit", "2", "--train-images", "4", "--n", "2",
+                         "--temperatures", "0.05", "--letters", "--out", str(out))
+    assert letters.returncode == 0, letters.stderr[-2000:]
+    coarse = json.loads(out.read_text())
+    row = coarse["arms"][0]["curve"][-1]
+    assert row["tokens"] > 0 and all(0 <= row[k] <= 1 for k in ("nearest_is_glyph", "nearest_has_letter"))
+    fine = run_python(str(RESEARCH / "align_tokens.py"), "--fit", "2", "--train-images", "4", "--n", "2",
+                      "--temperatures", "0.05", "--letters", "--shuffle", "1", "--out", str(out))
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    fine = json.loads(out.read_text())
+    assert (coarse["token_px"], fine["token_px"]) == (28, 14)
+    assert fine["arms"][0]["curve"][-1]["tokens"] > 2 * row["tokens"]  # the same letters, in four times the tokens
+
+
+def test_align_tokens_scores_letter_tokens_by_glyph_letter_and_ink():
+    import torch
+    from align_tokens import target_scores
+
+    from vfl.nano.align import GLYPHS, KINDS, NO_KIND
+
+    vectors = torch.randn(len(KINDS) + len(GLYPHS), 8, generator=torch.Generator().manual_seed(0))
+    red_b, blue_b = (len(KINDS) + GLYPHS.index(("b", ink)) for ink in ("red", "blue"))
+    tokens = torch.stack([vectors[red_b], 2 * vectors[blue_b], torch.zeros(8)]).unsqueeze(0)
+    scores = target_scores(tokens, torch.tensor([[red_b, red_b, NO_KIND]]), vectors, letters=True)
+    assert scores["tokens"] == 2 and scores["nearest_is_glyph"] == 0.5  # the second is blue b, read as red b
+    assert scores["nearest_has_letter"] == 1.0 and scores["nearest_has_ink"] == 0.5
+    assert scores["chance_glyph"] == round(1 / len(GLYPHS), 3)
