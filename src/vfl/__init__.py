@@ -24,5 +24,10 @@ __all__ = [*_PUBLIC, "__version__"]
 
 def __getattr__(name):
     if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
+        value = getattr(import_module(_PUBLIC[name]), name)
+        if callable(value) and not isinstance(value, type):  # functions; not the classes
+            from vfl.errors import in_python_terms
+
+            value = in_python_terms(value)
+        return value
     raise AttributeError(f"module 'vfl' has no attribute {name!r}")

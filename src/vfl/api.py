@@ -71,6 +71,18 @@ def probes_fingerprint(probes: list[Probe]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def check_visual_tokens(adapter: Adapter, probes: list[Probe], tokens: list[int] | None, resize: bool) -> None:
+    """Refuse ``tokens`` (offsets into the visual span) that some probe's image does not give, before any work."""
+    if not tokens:
+        return
+    for probe in probes:
+        image_a, _, _ = load_pair(probe, resize)
+        start, end = adapter.build_prompt(image_a, probe.question).visual_span
+        if max(tokens) >= end - start:
+            raise VflError(f"--tokens {max(tokens)} does not exist: probe {probe.id}'s image gives visual tokens "
+                           f"0..{end - start - 1}")
+
+
 def model_name(adapter: Adapter) -> str:
     return getattr(adapter.model.config, "_name_or_path", "") or type(adapter.model).__name__
 
@@ -171,6 +183,7 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
                                 tokens, adapter.num_kv_heads, keep_injected)
     report.check_test(alpha, min_effect, min_accuracy)
     check_probe_images(probes, resize)
+    check_visual_tokens(adapter, probes, tokens, resize)
     settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
                             "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens,
                             "window": window, "sweep": sweep, "layers": layers, "what": what, "heads": heads,

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,8 +22,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from None
 
 
-HELP = argparse.ArgumentDefaultsHelpFormatter
+class HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except where there is none to show (a required option, a flag)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "float64")
+# vfl.models.tiny.FAMILIES, spelled out so that --help needs no torch (a test keeps the two equal)
+TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm",
+                 "internvl", "gemma3")
 
 
 def _command(commands, name: str, help: str) -> argparse.ArgumentParser:
@@ -271,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="folder for compare.json, compare.md, compare.png")
 
     tiny = _command(commands, "make-tiny", "save a tiny random model of a family (for tests and demos)")
-    tiny.add_argument("--family", default="llava", help="llava, qwen2_vl, qwen2_5_vl, idefics3 or smolvlm")
+    tiny.add_argument("--family", default="llava", choices=TINY_FAMILIES, help="the model family")
     tiny.add_argument("--layers", type=int, default=8, help="decoder layers")
     tiny.add_argument("--out", type=Path, required=True, help="folder to save the model and processor in")
     return parser
@@ -300,42 +310,69 @@ def _check_model(args) -> tuple[int, int]:
 
 
 def _locate_or_drop(args) -> None:
-    """Check everything (probes, options, model config) before the first write, then claim the run folder,
-    write the built-in probes into it and run the analysis through the Python API."""
+    """Check everything (options, probes and their images, the model's config, weights and processor) before
+    the first write, then claim the run folder, put the built-in probes into it and run the analysis through
+    the Python API. The settings name the inputs' content (`vfl.fingerprint`), so a rerun on changed probes
+    or another model is refused."""
+    import tempfile
+
+    from vfl.fingerprint import model_identity, probes_identity
     from vfl.probes.generate import check_probe_options, make_probe_set
     from vfl.probes.schema import check_probe_images, load_probes, parse_functions
 
     functions = parse_functions(args.functions)
     resize = args.command == "drop" or args.resize
-    if args.probes is not None:
+    if args.probes is not None:  # a bad probe file fails before torch is imported
         probes = load_probes(args.probes, functions)
         check_probe_images(probes, resize)
-        probe_settings = {"probes": str(args.probes.resolve())}
     else:
         check_probe_options(args.n, args.size, args.suite)
-        probe_settings = {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed}
-        if args.suite != "v1":  # v1 runs recorded before suites existed still resume
-            probe_settings["suite"] = args.suite
     from vfl import api, report, runner
 
-    settings = {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, **probe_settings}
     if args.command == "locate":
         report.check_test(args.alpha, args.min_effect, args.min_accuracy)
         layers, heads = _check_model(args)
         api.plan_locate(layers, args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens,
                         args.what, args.heads, args.tokens, heads, args.keep_injected)
-        settings.update(window=args.window, sweep=args.sweep, layers=args.layers, what=args.what, heads=args.heads,
-                        tokens=args.tokens, keep_injected=args.keep_injected, resize=args.resize, scores=args.scores)
     else:
         api.check_run_options(args.batch_size, args.max_new_tokens)
         _check_model(args)
+    scratch = Path(tempfile.mkdtemp(prefix="vfl-probes-"))
+    try:
+        if args.probes is not None:
+            probe_settings = {"probes": str(args.probes.resolve()), **probes_identity(args.probes, probes)}
+        else:
+            generated = make_probe_set(functions, args.n, args.size, args.seed, scratch, args.suite)
+            probes = load_probes(generated)
+            probe_settings = {"functions": functions, "n": args.n, "size": args.size, "seed": args.seed,
+                              **({"suite": args.suite} if args.suite != "v1" else {}),  # older v1 runs resume
+                              **probes_identity(generated, probes)}
+        settings = {"model": args.model, **model_identity(args.model, args.download), "dtype": args.dtype,
+                    "max_new_tokens": args.max_new_tokens, **probe_settings}
+        if args.command == "locate":
+            settings.update(window=args.window, sweep=args.sweep, layers=args.layers, what=args.what,
+                            heads=args.heads, tokens=args.tokens, keep_injected=args.keep_injected,
+                            resize=args.resize, scores=args.scores)
+        runner.check_settings(args.out, settings)  # before the model loads: a refused rerun costs nothing
+        adapter = _load(args)
+        if args.command == "locate" and args.tokens:
+            api.check_visual_tokens(adapter, probes, args.tokens, resize)
+        _run_locate_or_drop(args, settings, probes, adapter, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_locate_or_drop(args, settings: dict, probes, adapter, scratch: Path) -> None:
+    """The checked run: the run folder claimed, the built-in probes copied into it, the analysis run."""
+    from vfl import api, runner
+    from vfl.probes.schema import load_probes
+
     with runner.claim(args.out, settings) as out:
         if args.probes is None:
-            if runner.rank_and_world()[0] == 0:
-                make_probe_set(functions, args.n, args.size, args.seed, out / "probes", args.suite)
+            if runner.rank_and_world()[0] == 0 and not (out / "probes" / "probes.jsonl").is_file():
+                shutil.copytree(scratch, out / "probes", dirs_exist_ok=True)  # the same files a resume holds
             runner.barrier()
             probes = load_probes(out / "probes" / "probes.jsonl")
-        adapter = _load(args)
         common = dict(out=out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings)
         if args.command == "locate":
             result = api.locate(adapter, probes=probes, window=args.window, sweep=args.sweep, layers=args.layers,
@@ -429,10 +466,10 @@ def _lora(args) -> None:
         if not args.function:
             raise VflError("--vfl needs --function: whose VFL to train")
         vfl = lora.vfl_layers(args.vfl, parse_function(args.function), args.margin)
+    settings = {**_inputs(args, samples), "rule": args.layers, "vfl": vfl,
+                "subset": [s["id"] for s in samples] if args.subset else None}
     adapter = _load(args)
     layers = lora.choose_layers(args.layers or ("vfl" if vfl else "all"), adapter.num_layers, vfl, args.seed)
-    settings = {"model": args.model, "data": str(args.data.resolve()), "rule": args.layers, "vfl": vfl,
-                "subset": [s["id"] for s in samples] if args.subset else None}
     adapter_dir = lora.train(adapter, samples, layers, run, args.out, settings)
     if adapter_dir is not None:
         print(f"adapter: {adapter_dir}")
@@ -441,6 +478,16 @@ def _lora(args) -> None:
             merged.model.save_pretrained(args.out / "merged")
             merged.processor.save_pretrained(args.out / "merged")
             print(f"merged model: {args.out / 'merged'}")
+
+
+def _inputs(args, samples: list[dict]) -> dict:
+    """A training or selection run's model and data, by place and content (`vfl.fingerprint`): a rerun on an
+    edited data file, changed images or another model is refused rather than resumed."""
+    from vfl.fingerprint import digest, model_identity
+
+    images = [s["image"] for s in samples if s["image"] is not None]
+    return {"model": args.model, **model_identity(args.model, args.download), "data": str(args.data.resolve()),
+            "data_sha256": digest([args.data, *images])}
 
 
 def _select(args) -> None:
@@ -455,8 +502,8 @@ def _select(args) -> None:
     targets = parse_functions(args.target) if args.target else None
     check_choice(args.budget, args.strategy, targets, vfls)
     samples = load_conversations(args.data, args.image_folder)
+    settings = {**_inputs(args, samples), "vfl": vfls}
     adapter = _load(args)
-    settings = {"model": args.model, "data": str(args.data.resolve()), "vfl": vfls}
     selection = select(adapter, samples, vfls, args.out, settings, args.budget, targets, args.strategy, args.min_score)
     if selection is not None:
         print(f"chose {selection['chosen']} of {selection['pool']} samples (wanted {selection['wanted']}): "
@@ -518,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
 
             check_batch_size(args.batch_size)
             items = load_items(args.data)
+            if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
+                raise VflError(f"{args.adapter} holds no LoRA adapter (adapter_config.json)")  # before the model
             adapter = _load(args)
             if args.adapter is not None:
                 from vfl.lora import with_adapter

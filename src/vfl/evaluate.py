@@ -20,7 +20,7 @@ from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
 from vfl.metrics import matches, wilson
 from vfl.models import Adapter
-from vfl.probes.schema import FUNCTIONS, parse_function
+from vfl.probes.schema import FUNCTIONS, check_fields, parse_function
 
 METRICS = {"number": "count", "yes-no": "recog", "box-iou": "ground", "exact": "ocr"}
 
@@ -35,6 +35,10 @@ class Item:
     box: list[float] | None = None
 
 
+ITEM_TYPES = {"image": ((str,), "a non-empty string"), "question": ((str,), "a non-empty string"),
+              "answer": ((str, int, float), "a string or a number")}
+
+
 def load_items(path: Path) -> list[Item]:
     path = Path(path)
     items = []
@@ -42,6 +46,7 @@ def load_items(path: Path) -> list[Item]:
         missing = [k for k in ("image", "question", "answer") if k not in record]
         if missing or not ("function" in record or "metric" in record):
             raise VflError(f"{path}:{lineno} needs image, question, answer and function (or metric)")
+        check_fields(record, ITEM_TYPES, f"{path}:{lineno}", ("box",))
         if "metric" in record and record["metric"] not in METRICS:
             raise VflError(f"{path}:{lineno}: unknown metric {record['metric']!r}; choose from {', '.join(METRICS)}")
         function = METRICS[record["metric"]] if "metric" in record else parse_function(record["function"])

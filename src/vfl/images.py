@@ -28,7 +28,3 @@ def read_image(path: Path, owner: str, read: Callable = lambda image: image.conv
     except (OSError, ValueError, SyntaxError) as err:
         raise VflError(f"{owner}: image {path} cannot be read ({err})") from None
 
-
-def image_size(path: Path, owner: str) -> tuple[int, int]:
-    """The image's size from its header alone."""
-    return read_image(path, owner, lambda image: image.size)

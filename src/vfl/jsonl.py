@@ -9,11 +9,19 @@ from typing import Iterator
 from vfl.errors import VflError
 
 
-def json_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-empty line of ``path`` (``what`` names the file in errors)."""
+def check_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file; else one sentence: it does not exist, or it is a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise VflError(f"{what} {path} is a folder; give the file itself")
     if not path.is_file():
         raise VflError(f"{what} {path} does not exist")
+    return path
+
+
+def json_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-empty line of ``path`` (``what`` names the file in errors)."""
+    path = check_file(path, what)
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, 1):
             try:
@@ -33,9 +41,7 @@ def json_objects(path: Path, what: str) -> Iterator[tuple[int, dict]]:
 
 def read_json(path: Path, what: str):
     """A whole JSON file, with the same one-sentence errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise VflError(f"{what} {path} does not exist")
+    path = check_file(path, what)
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
-from vfl.jsonl import json_kind, json_objects, read_json
+from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.report import load_vfls
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
+from vfl.probes.schema import check_record
 
 
 def vfl_layers(summary_path: Path, function: str, margin: int = 0) -> list[int]:
@@ -94,9 +95,7 @@ def load_conversations(path: Path, image_folder: Path | None = None) -> list[dic
     JSONL of ``{"image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``;
     a record without ``image`` is a text-only sample, ``image`` None) or from a vfl probe file (each probe gives
     two samples, one per image)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VflError(f"training data {path} does not exist")
+    path = check_file(path, "training data")
     folder = Path(image_folder) if image_folder else path.parent
     if path.suffix == ".json":
         data = read_json(path, "training data")
@@ -111,6 +110,7 @@ def load_conversations(path: Path, image_folder: Path | None = None) -> list[dic
         if not isinstance(record, dict):
             raise VflError(f"{where} is a JSON {json_kind(record)}, not an object")
         if "image_a" in record:  # a vfl probe
+            check_record(record, where)
             for which in "ab":
                 samples.append({"id": f"{record['id']}/{which}", "image": folder / record[f"image_{which}"],
                                 "turns": [(record["question"], str(record[f"answer_{which}"]))]})

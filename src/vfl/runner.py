@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 from tqdm import tqdm
 
 from vfl.errors import VflError
+from vfl.fingerprint import INPUT_KEYS, inputs_changed
 
 LOCK = ".vfl.lock"
 _HELD: dict[Path, dict] = {}  # run folders this process has claimed -> their settings
@@ -126,11 +127,11 @@ class ResultLog:
         return records + extra
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    path = out / "run.json"
-    if not path.exists():
-        return
-    refuse_other_settings(out, read_settings(path), settings)
+def check_settings(out: Path, settings: dict) -> None:
+    """Refuse, before any work, a run folder that holds a run with other settings or inputs."""
+    path = Path(out) / "run.json"
+    if path.is_file():
+        refuse_other_settings(out, read_settings(path), json.loads(json.dumps(settings)))
 
 
 def read_settings(path: Path) -> dict:
@@ -142,11 +143,17 @@ def read_settings(path: Path) -> dict:
 
 
 def refuse_other_settings(out: Path, previous: dict, settings: dict, what: str = "run") -> None:
-    """Refuse a folder whose recorded settings differ from these, naming the ones that do: a rerun must
-    resume the same work, never mix two."""
+    """Refuse a folder whose recorded settings differ from these, naming the ones that do, or the inputs that
+    changed (`vfl.fingerprint`): a rerun must resume the same work, never mix two. A run recorded before runs
+    recorded their inputs' content cannot be checked for it, and still resumes."""
+    settings = {k: v for k, v in settings.items() if k not in INPUT_KEYS or k in previous}
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    named = [k for k in changed if k not in INPUT_KEYS]  # other settings draw other inputs: name the settings
+    if named:
+        raise VflError(f"{out} holds a {what} with other settings ({', '.join(named)}); "
+                       "use another --out, or delete the folder to start over")
     if changed:
-        raise VflError(f"{out} holds a {what} with other settings ({', '.join(changed)}); "
+        raise VflError(f"{out} holds a {what} on other inputs ({inputs_changed(changed)} changed since); "
                        "use another --out, or delete the folder to start over")
 
 
@@ -162,7 +169,7 @@ def claim(out: Path, settings: dict):
             raise VflError(f"{out} is already in use by this process with other settings")
         yield out
         return
-    _check_settings(out, settings)
+    check_settings(out, settings)
     if rank_and_world()[0] != 0:  # rank 0 holds the lock and writes; the others only read
         _HELD[out] = settings
         try:
@@ -173,11 +180,14 @@ def claim(out: Path, settings: dict):
     if out.exists() and not out.is_dir():
         raise VflError(f"{out} is a file, not a run folder")
     lock_path = out / LOCK
-    if lock_path.exists():
-        handle = lock_path.open("r+")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = lock_path.open("a+")
+    try:
+        if lock_path.exists():
+            handle = lock_path.open("r+")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a+")
+    except OSError as err:  # a read-only folder or disk, a parent that is a file
+        raise VflError(f"cannot write the run folder {out} ({err.strerror or err}); choose another --out") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,7 +196,7 @@ def claim(out: Path, settings: dict):
             holder = handle.read().strip() or "unknown"
             raise VflError(f"{out} is in use by another vfl process (pid {holder}); wait for it to finish "
                            "or use another --out") from None
-        _check_settings(out, settings)  # again, now that nobody else can write it
+        check_settings(out, settings)  # again, now that nobody else can write it
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

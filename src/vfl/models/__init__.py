@@ -68,9 +68,14 @@ def _config(spec: str, download: bool = False):
 
     import vfl.nano.vision  # noqa: F401  (registers nano's vision tower, so a saved nano loads by path)
 
+    from huggingface_hub.errors import StrictDataclassError
+
     local = os.path.isdir(spec)
     try:
         return AutoConfig.from_pretrained(spec, local_files_only=not (download or local))
+    except (StrictDataclassError, TypeError) as err:  # a config.json whose fields have the wrong types
+        raise VflError(f"cannot load model {spec!r}: its config.json is not valid "
+                       f"({' '.join(str(err).split())[:300]})") from None
     except (OSError, ValueError) as err:
         where = "a local model directory" if local else (
             "a hub id" if download else "a hub id in the local cache (pass --download to fetch it)")
@@ -107,7 +112,11 @@ def decoder_shape(spec: str, download: bool = False) -> tuple[int, int]:
             raise VflError(f"unknown tiny family {spec.split(':', 1)[1]!r}; choose one of {', '.join(FAMILIES)}")
         return TINY_LAYERS, TINY_KV_HEADS
     text = _supported_config(spec, download).get_text_config()
-    return text.num_hidden_layers, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    shape = text.num_hidden_layers, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    for name, value in zip(("num_hidden_layers", "num_key_value_heads"), shape):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise VflError(f"model {spec!r}: its config gives {name} {value!r}, not a positive whole number")
+    return shape
 
 
 def _supported_config(spec: str, download: bool):
@@ -146,10 +155,14 @@ def load(spec: str, dtype: str = "auto", device: str = "cpu", device_map: str | 
 
     config = _supported_config(spec, download)
     local_only = not (download or os.path.isdir(spec))
-    model = AutoModelForImageTextToText.from_pretrained(spec, dtype=resolved, device_map=device_map,
-                                                        local_files_only=local_only)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(spec, dtype=resolved, device_map=device_map,
+                                                            local_files_only=local_only)
+        processor = load_processor(spec, config.model_type, local_only)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:  # missing weights or tokenizer files
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise VflError(f"cannot load model {spec!r}: {reason[:300]}") from None
     if device_map is None:
         model = model.to(device)
     model.eval()
-    processor = load_processor(spec, config.model_type, local_only)
     return adapter_for(model, processor)

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from vfl.errors import VflError
-from vfl.images import image_size, read_image
+from vfl.images import read_image
 from vfl.jsonl import json_objects
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
@@ -61,9 +61,9 @@ class Probe:
         """Image ``a`` or ``b`` as RGB; a missing or unreadable file is a `VflError` naming the probe."""
         return read_image(self.path(which), f"probe {self.id}")
 
-    def size(self, which: str) -> tuple[int, int]:
-        """Image ``a`` or ``b``'s size, from its header alone."""
-        return image_size(self.path(which), f"probe {self.id}")
+    def decoded_size(self, which: str) -> tuple[int, int]:
+        """Image ``a`` or ``b``'s size, its pixels decoded (a truncated file fails here)."""
+        return read_image(self.path(which), f"probe {self.id}", lambda image: image.convert("RGB").size)
 
     def path(self, which: str) -> Path:
         name = Path(self.image_a if which == "a" else self.image_b)
@@ -75,26 +75,55 @@ class Probe:
         return record
 
 
+# Each field's types and how an error names them (a count may be written as a number, an id as one too)
+TYPES = {"id": ((str, int), "a string or a number"), "function": ((str,), "a string"),
+         "question": ((str,), "a non-empty string"), "image_a": ((str,), "a non-empty string"),
+         "image_b": ((str,), "a non-empty string"), "answer_a": ((str, int, float), "a string or a number"),
+         "answer_b": ((str, int, float), "a string or a number")}
+
+
+def _is_box(value) -> bool:
+    return (isinstance(value, list) and len(value) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def check_record(record: dict, where: str) -> None:
+    """Refuse a probe record whose fields are missing, unknown or of the wrong type, naming ``where`` (file:line)."""
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise VflError(f"{where} lacks the field(s) {', '.join(missing)}")
+    unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
+    if unknown:
+        raise VflError(f"{where} has unknown field(s) {', '.join(sorted(unknown))}")
+    check_fields(record, TYPES, where, ("box_a", "box_b"))
+
+
+def check_fields(record: dict, types: dict, where: str, boxes=()) -> None:
+    """Refuse a record whose fields in ``types`` ({key: (types, how an error names them)}) are of another type,
+    or whose ``boxes`` are neither null nor [x0, y0, x1, y1]; naming ``where`` (file:line) and the value."""
+    for key, (kinds, described) in types.items():
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, str) and not value.strip()):
+            raise VflError(f"{where}: {key} must be {described}, got {json.dumps(value)}")
+    for key in boxes:
+        if record.get(key) is not None and not _is_box(record[key]):
+            raise VflError(f"{where}: {key} must be [x0, y0, x1, y1] in pixels or null, got {json.dumps(record[key])}")
+
+
 def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Probe]:
     """Read and check a probe file; every problem is one `VflError` naming the file, line or probe."""
     path = Path(path)
     probes, seen = [], set()
     for lineno, record in json_objects(path, "probe file"):
-        missing = [key for key in REQUIRED if key not in record]
-        if missing:
-            raise VflError(f"{path}:{lineno} lacks the field(s) {', '.join(missing)}")
-        unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
-        if unknown:
-            raise VflError(f"{path}:{lineno} has unknown field(s) {', '.join(sorted(unknown))}")
+        check_record(record, f"{path}:{lineno}")
         record["id"] = str(record["id"])
-        record["function"] = parse_function(str(record["function"]))
+        record["function"] = parse_function(record["function"])
         if record["id"] in seen:
             raise VflError(f"{path}:{lineno} repeats the probe id {record['id']}")
         seen.add(record["id"])
         if record["function"] == "ground":
             for key in ("box_a", "box_b"):
-                box = record.get(key)
-                if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                if record.get(key) is None:
                     raise VflError(f"{path}:{lineno}: grounding probe {record['id']} needs {key} as [x0, y0, x1, y1]")
         probes.append(Probe(root=path.parent, **{k: (str(v) if k.startswith("answer") else v)
                                                   for k, v in record.items()}))
@@ -106,8 +135,10 @@ def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Pr
             raise VflError(f"probe file {path} holds no probes of the function(s) {', '.join(functions)}")
     for probe in probes:
         for which in "ab":
-            if not probe.path(which).is_file():
-                raise VflError(f"probe {probe.id}: image {probe.path(which)} does not exist")
+            image = probe.path(which)
+            if not image.is_file():
+                raise VflError(f"probe {probe.id}: image {image} "
+                               f"{'is a folder, not an image' if image.is_dir() else 'does not exist'}")
     return probes
 
 
@@ -131,9 +162,10 @@ def load_pair(probe: Probe, resize: bool) -> tuple[Image.Image, Image.Image, lis
 
 
 def check_probe_images(probes: list[Probe], resize: bool) -> None:
-    """Read every image header before any work, so bad input fails before anything is written."""
+    """Decode every image before any work (a header can be whole above truncated pixels), so bad input fails
+    before anything is written."""
     for probe in probes:
-        size_a, size_b = probe.size("a"), probe.size("b")
+        size_a, size_b = probe.decoded_size("a"), probe.decoded_size("b")
         if size_a != size_b and not resize:
             raise _size_mismatch(probe, size_a, size_b)
 
