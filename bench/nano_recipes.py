@@ -52,7 +52,8 @@ from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
-from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, held_out_items
+from vfl.nano.data import held_out_items
+from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.nano import parts
 from vfl.nano.model import NanoSpec
 from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, check_resumable, train, training_time

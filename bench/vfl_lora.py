@@ -30,7 +30,9 @@ from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.metrics import wilson
 from vfl.models import load
-from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
+from vfl.nano.data import held_out_items
+from vfl.nano.sample import FUNCTIONS
+from vfl.nano.suite_v1 import make_sample
 from vfl.report import mean_sd
 
 RULES = ("vfl", "all", "reversed", "random")

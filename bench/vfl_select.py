@@ -41,8 +41,11 @@ from vfl import lora
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
-from vfl.nano.data import FUNCTIONS, held_out_items, make_sample
-from vfl.report import load_vfls, mean_sd
+from vfl.nano.data import held_out_items
+from vfl.nano.sample import FUNCTIONS
+from vfl.nano.suite_v1 import make_sample
+from vfl.decision import load_vfls
+from vfl.report import mean_sd
 from vfl.select import select, take_in_turns
 
 ARMS = ("full", "random", "vfl", "expert", "oracle")

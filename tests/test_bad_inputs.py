@@ -157,9 +157,11 @@ CASES = {
     "drop truncated PNG": (["drop", "--probes", "PROBES"], _image(_truncated, "image_b"), "cannot be read"),
     # probes
     "probes n 0": (["probes", "make", "--function", "count", "--n", 0], None, "--n must be at least 1, got 0"),
-    "probes size 4": (["probes", "make", "--function", "count", "--size", 4], None, "--size must be at least 24 pixels, got 4"),
+    "probes size 4": (["probes", "make", "--function", "count", "--size", 4], None,
+                      "--size must be at least 24 pixels, got 4"),
     "probes unknown function": (["probes", "make", "--function", "smell"], None, "unknown function 'smell'"),
-    "probes unknown suite": (["probes", "make", "--function", "count", "--suite", "v9"], None, "argument --suite: invalid choice"),
+    "probes unknown suite": (["probes", "make", "--function", "count", "--suite", "v9"], None,
+                             "argument --suite: invalid choice"),
     # eval (OUT is a file there)
     "eval data missing": (["eval", "--data", "MISSING"], None, "evaluation file MISSING does not exist"),
     "eval data a folder": (["eval", "--data", "FOLDER"], None, "is a folder; give the file itself"),
@@ -234,10 +236,16 @@ def _arguments(case: str, world, tmp_path) -> list:
 def test_a_bad_input_is_exit_2_one_sentence_and_leaves_its_output_as_it_was(world, tmp_path, case):
     arguments = _arguments(case, world, tmp_path)
     out = Path(arguments[-1])
+    if out.suffix == ".json":  # an earlier result where this command would write
+        out.write_text('{"earlier": 1}\n')
+    else:
+        out.mkdir()
+        (out / "keep.txt").write_text("earlier work")
+    before = folder_state(out) if out.is_dir() else out.read_bytes()
     message = CASES[case][2].replace("MISSING", str(tmp_path / "missing.jsonl"))
     result = run_cli(*arguments)
     one_error_line(result, message)
-    assert not out.exists(), "the refused command wrote its output"
+    assert (folder_state(out) if out.is_dir() else out.read_bytes()) == before, "the refused command wrote"
 
 
 def test_the_matrix_covers_at_least_60_cases_across_the_six_commands():

@@ -190,7 +190,7 @@ def test_unsupported_model_class_lists_the_supported_ones(tmp_path):
 
 
 def test_eval_scores_a_jsonl_set_and_rejects_bad_records(tiny_llava_dir, tmp_path):
-    from vfl.nano.data import make_sample
+    from vfl.nano.suite_v1 import make_sample
 
     records = []
     for i, function in enumerate(["count", "recog", "ground", "ocr"]):

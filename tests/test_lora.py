@@ -117,7 +117,7 @@ def test_vfl_lora_trains_resumes_and_evaluates(tiny_llava_dir, tmp_path):
 
 
 def _eval_file(tmp_path):
-    from vfl.nano.data import make_sample
+    from vfl.nano.suite_v1 import make_sample
 
     sample = make_sample("count", 0, 5, size=32)
     sample.image.save(tmp_path / "e.png")
@@ -149,7 +149,7 @@ def test_batched_examples_give_each_examples_own_loss(adapters):
     """Right padding and concatenated images change nothing: batched losses equal one-by-one losses,
     text-only samples included (they go to a batch of their own)."""
     from vfl.lora import answer_loss, collate, encode
-    from vfl.nano.data import make_sample
+    from vfl.nano.suite_v1 import make_sample
 
     adapter = adapters("llava")
     examples = []

@@ -38,7 +38,7 @@ def test_dinov2_conversion_matches_onnxruntime():
 
 
 def test_counting_samples_respect_their_range_and_keep_the_default_draws():
-    from vfl.nano.data import make_sample
+    from vfl.nano.suite_v1 import make_sample
 
     wide = [int(make_sample("count", i, 3, counts=(7, 10)).answer) for i in range(40)]
     assert set(wide) == {7, 8, 9, 10}
@@ -66,7 +66,8 @@ def test_engine_invariants_hold_on_nano(nano):
 
 def test_nano_answers_held_out_probes(nano):
     from vfl.evaluate import evaluate
-    from vfl.nano.data import FUNCTIONS, held_out_items
+    from vfl.nano.data import held_out_items
+    from vfl.nano.sample import FUNCTIONS
     from vfl.probes.render import WORDS
 
     summary, records = evaluate(nano, held_out_items(FUNCTIONS, 8, 7), 32)

@@ -10,7 +10,7 @@ import torch
 
 from vfl.nano.align import GLYPHS, KINDS, NO_KIND, TEMPERATURE, alignment_loss, cell_kinds, word_vectors
 from vfl.probes.questions import INKS, question_pair
-from vfl.nano.data import make_sample
+from vfl.nano.suite_v1 import make_sample
 from vfl.probes.render import BACKGROUND, WORDS, Glyph, Thing, Word, render_text, text_glyphs
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vfl.nano.data import held_out_items
-from vfl.nano.suite import make_question_sample
+from vfl.nano.suite_v2 import make_question_sample
 from vfl.probes.questions import HELD_OUT, INKS, TRAIN_WORDS, VOCABULARY, asked_kind
 
 
@@ -119,7 +119,7 @@ def test_ocr_shows_two_words_in_two_inks_and_asks_for_one():
 
 
 def test_pseudo_words_are_random_letters_no_vocabulary_word_and_a_share_of_training():
-    from vfl.nano.suite import ocr_split
+    from vfl.nano.suite_v2 import ocr_split
 
     samples = [make_question_sample("ocr", i, 0, split="pseudo") for i in range(60)]
     answers = [s.answer for s in samples]
@@ -142,7 +142,7 @@ def test_loose_recognition_drops_the_binding_distractors_of_a_share_of_training_
     import random
 
     from vfl.nano.data import sample_maker
-    from vfl.nano.suite import loose_recognition
+    from vfl.nano.suite_v2 import loose_recognition
     from vfl.nano.train import training_sample
     from vfl.probes.questions import question_pair
 

@@ -112,7 +112,7 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
 
 
 def alone_sample(k):
-    from vfl.nano.data import make_sample
+    from vfl.nano.suite_v1 import make_sample
 
     return make_sample("ocr", k, 0)
 

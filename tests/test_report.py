@@ -2,7 +2,9 @@
 
 import pytest
 
-from vfl.report import locate_report, locate_summary, plot_locate
+from vfl.decision import locate_summary
+from vfl.plots import plot_locate
+from vfl.report import locate_report
 
 
 def fabricate(function="count", n=40, transfers=None, all_layers=30, none=0, correct=None, num_layers=30, window=1):
@@ -107,7 +109,7 @@ def test_the_plot_circles_the_vfl_windows_and_draws_the_controls():
 
 
 def test_loss_curves_skip_steps_without_the_function(tmp_path):
-    from vfl.report import plot_losses, running_mean
+    from vfl.plots import plot_losses, running_mean
 
     assert running_mean([4.0, None, 2.0, None, None, None], 3) == [4.0, 4.0, 3.0, 2.0, 2.0, None]
     fig = plot_losses([3.0, 2.0, 1.0], {"recog": [1.0, None, 0.5], "ocr": [None, None, None]}, tmp_path / "l.png")

@@ -131,7 +131,7 @@ def test_captions_are_scored_as_drawn_and_as_answers_to_the_question():
     from recog_shortcut import caption_scores, recognition_scenes
 
     from vfl.nano.data import held_out_items
-    from vfl.nano.suite import describe_caption
+    from vfl.nano.suite_v2 import describe_caption
     from vfl.probes.questions import asked_kind
 
     items, scenes = held_out_items(["recog"], 40, 1, "v2"), recognition_scenes("v2", 40, 1)
@@ -149,7 +149,7 @@ def test_which_lookups_answer_recognition_where_they_hold_the_asked_shape():
     from recog_shortcut import which_questions, which_scores
 
     from vfl.nano.data import held_out_items
-    from vfl.nano.suite import make_question_sample
+    from vfl.nano.suite_v2 import make_question_sample
     from vfl.probes.questions import asked_kind
 
     items = held_out_items(["recog"], 40, 1, "v2")
@@ -167,7 +167,7 @@ def test_recog_lookup_puts_one_learnt_vector_per_object_or_the_caption_where_the
 
     from recog_lookup import BACKGROUND, KINDS, grid_cells, prompt_ids, samples
     from vfl.nano.parts import smollm2_dir
-    from vfl.nano.suite import describe_caption, in_rows
+    from vfl.nano.suite_v2 import describe_caption, in_rows
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     sample = samples(0, 1, "train", loose=False)[0]

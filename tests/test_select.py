@@ -9,7 +9,7 @@ import torch
 from conftest import run_cli
 from vfl.interventions import _PLAN
 from vfl.lora import answer_loss, encode, load_conversations, open_image
-from vfl.nano.data import make_sample
+from vfl.nano.suite_v1 import make_sample
 from vfl.errors import VflError
 from vfl.select import ablations, answer_losses, check_choice, choose, measure, profiles
 

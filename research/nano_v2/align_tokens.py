@@ -36,7 +36,7 @@ import torch
 
 from vfl.nano.align import GLYPHS, KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, build_untrained, load_nano
-from vfl.nano.suite import make_question_sample
+from vfl.nano.suite_v2 import make_question_sample
 from vfl.nano.train import vision_features
 from vfl.probes.questions import INKS
 from vfl.probes.render import COLOURS, SHAPES

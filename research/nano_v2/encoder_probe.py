@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vfl.nano.suite import make_question_sample
+from vfl.nano.suite_v2 import make_question_sample
 from vfl.nano.vision import pixel_shuffle
 from vfl.probes.questions import INKS, asked_kind
 from vfl.probes.render import BACKGROUND, COLOURS, SHAPES

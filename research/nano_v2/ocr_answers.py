@@ -36,7 +36,7 @@ from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.model import NanoSpec
 from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, padded, answer_loss, encoded, spells, token_ids, train
-from vfl.nano.suite import SPLITS, make_question_sample
+from vfl.nano.suite_v2 import SPLITS, make_question_sample
 
 
 def edit_distance(a: str, b: str) -> int:

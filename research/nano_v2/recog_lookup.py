@@ -33,7 +33,7 @@ from vfl.metrics import wilson
 from vfl.nano import parts
 from vfl.nano.align import KINDS, NO_KIND, cell_kinds
 from vfl.nano.model import CHAT_TEMPLATE
-from vfl.nano.suite import describe_caption, in_rows, make_question_sample
+from vfl.nano.suite_v2 import describe_caption, in_rows, make_question_sample
 
 SCENES = ("text", "kinds", "grid")
 INITS = ("random", "words")

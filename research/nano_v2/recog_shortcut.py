@@ -28,7 +28,7 @@ import vfl
 from vfl.evaluate import answers, evaluate
 from vfl.metrics import wilson
 from vfl.nano.data import held_out_items, sample_maker
-from vfl.nano.suite import DESCRIBE_QUESTION, describe_caption, which_shapes_question
+from vfl.nano.suite_v2 import DESCRIBE_QUESTION, describe_caption, which_shapes_question
 from vfl.probes.questions import asked_kind
 
 

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vfl import report, runner
+from vfl import decision, plots, report, runner
 from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, narrowed,
                                prefill_pair, swap_answers, swap_sweep, sweep_interventions)
@@ -147,14 +147,14 @@ class LocateResult(Result):
 
     def plot(self, path: str | Path | None = None):
         """Transfer rate and normalised score per window; a matplotlib Figure (saved to ``path`` if given)."""
-        return report.plot_locate(self.summary, None if path is None else Path(path))
+        return plots.plot_locate(self.summary, None if path is None else Path(path))
 
 
 class DropResult(Result):
     """What `drop` measured: accuracy per function and number of dropped layers; ``plot()``."""
 
     def plot(self, path: str | Path | None = None):
-        return report.plot_drop(self.summary, None if path is None else Path(path))
+        return plots.plot_drop(self.summary, None if path is None else Path(path))
 
 
 # -- the analyses ------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
     probes = as_probes(probes)
     interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens, what, heads,
                                 tokens, adapter.num_kv_heads, keep_injected)
-    report.check_test(alpha, min_effect, min_accuracy)
+    decision.check_test(alpha, min_effect, min_accuracy)
     check_probe_images(probes, resize)
     check_visual_tokens(adapter, probes, tokens, resize)
     settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
@@ -222,7 +222,7 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
             yield record
 
     def summarise(records):
-        return report.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,
+        return decision.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,
                                      min_effect, min_accuracy,
                                      {"what": what, "heads": heads, "tokens": tokens, "keep_injected": keep_injected})
 
@@ -268,7 +268,7 @@ def drop(model, processor=None, probes=None, *, out: str | Path | None = None, m
                                                         box_format=adapter.box_format, image_size=image.size)}
 
     def summarise(records):
-        return report.drop_summary(records, settings["model"], adapter.num_layers)
+        return decision.drop_summary(records, settings["model"], adapter.num_layers)
 
     return _run(out, settings, "drop.jsonl", items, lambda it: f"{it[0].id}/{it[1]}", interventions, work, "drop",
                 summarise, report.write_drop, DropResult)

@@ -89,7 +89,7 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from vfl import __version__
-    from vfl.nano.suite import SPLITS
+    from vfl.nano.suite_v2 import SPLITS
 
     parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.",
                                      formatter_class=HELP)
@@ -327,10 +327,10 @@ def _locate_or_drop(args) -> None:
         check_probe_images(probes, resize)
     else:
         check_probe_options(args.n, args.size, args.suite)
-    from vfl import api, report, runner
+    from vfl import api, decision, runner
 
     if args.command == "locate":
-        report.check_test(args.alpha, args.min_effect, args.min_accuracy)
+        decision.check_test(args.alpha, args.min_effect, args.min_accuracy)
         layers, heads = _check_model(args)
         api.plan_locate(layers, args.window, args.sweep, args.layers, args.batch_size, args.max_new_tokens,
                         args.what, args.heads, args.tokens, heads, args.keep_injected)
@@ -392,7 +392,7 @@ def _run_locate_or_drop(args, settings: dict, probes, adapter, scratch: Path) ->
 
 def _nano(args) -> None:
     if args.action == "train":
-        from vfl.nano.data import TRAINING_FUNCTIONS
+        from vfl.nano.sample import TRAINING_FUNCTIONS
         from vfl.nano.model import WEIGHTS, NanoSpec
         from vfl.nano.train import TrainConfig, ship, train
         from vfl.probes.schema import parse_functions
@@ -421,7 +421,8 @@ def _nano(args) -> None:
     elif args.action == "eval":
         from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights
-        from vfl.nano.data import FUNCTIONS, held_out_items
+        from vfl.nano.data import held_out_items
+        from vfl.nano.sample import FUNCTIONS
         from vfl.nano.train import progress
 
         if args.n < 1:
@@ -493,7 +494,7 @@ def _inputs(args, samples: list[dict]) -> dict:
 def _select(args) -> None:
     from vfl.lora import load_conversations
     from vfl.probes.schema import parse_functions
-    from vfl.report import load_vfls
+    from vfl.decision import load_vfls
     from vfl.select import check_choice, select
 
     vfls = load_vfls(args.vfl, args.margin)

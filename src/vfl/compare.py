@@ -10,7 +10,8 @@ from pathlib import Path
 from vfl.errors import VflError
 from vfl.jsonl import read_json
 from vfl.probes.schema import FUNCTIONS
-from vfl.report import NAMES, finish, new_figure, span_text
+from vfl.decision import NAMES, span_text
+from vfl.plots import finish, new_figure
 
 PAPER_ORDER = FUNCTIONS  # recog < count < ground < ocr (Shi, Yu, Yang 2025, Qwen2.5-VL-7B and others)
 

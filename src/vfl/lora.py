@@ -22,7 +22,7 @@ import torch
 
 from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
-from vfl.report import load_vfls
+from vfl.decision import load_vfls
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
 from vfl.probes.schema import check_record

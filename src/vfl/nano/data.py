@@ -1,87 +1,19 @@
-"""`nano`'s multi-task instruction data, drawn with the probes' renderer.
-
-Every sample is seeded by (function, seed, index): training and evaluation use different seeds.
-The questions are the probes' questions; the scenes vary more than the probes' (object sizes, word
-size, place and ink), so a model that passes has learnt to read, not memorised 60 word images.
-Recognition is drawn as suite v2 draws it (`vfl.probes.questions.question_pair`): where the asked kind is
-absent, a kind sharing its colour or shape stands in its place, so the number of objects never answers.
-"""
+"""A suite's samples by name: the sample maker of v1 (the shipped nano's data, `vfl.nano.suite_v1`) or v2
+(question-dependent, `vfl.nano.suite_v2`), and held-out evaluation items."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-
-from PIL import Image
-
+from vfl.nano.suite_v1 import make_sample
+from vfl.nano.suite_v2 import make_question_sample
 from vfl.probes.generate import SUITES
-from vfl.probes.questions import question_pair
-from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word,
-                               word_ink)
-
-FUNCTIONS = ("recog", "count", "ground", "ocr")
-# what can be trained: the four functions, and (suite v2) captions that name every object's colour and shape,
-# a dense lesson in binding that a yes/no answer gives one bit of (`vfl.nano.suite.describe_sample`), and
-# lookups by content, the shapes of one colour or the colours of one shape (`vfl.nano.suite.which_sample`)
-TRAINING_FUNCTIONS = FUNCTIONS + ("describe", "which")
-
-
-@dataclass
-class Sample:
-    function: str
-    image: Image.Image
-    question: str
-    answer: str
-    box: list[float] | None = None  # pixels, for grounding
-    scene: list | None = None  # what is drawn: objects (`Thing`s), letters (`Glyph`s) or a word (`Word`)
-
-
-def unit_box(box: list[float], size: int) -> str:
-    """A box as the model writes it: fractions of the image side with two decimals."""
-    return "[" + ", ".join(f"{v / size:.2f}" for v in box) + "]"
-
-
-def make_sample(function: str, index: int, seed: int, size: int = 224,
-                counts: tuple[int, int] = (1, MAX_COUNT)) -> Sample:
-    """One sample; ``counts`` bounds the number of objects of a counting sample."""
-    rng = random.Random(f"nano:{function}:{seed}:{index}")
-    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-    side = max(4, size // 6)
-    if function == "recog":  # as suite v2 draws it: the same number of objects whether the kind is there or not
-        pair = question_pair("recog", rng, size)
-        present = rng.random() < 0.5
-        return Sample(function, pair.image_a if present else pair.image_b, pair.question, "yes" if present else "no",
-                      scene=pair.scene_a if present else pair.scene_b)
-    if function == "count":
-        n = rng.randint(*counts)
-        things = [Thing(shape, colour, b) for b in place_boxes(rng, n, size, side)]
-        return Sample(function, render_scene(things, size),
-                      f"How many {colour} {shape}s are in the image? Answer with a number.", str(n), scene=things)
-    if function == "ground":
-        extent = int(2 * side * rng.uniform(0.8, 1.2))
-        x0, y0 = rng.randint(0, size - extent), rng.randint(0, size - extent)
-        box = [x0, y0, x0 + extent, y0 + extent]
-        things = [Thing(shape, colour, tuple(box))]
-        return Sample(function, render_scene(things, size),
-                      f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box, things)
-    if function == "ocr":
-        word = rng.choice(WORDS)
-        font = int(size // 5 * rng.uniform(0.8, 1.2))
-        offset = (rng.randint(-size // 10, size // 10), rng.randint(-size // 8, size // 8))
-        ink = tuple(rng.randint(0, 80) for _ in range(3))
-        return Sample(function, render_word(word, size, font, offset, ink), "What word is written in the image?", word,
-                      scene=[word_ink(word, size, font, offset)])
-    raise ValueError(f"unknown function {function!r}")
 
 
 def sample_maker(suite: str = "v1"):
     """``make(function, index, seed, **options)`` of a suite: v1 (`make_sample`, the shipped nano's data) or
-    v2 (`vfl.nano.suite`, question-dependent; held-out evaluation reads held-out words)."""
+    v2 (`vfl.nano.suite_v2`, question-dependent; held-out evaluation reads held-out words)."""
     if suite == "v1":
         return make_sample
     if suite == "v2":
-        from vfl.nano.suite import make_question_sample
-
         return make_question_sample
     raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
 

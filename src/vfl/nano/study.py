@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
-from vfl.nano.data import FUNCTIONS, held_out_items
+from vfl.nano.data import held_out_items
+from vfl.nano.sample import FUNCTIONS
 from vfl.nano.model import NanoSpec, apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.train import TrainConfig, cached, train, training_set

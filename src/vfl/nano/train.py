@@ -31,11 +31,12 @@ from tqdm import tqdm
 
 from vfl.errors import VflError
 from vfl.nano.align import alignment_loss, cell_kinds, word_vectors
-from vfl.nano.data import FUNCTIONS, TRAINING_FUNCTIONS, sample_maker
+from vfl.nano.data import sample_maker
 from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
-from vfl.nano.suite import loose_recognition, ocr_split
+from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
+from vfl.nano.suite_v2 import loose_recognition, ocr_split
 from vfl.probes.generate import check_suite
-from vfl.report import plot_losses
+from vfl.plots import plot_losses
 from vfl.runner import read_settings, refuse_other_settings
 
 
@@ -62,12 +63,12 @@ class TrainConfig:
     full: bool = False  # fine-tune the whole language model (needs spec.lora_rank 0)
     loss_weights: dict[str, float] | None = None  # per function; None: the token mean over the batch
     device: str = "cpu"
-    suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite`)
+    suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite_v2`)
     precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
     functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample;
     # a function named twice takes two slots of each turn (stream data), e.g. more recognition in the mix
     ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
-    pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite`)
+    pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite_v2`)
     loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
     align_words: float = 0.0  # weight of the image tokens' word alignment (`vfl.nano.align`; stream data)
     align_letters: bool = False  # the alignment also writes each OCR letter's token (`vfl.nano.align.GLYPHS`)

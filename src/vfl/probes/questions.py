@@ -6,7 +6,7 @@ object among distractors; recognise a kind among distractors that share its colo
 where the kind is absent, one more such distractor takes its place, so the number of objects does not
 answer); read one of two words, picked by ink or by place, from a vocabulary of 355 words whose every tenth
 word is held out of training. A pair's two scenes differ only in the attribute the question asks about, so
-the same pair is a probe (`vfl.probes.generate`) and, one side of it, a training sample (`vfl.nano.suite`).
+the same pair is a probe (`vfl.probes.generate`) and, one side of it, a training sample (`vfl.nano.suite_v2`).
 """
 
 from __future__ import annotations

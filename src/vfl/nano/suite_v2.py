@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from vfl.nano.data import Sample, unit_box
+from vfl.nano.sample import Sample, unit_box
 from vfl.probes.questions import HELD_OUT, TRAIN_WORDS, VOCABULARY, asked_kind, question_pair
 from vfl.probes.render import MAX_COUNT
 
