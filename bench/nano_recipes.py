@@ -46,7 +46,7 @@ import torch
 from safetensors import safe_open
 
 from vfl.api import locate, make_probes
-from vfl.probes.schema import function_weights
+from vfl.options import function_weights
 from vfl.compare import compare, write as write_comparison, table as comparison_table
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
@@ -55,17 +55,18 @@ from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.nano import parts
-from vfl.nano.model import NanoSpec
-from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, check_resumable, train, training_time
+from vfl.nano.config import NanoSpec
+from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig
+from vfl.nano.train import check_resumable, train, training_time
 from vfl.probes.schema import parse_functions
 
 RECIPES = {
     "projector": dict(lora_rank=0),
-    "lora": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4),
-    "full": dict(lora_rank=0, full=True, lora_start=0.1, lr_lora=5e-5),
+    "lora": dict(lora_rank=64, lm_start=0.1, lr_lm=5e-4),
+    "full": dict(lora_rank=0, full=True, lm_start=0.1, lr_lm=5e-5),
     # the encoder layers whose tokens carry colour-and-shape best (research/nano_v2/encoder_probe.py)
-    "lora-579": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, vision_layers=[5, 7, 9]),
-    "lora-letters14": dict(lora_rank=64, lora_start=0.1, lr_lora=5e-4, shuffle=1, align_letters=True),
+    "lora-579": dict(lora_rank=64, lm_start=0.1, lr_lm=5e-4, vision_layers=[5, 7, 9]),
+    "lora-letters14": dict(lora_rank=64, lm_start=0.1, lr_lm=5e-4, shuffle=1, align_letters=True),
 }
 DEFAULT = ("projector", "lora", "full")
 SCORED_SUITES = ("v2", "v1")

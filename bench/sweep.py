@@ -80,7 +80,8 @@ def llava_7b(device: str, dtype: torch.dtype):
 
 def build(shape: str, device: str, dtype: torch.dtype):
     if shape == "nano-256":
-        from vfl.nano.model import NanoSpec, build_untrained
+        from vfl.nano.config import NanoSpec
+        from vfl.nano.model import build_untrained
 
         model, processor = build_untrained(NanoSpec(vision_layers=[12], shuffle=1))
         return model.to(device=device, dtype=dtype), processor, "nano-256 (DINOv2-S + SmolLM2-135M)"

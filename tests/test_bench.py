@@ -87,7 +87,7 @@ def test_the_budget_is_the_slowest_recipes_median_step_and_is_kept(tmp_path, mon
 
     import nano_recipes
     from vfl.errors import VflError
-    from vfl.nano.train import TrainConfig
+    from vfl.nano.config import TrainConfig
 
     paces = {"projector": [9.0, 0.5, 0.4, 0.6], "lora": [9.0, 1.0, 1.2, 0.9]}  # first steps: worker start-up
 

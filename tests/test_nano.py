@@ -81,7 +81,8 @@ def test_nano_answers_held_out_probes(nano):
 
 
 def test_a_variant_feeds_the_projector_from_its_configured_encoder_layers():
-    from vfl.nano.model import NanoSpec, build_untrained
+    from vfl.nano.config import NanoSpec
+    from vfl.nano.model import build_untrained
     from vfl.probes.generate import make_pair
 
     model, processor = build_untrained(NanoSpec(vision_layers=[3, 7]))

@@ -72,10 +72,12 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     import torch
 
     from vfl.nano.align import GLYPHS, KINDS
-    from vfl.nano.model import NanoSpec, build_processor
+    from vfl.nano.config import NanoSpec
+    from vfl.nano.model import build_processor
     from vfl.probes.render import WORDS
     from vfl.nano.parts import smollm2_dir
-    from vfl.nano.train import StreamSamples, TrainConfig, stream_batches
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.train import StreamSamples, stream_batches
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
@@ -287,7 +289,7 @@ def test_runs_written_before_a_setting_existed_still_resume(tmp_path):
     from dataclasses import asdict
 
     from vfl.errors import VflError
-    from vfl.nano.train import TrainConfig, saved_settings
+    from vfl.nano.config import TrainConfig, saved_settings
 
     old = asdict(TrainConfig())
     del old["precision"]  # a train.json written before --precision
@@ -302,7 +304,8 @@ def test_a_resume_may_change_how_a_run_is_carried_out_but_not_what_it_trains(tmp
     from dataclasses import asdict, replace
 
     from vfl.errors import VflError
-    from vfl.nano.train import TrainConfig, check_resumable
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.train import check_resumable
 
     config = TrainConfig(data="stream", workers=2, save_every=5)
     (tmp_path / "train.json").write_text(json.dumps(asdict(config)))
@@ -357,7 +360,8 @@ def test_with_no_precision_given_a_cpu_run_takes_the_faster_by_a_timed_calibrati
     the choice, so a resumed run trains on in the precision it began with, without timing again."""
     import torch
 
-    from vfl.nano.train import TrainConfig, chosen_precision
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.train import chosen_precision
 
     def loss_of(slower: str):
         def loss(batch, context):
@@ -397,3 +401,44 @@ def test_a_cpu_run_without_precision_records_its_calibration_and_resumes_with_it
     again = run_cli(*args)
     assert again.returncode == 0 and "precision:" not in again.stderr
     assert json.loads((tmp_path / "run" / "train.json").read_text())["calibration"] == calibration
+
+
+def test_train_json_written_before_the_fields_were_named_as_their_flags_still_resumes(tmp_path):
+    from dataclasses import asdict
+
+    from vfl.nano.config import TrainConfig, saved_settings
+    from vfl.nano.train import check_resumable
+
+    config = TrainConfig(lm_start=0.1, lr_lm=5e-4)
+    old = {("lora_start" if k == "lm_start" else "lr_lora" if k == "lr_lm" else k): v for k, v in asdict(config).items()}
+    (tmp_path / "train.json").write_text(json.dumps(old))
+    assert saved_settings(tmp_path / "train.json")["lm_start"] == 0.1
+    check_resumable(tmp_path, config)  # the same run: no refusal
+
+
+def test_nano_train_flags_are_the_config_fields_with_their_help_and_defaults():
+    """No flag is named or mapped by hand: every field of TrainConfig and NanoSpec that has a flag is --its-name,
+    with its default, and the flags build the config the command trains."""
+    import dataclasses
+
+    from vfl.cli import build_parser
+    from vfl.nano.config import NanoSpec, TrainConfig
+    from vfl.options import from_options
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["nano"]._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    for config in (TrainConfig, NanoSpec):
+        for field in dataclasses.fields(config):
+            if field.metadata["flag"]:
+                assert f"--{field.name.replace('_', '-')}" in flags[field.name].option_strings
+                assert flags[field.name].help == field.metadata["help"]
+    assert {"spec", "lora_alpha"}.isdisjoint(flags)
+    args = parser.parse_args(["nano", "train", "--out", "x", "--lm-start", "0.1", "--lr-lm", "5e-4", "--functions",
+                              "recog,recog,ocr", "--vision-layers", "5,7", "--loss-weights", "recog=2"])
+    spec = from_options(args, NanoSpec, lora_alpha=2 * args.lora_rank)
+    config = from_options(args, TrainConfig, spec=spec)
+    assert config == TrainConfig(lm_start=0.1, lr_lm=5e-4, functions=["recog", "recog", "ocr"],
+                                 loss_weights={"recog": 2.0}, spec=NanoSpec(vision_layers=[5, 7], lora_alpha=32))
+    assert from_options(parser.parse_args(["nano", "train", "--out", "x"]), TrainConfig, spec=NanoSpec()) == \
+        TrainConfig()  # the command's defaults are the config's

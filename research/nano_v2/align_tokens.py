@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from vfl.nano.align import GLYPHS, KINDS, NO_KIND, alignment_loss, cell_kinds, word_vectors
-from vfl.nano.model import IMAGE_SIZE, NanoSpec, build_untrained, load_nano
+from vfl.nano.config import IMAGE_SIZE, NanoSpec
+from vfl.nano.model import build_untrained, load_nano
 from vfl.nano.suite_v2 import make_question_sample
 from vfl.nano.train import vision_features
 from vfl.probes.questions import INKS

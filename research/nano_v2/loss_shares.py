@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from vfl.probes.schema import function_weights
+from vfl.options import function_weights
 from vfl.errors import VflError
 from vfl.models import nano_weights
 from vfl.nano.sample import FUNCTIONS
-from vfl.nano.model import NanoSpec, apply_trained, build_untrained
+from vfl.nano.config import NanoSpec
+from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.train import StreamSamples, collate, answer_loss, encoded
 
 

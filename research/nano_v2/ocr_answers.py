@@ -34,8 +34,9 @@ from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.models import load
 from vfl.nano.data import held_out_items
-from vfl.nano.model import NanoSpec
-from vfl.nano.train import OCR_ANSWERS, PRECISIONS, TrainConfig, padded, answer_loss, encoded, spells, token_ids, train
+from vfl.nano.config import NanoSpec
+from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig
+from vfl.nano.train import padded, answer_loss, encoded, spells, token_ids, train
 from vfl.nano.suite_v2 import SPLITS, make_question_sample
 
 
@@ -86,7 +87,7 @@ def arm_config(ocr_answers: str, args) -> TrainConfig:
     spec = NanoSpec(vision_layers=[6, 9, 12], lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
                        spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
-                       precision=args.precision, lora_start=args.lm_start, lr_lora=args.lr_lm, functions=["ocr"],
+                       precision=args.precision, lm_start=args.lm_start, lr_lm=args.lr_lm, functions=["ocr"],
                        ocr_answers=ocr_answers, pseudo_words=args.pseudo_words, align_words=args.align_words,
                        align_letters=args.align_letters)
 

@@ -12,14 +12,7 @@ import sys
 from pathlib import Path
 
 from vfl.errors import VflError
-from vfl.probes.schema import function_weights
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from None
+from vfl.options import add_options, from_options, int_list
 
 
 class HELP(argparse.ArgumentDefaultsHelpFormatter):
@@ -89,6 +82,8 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from vfl import __version__
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.config import NanoSpec
     from vfl.nano.suite_v2 import SPLITS
 
     parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.",
@@ -113,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window: layers k..k+window-1; from: k..L-1; upto: 0..k (cumulative sweeps show where "
                              "a distributed function's reading starts and ends); heads: key/value head k alone at "
                              "--layers (e.g. a VFL)")
-    locate.add_argument("--layers", type=_int_list, default=None,
+    locate.add_argument("--layers", type=int_list, default=None,
                         help="sweep only these k (None: every k); with --sweep heads, the layers whose heads to sweep")
     locate.add_argument("--what", default="kv", choices=("kv", "k", "v", "hidden"),
                         help="what B gives: keys and values, keys only, values only, or the visual positions' "
@@ -121,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     locate.add_argument("--keep-injected", action="store_true",
                         help="with --what hidden on Qwen3-VL: keep A's DeepStack features (default: B's from the "
                              "first patched layer on)")
-    locate.add_argument("--heads", type=_int_list, default=None, help="swap only these key/value heads (None: all)")
+    locate.add_argument("--heads", type=int_list, default=None, help="swap only these key/value heads (None: all)")
     locate.add_argument("--tokens", type=_index_list, default=None,
                         help="swap only these visual positions, as offsets into the image's tokens, e.g. 0-15,32 "
                              "(None: all)")
@@ -141,55 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     nano = _command(commands, "nano", "the offline reference model").add_subparsers(dest="action", required=True)
     train = _command(nano, "train", "train nano's projector and LoRA (resumes from --out)")
     train.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume)")
-    train.add_argument("--steps", type=int, default=320, help="optimizer steps")
-    train.add_argument("--per-function", type=int, default=1000, help="training images per function")
-    train.add_argument("--batch-size", type=int, default=16, help="samples per step")
-    train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
-    train.add_argument("--vision-layers", type=_int_list, default=[6, 9, 12],
-                       help="DINOv2 layers (1-12) concatenated into the projector")
-    train.add_argument("--shuffle", type=int, default=2, choices=(1, 2),
-                       help="the encoder tokens' pixel shuffle: 2, 64 image tokens of 28 px; 1, 256 of 14 px (a "
-                            "token then rarely holds two letters; the language model reads four times the tokens)")
-    train.add_argument("--lora-rank", type=int, default=16, help="0: train the projector only (or, with --full, "
-                                                                   "the projector and the whole language model)")
-    train.add_argument("--full", action="store_true", help="fine-tune the whole language model (with --lora-rank 0)")
-    train.add_argument("--lr-projector", type=float, default=1e-3, help="the projector's peak learning rate")
-    train.add_argument("--lr-lm", type=float, default=1e-4, help="the language model's (LoRA or full) peak rate")
-    train.add_argument("--lm-start", type=float, default=0.4,
-                       help="share of the steps trained on the projector alone before the language model joins")
-    train.add_argument("--loss-weights", type=function_weights, default=None,
-                       help="per-function weights, e.g. recog=4,count=1 (None: the token mean over the batch)")
-    train.add_argument("--data", default="cached", choices=("cached", "stream"),
-                       help="cached: --per-function images, encoder features computed once; stream: fresh samples "
-                            "every step, rendered by --workers DataLoader workers, encoder run on --device")
-    train.add_argument("--workers", type=int, default=0, help="DataLoader workers for --data stream")
-    train.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                       help="forward passes in bf16 autocast or fp32; auto: bf16 on CUDA, and on a CPU the faster "
-                            "of the two by a short timed calibration, kept in train.json (CPU flags do not tell)")
-    train.add_argument("--suite", default="v1", choices=("v1", "v2"),
-                       help="v1: the shipped nano's data; v2: every answer depends on the question (distractors, "
-                            "binding, one of two words, held-out words)")
-    train.add_argument("--functions", default="recog,count,ground,ocr",
-                       help="comma-separated functions trained in turn (e.g. ocr alone, for a study of reading); "
-                            "suite v2 adds describe (captions naming every object's colour and shape) and which (the shapes of "
-                            "one colour, or the colours of one shape)")
-    train.add_argument("--ocr-answers", default="tokens", choices=("tokens", "letters"),
-                       help="OCR answers as the tokenizer splits them, or spelled one letter token at a time (every "
-                            "held-out word is then made of output tokens trained on)")
-    train.add_argument("--pseudo-words", type=float, default=0.0, metavar="SHARE",
-                       help="suite v2: this share of the OCR samples shows random letter strings instead of "
-                            "training words, so reading cannot lean on a memorised word list")
-    train.add_argument("--loose-recognition", type=float, default=0.0, metavar="SHARE",
-                       help="suite v2: this share of the recognition samples has distractors of any other kind "
-                            "instead of ones sharing the colour or shape, so one attribute pays part of the answer")
-    train.add_argument("--align-words", type=float, default=0.0, metavar="WEIGHT",
-                       help="--data stream: also train every image token an object covers to the mean embedding of "
-                            "its words (\" red circle\"), with this weight, so questions can find it as they find words")
-    train.add_argument("--align-letters", action="store_true",
-                       help="with --align-words: an OCR image's tokens are aligned too, each to its letter's token "
-                            "and ink (\" red\" + \"b\"), the tokens a spelled answer writes")
-    train.add_argument("--device", default="cpu", help="cpu, cuda, ... (bf16 autocast on CUDA)")
-    train.add_argument("--save-every", type=int, default=20, help="checkpoint every this many steps")
+    add_options(train, NanoSpec)
+    add_options(train, TrainConfig)
     train.add_argument("--ship", action="store_true", help="copy the trained weights into the vfl package")
     nano_ship = _command(nano, "ship", "make a finished `vfl nano train` run nano's default weights (e.g. a run "
                                        "trained on a GPU and copied back)")
@@ -392,22 +340,13 @@ def _run_locate_or_drop(args, settings: dict, probes, adapter, scratch: Path) ->
 
 def _nano(args) -> None:
     if args.action == "train":
-        from vfl.nano.sample import TRAINING_FUNCTIONS
-        from vfl.nano.model import WEIGHTS, NanoSpec
-        from vfl.nano.train import TrainConfig, ship, train
-        from vfl.probes.schema import parse_functions
+        from vfl.nano.config import NanoSpec
+        from vfl.nano.model import WEIGHTS
+        from vfl.nano.config import TrainConfig
+        from vfl.nano.train import ship, train
 
-        spec = NanoSpec(vision_layers=args.vision_layers, shuffle=args.shuffle, lora_rank=args.lora_rank,
-                        lora_alpha=2 * args.lora_rank)
-        config = TrainConfig(per_function=args.per_function, steps=args.steps, batch_size=args.batch_size,
-                             seed=args.seed, save_every=args.save_every, spec=spec, lr_projector=args.lr_projector,
-                             lr_lora=args.lr_lm, lora_start=args.lm_start, data=args.data, workers=args.workers,
-                             full=args.full, loss_weights=args.loss_weights, device=args.device, suite=args.suite,
-                             precision=args.precision,
-                             functions=parse_functions(args.functions, TRAINING_FUNCTIONS, unique=False),
-                             ocr_answers=args.ocr_answers, pseudo_words=args.pseudo_words,
-                             loose_recognition=args.loose_recognition, align_words=args.align_words,
-                             align_letters=args.align_letters)
+        spec = from_options(args, NanoSpec, lora_alpha=2 * args.lora_rank)
+        config = from_options(args, TrainConfig, spec=spec)
         weights = train(args.out, config, command=shlex.join(["vfl", *sys.argv[1:]]))
         if args.ship:
             ship(weights, WEIGHTS)

@@ -73,7 +73,8 @@ def load_encoder(spec: str):
     if spec == "nano":
         from transformers import CLIPImageProcessorPil
 
-        from vfl.nano.model import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+        from vfl.nano.config import IMAGE_SIZE
+        from vfl.nano.model import IMAGENET_MEAN, IMAGENET_STD
         from vfl.nano.parts import dinov2
 
         processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,10 +17,9 @@ from safetensors.torch import load_file
 from vfl.errors import VflError
 from vfl.nano import parts
 from vfl.nano.vision import NanoVisionConfig
+from vfl.nano.config import IMAGE_SIZE, PATCH_PX, NanoSpec
 
 WEIGHTS = Path(__file__).parent / "weights"
-IMAGE_SIZE = 224
-PATCH_PX = 14  # DINOv2-S's patch
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
@@ -30,29 +28,6 @@ CHAT_TEMPLATE = (
     "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 LORA_TARGETS = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-
-
-@dataclass
-class NanoSpec:
-    """What varies between `nano` variants: which encoder layer(s) feed the projector, and the LoRA."""
-
-    vision_layers: list[int] = field(default_factory=lambda: [12])
-    shuffle: int = 2
-    lora_rank: int = 16
-    lora_alpha: int = 32
-
-    @property
-    def token_px(self) -> int:
-        """The side, in pixels, of the image square one token shows: a patch, times the shuffle."""
-        return PATCH_PX * self.shuffle
-
-    @property
-    def image_tokens(self) -> int:
-        """Image tokens per 224 px image: 64 of 28 px with the 2x2 shuffle, 256 of 14 px without."""
-        return (IMAGE_SIZE // self.token_px) ** 2
-
-    def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def build_processor(tokenizer, shuffle: int = 2):

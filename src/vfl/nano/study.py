@@ -19,9 +19,11 @@ import torch
 from vfl.errors import VflError
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS
-from vfl.nano.model import NanoSpec, apply_trained, build_untrained
+from vfl.nano.config import NanoSpec
+from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
-from vfl.nano.train import TrainConfig, cached, train, training_set
+from vfl.nano.config import TrainConfig
+from vfl.nano.train import cached, train, training_set
 from vfl.runner import read_settings, refuse_other_settings
 
 

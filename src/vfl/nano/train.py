@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -31,98 +31,17 @@ from tqdm import tqdm
 
 from vfl.errors import VflError
 from vfl.nano.align import alignment_loss, cell_kinds, word_vectors
+from vfl.nano.config import TrainConfig, saved_settings
 from vfl.nano.data import sample_maker
-from vfl.nano.model import IMAGE_SIZE, NanoSpec, add_lora, build_untrained
+from vfl.nano.config import IMAGE_SIZE
+from vfl.nano.model import add_lora, build_untrained
 from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.nano.suite_v2 import loose_recognition, ocr_split
-from vfl.probes.generate import check_suite
 from vfl.plots import plot_losses
 from vfl.runner import read_settings, refuse_other_settings
 
 
-DATA = ("cached", "stream")
-OCR_ANSWERS = ("tokens", "letters")  # how OCR answers are tokenized for training: the tokenizer's way, or spelled
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast on CUDA, the faster by calibration on a CPU
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
-
-
-@dataclass
-class TrainConfig:
-    per_function: int = 1000  # training images per function (cached data)
-    steps: int = 320
-    batch_size: int = 16
-    lr_projector: float = 1e-3
-    lr_lora: float = 1e-4  # the language model's rate: its LoRA, or all of it with `full`
-    warmup: float = 0.03
-    lora_start: float = 0.4  # share of the steps trained on the projector alone before the language model joins
-    seed: int = 0
-    save_every: int = 20
-    spec: NanoSpec = field(default_factory=NanoSpec)
-    data: str = "cached"  # or "stream": fresh samples every step
-    workers: int = 0  # DataLoader workers rendering the stream
-    full: bool = False  # fine-tune the whole language model (needs spec.lora_rank 0)
-    loss_weights: dict[str, float] | None = None  # per function; None: the token mean over the batch
-    device: str = "cpu"
-    suite: str = "v1"  # v1: the shipped nano's data; v2: question-dependent (`vfl.nano.suite_v2`)
-    precision: str = "auto"  # of the forward passes: bf16 autocast, or fp32; auto: bf16 on CUDA only
-    functions: list[str] = field(default_factory=lambda: list(FUNCTIONS))  # trained in turn, sample by sample;
-    # a function named twice takes two slots of each turn (stream data), e.g. more recognition in the mix
-    ocr_answers: str = "tokens"  # "letters": one single-character token per letter (see `token_ids`)
-    pseudo_words: float = 0.0  # share of OCR samples showing random letter strings (suite v2; `vfl.nano.suite_v2`)
-    loose_recognition: float = 0.0  # share of recognition samples without binding distractors (suite v2)
-    align_words: float = 0.0  # weight of the image tokens' word alignment (`vfl.nano.align`; stream data)
-    align_letters: bool = False  # the alignment also writes each OCR letter's token (`vfl.nano.align.GLYPHS`)
-
-    def check(self) -> None:
-        """Refuse settings that cannot train, before anything is built."""
-        for name in ("steps", "batch_size", "save_every", "per_function"):
-            if getattr(self, name) < 1:
-                raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.lora_start < 1:
-            raise VflError(f"--lm-start must be in [0, 1), got {self.lora_start}")
-        check_suite(self.suite)
-        if self.precision not in PRECISIONS:
-            raise VflError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.data not in DATA:
-            raise VflError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
-        if self.workers < 0:
-            raise VflError(f"--workers must be 0 or more, got {self.workers}")
-        if self.full and self.spec.lora_rank:
-            raise VflError("--full trains the whole language model; pass --lora-rank 0 with it")
-        if self.spec.lora_rank < 0:
-            raise VflError(f"--lora-rank must be 0 or more, got {self.spec.lora_rank}")
-        for name in ("lr_projector", "lr_lora"):
-            if getattr(self, name) <= 0:
-                raise VflError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not self.functions or set(self.functions) - set(TRAINING_FUNCTIONS):
-            raise VflError(f"--functions takes names of {', '.join(TRAINING_FUNCTIONS)}, got {self.functions}")
-        if len(set(self.functions)) < len(self.functions) and self.data != "stream":
-            raise VflError("--functions names a function twice (two slots in each turn) only with --data stream; "
-                           f"got {self.functions}")
-        extra = [f for f in self.functions if f not in FUNCTIONS]
-        if extra and self.suite != "v2":
-            raise VflError(f"--functions {extra[0]} trains on suite v2's scenes; pass --suite v2 with it")
-        if not 0 <= self.pseudo_words <= 1:
-            raise VflError(f"--pseudo-words is a share of the OCR samples, in [0, 1]; got {self.pseudo_words}")
-        if self.pseudo_words and self.suite != "v2":
-            raise VflError("--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it")
-        if not 0 <= self.loose_recognition <= 1:
-            raise VflError(f"--loose-recognition is a share of the recognition samples, in [0, 1]; "
-                           f"got {self.loose_recognition}")
-        if self.loose_recognition and self.suite != "v2":
-            raise VflError("--loose-recognition draws suite v2's recognition samples; pass --suite v2 with it")
-        if self.align_words < 0:
-            raise VflError(f"--align-words is a loss weight, 0 or more; got {self.align_words}")
-        if self.align_words and self.data != "stream":
-            raise VflError("--align-words reads each sample's scene as it is drawn; pass --data stream with it")
-        if self.align_letters and not self.align_words:
-            raise VflError("--align-letters adds letters to the word alignment; pass --align-words WEIGHT with it")
-        if self.ocr_answers not in OCR_ANSWERS:
-            raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
-        unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
-        if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
-            raise VflError(f"--loss-weights takes non-negative weights of {', '.join(TRAINING_FUNCTIONS)}, "
-                           f"got {self.loss_weights}")
 
 
 def spelled(tokenizer, text: str) -> list[int]:
@@ -317,10 +236,10 @@ def encoded(model, pixels: torch.Tensor, layers: list[int]) -> torch.Tensor:
 
 def _schedules(config: TrainConfig):
     """Learning-rate factors of the projector and the LoRA: warmup then cosine; the LoRA is held at zero
-    for the first `lora_start` share of the steps, so the language model cannot learn to answer from
+    for the first `lm_start` share of the steps, so the language model cannot learn to answer from
     priors alone before the projector carries the image."""
     warmup = max(1, int(config.warmup * config.steps))
-    lora_from = int(config.lora_start * config.steps)
+    lora_from = int(config.lm_start * config.steps)
 
     def projector(step: int) -> float:
         if step < warmup:
@@ -342,11 +261,6 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
     if peft_model is None:
         return projector, {}
     return projector, {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
-
-
-def saved_settings(path: Path) -> dict:
-    """A run's train.json, with settings added since it was written at the defaults that reproduce it."""
-    return {**json.loads(json.dumps(asdict(TrainConfig()))), **read_settings(path)}
 
 
 def cpu_has_bf16() -> bool | None:
@@ -492,7 +406,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
                 if p.requires_grad and ("lora_" in n or (config.full and ".language_model." in f".{n}"))}
     base.to(device)
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
-                                   {"params": list(language.values()), "lr": config.lr_lora}], weight_decay=0.0)
+                                   {"params": list(language.values()), "lr": config.lr_lm}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
     step, losses, step_seconds = 0, [], []  # step_seconds: each step's wall time, data included, across resumes
     # each step's mean answer loss per function (None: absent): the four, and any training-only one trained

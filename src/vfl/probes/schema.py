@@ -12,7 +12,6 @@ are pixel boxes ``[x0, y0, x1, y1]`` and required for ``ground`` probes only.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,11 +174,3 @@ def save_probes(probes: list[Probe], path: Path) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for probe in probes:
             handle.write(json.dumps(probe.to_json()) + "\n")
-
-
-def function_weights(text: str) -> dict[str, float]:
-    """"recog=4,count=1" as {"recog": 4.0, "count": 1.0} (an argparse type: a bad pair is a usage error)."""
-    try:
-        return {k.strip(): float(v) for k, v in (part.split("=") for part in text.split(",") if part.strip())}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected function=weight pairs such as recog=4,count=1, got {text!r}") from None
