@@ -79,3 +79,11 @@ def test_the_data_path_imports_no_application_and_nothing_imports_the_command_la
               for t in targets if t.startswith(applications)]
     assert not upward, upward
     assert not [m for m, targets in graph.items() if "vfl.cli" in targets and m != "vfl.__main__"]
+
+
+def test_the_commands_list_of_tiny_families_is_the_builders():
+    """`vfl make-tiny --help` lists the families without importing torch, from a literal kept equal to these."""
+    from vfl.cli import TINY_FAMILIES
+    from vfl.models.tiny import BUILDERS, FAMILIES
+
+    assert TINY_FAMILIES == FAMILIES and set(BUILDERS) == set(FAMILIES)

@@ -82,15 +82,26 @@ def _probe_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from vfl import __version__
-    from vfl.nano.config import TrainConfig
-    from vfl.nano.config import NanoSpec
-    from vfl.nano.suite_v2 import SPLITS
 
     parser = argparse.ArgumentParser(prog="vfl", description="Find, explain and exploit Vision Function Layers.",
                                      formatter_class=HELP)
     parser.add_argument("--version", action="version", version=f"vfl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _probes_command(commands)
+    _locate_command(commands)
+    _drop_command(commands)
+    _nano_command(commands)
+    _eval_command(commands)
+    _lora_command(commands)
+    _select_command(commands)
+    _vision_layers_command(commands)
+    _compare_command(commands)
+    _make_tiny_command(commands)
+    return parser
 
+
+def _probes_command(commands) -> None:
+    """`vfl probes` and its actions."""
     probes = _command(commands, "probes", "counterfactual probe pairs").add_subparsers(dest="action", required=True)
     make = _command(probes, "make", "write built-in pairs as DIR/probes.jsonl + DIR/images/")
     make.add_argument("--function", required=True, help="one function or a comma-separated list")
@@ -100,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--suite", default="v1", choices=("v1", "v2"), help=SUITE_HELP)
     make.add_argument("--out", type=Path, required=True, help="folder for probes.jsonl and images/")
 
+
+def _locate_command(commands) -> None:
+    """`vfl locate`."""
     locate = _command(commands, "locate", "Visual Token Swapping per decoder layer: find the VFLs")
     _model_options(locate)
     _probe_options(locate)
@@ -129,9 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     locate.add_argument("--min-accuracy", type=float, default=0.5,
                         help="below this accuracy on image A a function is classed 'model fails'")
 
+
+def _drop_command(commands) -> None:
+    """`vfl drop`."""
     drop = _command(commands, "drop", "accuracy with visual KV dropped from the last N layers, N = 0..L")
     _model_options(drop)
     _probe_options(drop)
+
+
+def _nano_command(commands) -> None:
+    """`vfl nano` and its actions."""
+    from vfl.nano.config import NanoSpec, TrainConfig
+    from vfl.nano.suite_v2 import SPLITS
 
     nano = _command(commands, "nano", "the offline reference model").add_subparsers(dest="action", required=True)
     train = _command(nano, "train", "train nano's projector and LoRA (resumes from --out)")
@@ -167,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--lora-rank", type=int, default=0, help="0: train the projector only")
     study.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
 
+
+def _eval_command(commands) -> None:
+    """`vfl eval`."""
     evaluate = _command(commands, "eval", "accuracy on a JSONL evaluation set")
     _model_options(evaluate)
     evaluate.add_argument("--data", type=Path, required=True, help="JSONL: image, question, answer, function|metric")
@@ -175,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=1, help=EVAL_BATCH_HELP)
     evaluate.add_argument("--adapter", type=Path, help="a LoRA adapter folder (from vfl lora) to merge in first")
 
+
+def _lora_command(commands) -> None:
+    """`vfl lora`."""
     lora = _command(commands, "lora", "LoRA on chosen decoder layers only (VFL-LoRA and its baselines)")
     _model_options(lora)
     lora.add_argument("--data", type=Path, required=True, help="LLaVA conversation JSON/JSONL, or a vfl probe file")
@@ -197,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--merge", action="store_true", help="also save the model with the LoRA merged in")
     lora.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume)")
 
+
+def _select_command(commands) -> None:
+    """`vfl select`."""
     select = _command(commands, "select", "label a training pool by function through VFL ablation and "
                                           "choose a budget (VFL-select; resumes from --out)")
     _model_options(select)
@@ -213,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--margin", type=int, default=0, help="widen every VFL by this many layers on each side")
     select.add_argument("--out", type=Path, required=True, help="run folder (rerun to resume or re-choose)")
 
+
+def _vision_layers_command(commands) -> None:
+    """`vfl vision-layers`."""
     layers = _command(commands, "vision-layers", "layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
                                                          "supported MLLM (its vision tower)")
@@ -222,17 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
     layers.add_argument("--out", type=Path, required=True, help="folder for similarity.json, groups.json, heatmap.png")
 
+
+def _compare_command(commands) -> None:
+    """`vfl compare`."""
     compare = _command(commands, "compare", "VFL bands of several locate runs on a normalised depth axis, and their "
                                             "order of functions against the paper's")
     compare.add_argument("runs", type=Path, nargs="+", help="locate run folders or summary.json files")
     compare.add_argument("--names", default=None, help="comma-separated labels, one per run (None: model and window)")
     compare.add_argument("--out", type=Path, required=True, help="folder for compare.json, compare.md, compare.png")
 
+
+def _make_tiny_command(commands) -> None:
+    """`vfl make-tiny`."""
     tiny = _command(commands, "make-tiny", "save a tiny random model of a family (for tests and demos)")
     tiny.add_argument("--family", default="llava", choices=TINY_FAMILIES, help="the model family")
     tiny.add_argument("--layers", type=int, default=8, help="decoder layers")
     tiny.add_argument("--out", type=Path, required=True, help="folder to save the model and processor in")
-    return parser
 
 
 def _device(args) -> str:

@@ -370,60 +370,20 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
     """Train into ``run`` (resuming from its checkpoint) and return the folder of the shipped weights.
     ``data`` (ids, labels, features) replaces the run's own cached training set, e.g. features shared
     by several variants; ``command``, the command line that started it, is recorded in train.json."""
-    from vfl.models import check_device
-
-    config.check()
-    check_device(config.device)
-    run = Path(run)
-    check_resumable(run, config)
-    run.mkdir(parents=True, exist_ok=True)
-    settings = run / "train.json"
-    kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items() if k == "calibration"}
-    settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
-                                   indent=2) + "\n")
-    device = torch.device(config.device)
-    if device.type == "cpu" and config.precision == "bf16" and cpu_has_bf16() is False:
-        print("warning: this CPU has no bf16 units (AMX or AVX-512 BF16), so bf16 autocast is emulated and about "
-              "20x slower than --precision fp32", file=sys.stderr)
+    run, device = _start(run, config, command)
     torch.manual_seed(config.seed)
     base, processor = build_untrained(config.spec, config.seed)
     if config.data == "cached":
         data = data if data is not None else _data(run, base, processor, config)
         data.setdefault("per_function", config.per_function)
-    peft_model = add_lora(base, config.spec) if config.spec.lora_rank else None  # injects into `base`
-    model = peft_model or base
-    projector = base.model.multi_modal_projector
-    for parameter in projector.parameters():
-        parameter.requires_grad_(True)
-    if config.full:
-        for parameter in base.model.language_model.parameters():
-            parameter.requires_grad_(True)
-    if device.type == "cpu":
-        # PyTorch's CPU flash-attention kernel is slow backwards: a LoRA step of 32 v2 samples spent 5.2 s in
-        # backward under bf16 autocast with it and 3.3 s with eager attention (the same math; fp32 no slower)
-        base.model.language_model.set_attn_implementation("eager")
-    language = {n: p for n, p in model.named_parameters()
-                if p.requires_grad and ("lora_" in n or (config.full and ".language_model." in f".{n}"))}
-    base.to(device)
+    peft_model, projector, language = _trainable(base, config, device)
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
                                    {"params": list(language.values()), "lr": config.lr_lm}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
-    step, losses, step_seconds = 0, [], []  # step_seconds: each step's wall time, data included, across resumes
     # each step's mean answer loss per function (None: absent): the four, and any training-only one trained
     curves = list(dict.fromkeys(list(FUNCTIONS) + config.functions))
-    function_losses = {name: [] for name in curves}
-    checkpoint = run / "checkpoint.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
-        projector.load_state_dict(state["projector"])
-        model.load_state_dict(state.get("language", state.get("lora", {})), strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses, step_seconds = state["step"], state["losses"], state.get("step_seconds", [])
-        saved = state.get("function_losses", {})  # a checkpoint may predate a function: absent until now
-        function_losses = {name: saved.get(name, [None] * step) for name in curves}
-        random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+    step, losses, step_seconds, function_losses = _resume(run / "checkpoint.pt", device, projector,
+                                                          peft_model or base, optimizer, scheduler, curves)
     pad = processor.tokenizer.pad_token_id or 0
     stream, vectors = None, None
     if config.align_words:  # on the device already: the embeddings are
@@ -434,19 +394,12 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
     autocast = _autocast(precision, device)
     if config.data == "stream":
         stream = iter(stream_batches(processor, config, config.spec.image_tokens, step, pad))
-    model.train()
+    (peft_model or base).train()
     started = time.time()
     with tqdm(total=config.steps, initial=step, desc="nano train", unit="step", dynamic_ncols=True) as bar:
         while step < config.steps:
             step_started = time.perf_counter()
-            if stream is not None:
-                batch = next(stream)
-            else:
-                n = len(data["ids"])
-                epoch, offset = divmod(step * config.batch_size, n)
-                order = list(range(n))
-                random.Random(config.seed * 1000 + epoch).shuffle(order)
-                batch = _batch(data, [order[(offset + i) % n] for i in range(config.batch_size)], pad, config.functions)
+            batch = next(stream) if stream is not None else _cached_batch(data, step, config, pad)
             loss, per_sample, functions = batch_loss(base, config, batch, device, autocast, vectors)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -464,18 +417,89 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
             bar.update(1)
             if step % config.save_every == 0 or step == config.steps:
                 write_weights(run, base, peft_model, config, losses, function_losses, step_seconds)
-                proj_state, _ = trainable_state(base, peft_model)
-                torch.save({"projector": proj_state,
-                            "language": {n: p.detach().clone() for n, p in language.items()},
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "step": step, "losses": losses, "function_losses": function_losses,
-                            "step_seconds": step_seconds,
-                            "python_rng": random.getstate(),
-                            "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
-                os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
+                _save_checkpoint(run / "checkpoint.pt", base, peft_model, language, optimizer, scheduler,
+                                 {"step": step, "losses": losses, "function_losses": function_losses,
+                                  "step_seconds": step_seconds})
     print(f"trained {config.steps} steps in {time.time() - started:.0f} s (this session) on {config.device}; "
           f"weights in {run / 'weights'}")
     return run / "weights"
+
+
+def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, torch.device]:
+    """The settings checked against the device and any run already in ``run``, and recorded in its train.json
+    (a resume keeps the precision calibration it began with)."""
+    from vfl.models import check_device
+
+    config.check()
+    check_device(config.device)
+    run = Path(run)
+    check_resumable(run, config)
+    run.mkdir(parents=True, exist_ok=True)
+    settings = run / "train.json"
+    kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items() if k == "calibration"}
+    settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
+                                   indent=2) + "\n")
+    device = torch.device(config.device)
+    if device.type == "cpu" and config.precision == "bf16" and cpu_has_bf16() is False:
+        print("warning: this CPU has no bf16 units (AMX or AVX-512 BF16), so bf16 autocast is emulated and about "
+              "20x slower than --precision fp32", file=sys.stderr)
+    return run, device
+
+
+def _trainable(base, config: TrainConfig, device: torch.device):
+    """(the LoRA-wrapped model or None, the projector, the language model's trained parameters by name): what the
+    recipe trains made trainable, on the device."""
+    peft_model = add_lora(base, config.spec) if config.spec.lora_rank else None  # injects into `base`
+    model = peft_model or base
+    projector = base.model.multi_modal_projector
+    for parameter in projector.parameters():
+        parameter.requires_grad_(True)
+    if config.full:
+        for parameter in base.model.language_model.parameters():
+            parameter.requires_grad_(True)
+    if device.type == "cpu":
+        # PyTorch's CPU flash-attention kernel is slow backwards: a LoRA step of 32 v2 samples spent 5.2 s in
+        # backward under bf16 autocast with it and 3.3 s with eager attention (the same math; fp32 no slower)
+        base.model.language_model.set_attn_implementation("eager")
+    language = {n: p for n, p in model.named_parameters()
+                if p.requires_grad and ("lora_" in n or (config.full and ".language_model." in f".{n}"))}
+    base.to(device)
+    return peft_model, projector, language
+
+
+def _resume(checkpoint: Path, device, projector, model, optimizer, scheduler, curves: list[str]):
+    """(step, losses, each step's seconds, each function's losses) of the run so far: nothing yet, or what the
+    checkpoint holds, with the weights, optimizer, schedule and random states restored from it."""
+    if not checkpoint.exists():  # step_seconds: each step's wall time, data included, across resumes
+        return 0, [], [], {name: [] for name in curves}
+    state = torch.load(checkpoint, weights_only=False, map_location=device)
+    projector.load_state_dict(state["projector"])
+    model.load_state_dict(state.get("language", state.get("lora", {})), strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    step = state["step"]
+    saved = state.get("function_losses", {})  # a checkpoint may predate a function: absent until now
+    random.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return step, state["losses"], state.get("step_seconds", []), {n: saved.get(n, [None] * step) for n in curves}
+
+
+def _cached_batch(data: dict, step: int, config: TrainConfig, pad: int):
+    """Step ``step``'s batch of a cached training set: its epoch's shuffled order, read on from the step's offset."""
+    n = len(data["ids"])
+    epoch, offset = divmod(step * config.batch_size, n)
+    order = list(range(n))
+    random.Random(config.seed * 1000 + epoch).shuffle(order)
+    return _batch(data, [order[(offset + i) % n] for i in range(config.batch_size)], pad, config.functions)
+
+
+def _save_checkpoint(checkpoint: Path, base, peft_model, language: dict, optimizer, scheduler, progress: dict) -> None:
+    """Everything a resume needs to go on bit for bit, swapped in whole (a kill leaves the last one)."""
+    proj_state, _ = trainable_state(base, peft_model)
+    torch.save({"projector": proj_state, "language": {n: p.detach().clone() for n, p in language.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress,
+                "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
+    os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
 
 
 def progress(weights: Path) -> tuple[int, int] | None:
