@@ -17,11 +17,6 @@ from pathlib import Path
 
 from vfl.errors import VflError
 
-INPUT_KEYS = ("probes_sha256", "data_sha256", "model_path", "model_sha256")
-WHAT = {"probes_sha256": "the probes or their images", "data_sha256": "the data or its images",
-        "model_path": "the model", "model_sha256": "the model"}
-
-
 def digest(files, extra: str = "") -> str:
     """sha256 (hex, 16 digits) over ``extra`` and each file's name and bytes, in the order given."""
     sha = hashlib.sha256(extra.encode())
@@ -37,11 +32,6 @@ def digest(files, extra: str = "") -> str:
         except IsADirectoryError:
             raise VflError(f"{path} is a folder, not a file") from None
     return sha.hexdigest()[:16]
-
-
-def inputs_changed(changed: list[str]) -> str:
-    """The inputs named by changed run settings, in words ("the model, the probes or their images")."""
-    return ", ".join(dict.fromkeys(WHAT[k] for k in changed if k in WHAT))
 
 
 def safetensors_index(path: Path) -> bytes:

@@ -20,9 +20,11 @@ from typing import Callable, Iterable
 from tqdm import tqdm
 
 from vfl.errors import VflError
-from vfl.fingerprint import INPUT_KEYS, inputs_changed
 
 LOCK = ".vfl.lock"
+# run settings that name the inputs' content (`vfl.fingerprint`), and how a refusal names them
+INPUTS = {"probes_sha256": "the probes or their images", "data_sha256": "the data or its images",
+          "model_path": "the model", "model_sha256": "the model"}
 _HELD: dict[Path, dict] = {}  # run folders this process has claimed -> their settings
 
 
@@ -146,14 +148,15 @@ def refuse_other_settings(out: Path, previous: dict, settings: dict, what: str =
     """Refuse a folder whose recorded settings differ from these, naming the ones that do, or the inputs that
     changed (`vfl.fingerprint`): a rerun must resume the same work, never mix two. A run recorded before runs
     recorded their inputs' content cannot be checked for it, and still resumes."""
-    settings = {k: v for k, v in settings.items() if k not in INPUT_KEYS or k in previous}
+    settings = {k: v for k, v in settings.items() if k not in INPUTS or k in previous}
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-    named = [k for k in changed if k not in INPUT_KEYS]  # other settings draw other inputs: name the settings
+    named = [k for k in changed if k not in INPUTS]  # other settings draw other inputs: name the settings
     if named:
         raise VflError(f"{out} holds a {what} with other settings ({', '.join(named)}); "
                        "use another --out, or delete the folder to start over")
     if changed:
-        raise VflError(f"{out} holds a {what} on other inputs ({inputs_changed(changed)} changed since); "
+        inputs = ", ".join(dict.fromkeys(INPUTS[k] for k in changed))
+        raise VflError(f"{out} holds a {what} on other inputs ({inputs} changed since); "
                        "use another --out, or delete the folder to start over")
 
 
