@@ -141,3 +141,34 @@ def test_a_merged_lora_model_saves_and_loads_back_by_path(tmp_path, family):
     loaded = vfl.load(str(tmp_path / "merged"))
     question, image, *_ = make_pair("count", 0, 32, 0)
     assert answer(loaded, image, question, 6) == answer(adapter, image, question, 6)
+
+
+def test_interventions_given_as_data_run_as_the_sweeps_do(probes, tmp_path):
+    """A list of interventions (objects or dicts, as pyvene and TransformerLens take theirs) replaces the sweep:
+    each row equals the same swap made by a sweep, each is tested against the control, and the list is part
+    of the run's settings."""
+    model, processor = build_tiny("llava", num_layers=4)
+    windows = vfl.locate(model, processor, probes, window=2, scores=False).records
+    mine = [{"layers": [0, 1]}, vfl.Intervention("late values", (2, 3), what="v"), {"layers": [2], "heads": [1]}]
+    result = vfl.locate(model, processor, probes, interventions=mine, scores=False, out=tmp_path / "run")
+    frame = result.records
+    assert set(frame.intervention) == {"none", "all", "custom 0", "late values", "custom 2"}
+    ours = frame[frame.intervention == "custom 0"].set_index("id").answer
+    theirs = windows[windows.intervention == "layer 0"].set_index("id").answer
+    assert ours.sort_index().tolist() == theirs.sort_index().tolist()  # layers 0-1 = the window of 2 at k = 0
+    summary = result.summary["functions"]["count"]
+    assert result.summary["sweep"] == "custom"
+    assert [r["label"] for r in summary["layers"]] == ["custom 0", "late values", "custom 2"]
+    assert [r["layers"] for r in summary["layers"]] == [[0, 1], [2, 3], [2]]
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["interventions"]
+    assert recorded[1] == {"name": "late values", "layers": [2, 3], "what": "v", "heads": None, "tokens": None,
+                           "keep_injected": False}
+    for bad, message in [([{"layers": [9]}], "layer index 9 is out of range"),
+                         ([{"layers": [1], "colour": "red"}], "intervention 0 must give layers and may give"),
+                         ([{"layers": [1]}, {"name": "custom 0", "layers": [2]}], "distinct names"),
+                         ([{"layers": [1], "heads": [7]}], "head 7 does not exist"),
+                         ([{"layers": []}], "touches no layer"), (["layer 3"], "intervention 0 is a str")]:
+        with pytest.raises(vfl.VflError, match=message):
+            vfl.locate(model, processor, probes, interventions=bad)
+    with pytest.raises(vfl.VflError, match="give interventions= or a sweep's options"):
+        vfl.locate(model, processor, probes, interventions=mine, window=2)

@@ -17,7 +17,7 @@ __version__ = "0.2.0"
 _PUBLIC = {
     "locate": "vfl.api", "drop": "vfl.api", "make_probes": "vfl.api", "LocateResult": "vfl.api",
     "DropResult": "vfl.api", "load_probes": "vfl.probes.schema", "Probe": "vfl.probes.schema",
-    "load": "vfl.models", "VflError": "vfl.errors",
+    "load": "vfl.models", "VflError": "vfl.errors", "Intervention": "vfl.interventions",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

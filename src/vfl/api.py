@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from vfl import decision, plots, report, runner
 from vfl.errors import VflError
-from vfl.interventions import (Intervention, check_layers, check_pair, controls, drop_sweep, last_layers, narrowed,
+from vfl.interventions import (Intervention, check_layers, check_pair, controls, custom_interventions, drop_sweep,
+                               last_layers, narrowed,
                                prefill_pair, swap_answers, swap_sweep, sweep_interventions)
 from vfl.metrics import matches
 from vfl.models import Adapter, adapter_for
@@ -163,7 +165,8 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
            tokens: list[int] | None = None, keep_injected: bool = False, out: str | Path | None = None,
            max_new_tokens: int = 32,
            batch_size: int | None = None, resize: bool = False, scores: bool = True, alpha: float = 0.05,
-           min_effect: float = 0.1, min_accuracy: float = 0.5, settings: dict | None = None) -> LocateResult | None:
+           min_effect: float = 0.1, min_accuracy: float = 0.5, interventions: list | None = None,
+           settings: dict | None = None) -> LocateResult | None:
     """Visual Token Swapping over every layer window (``sweep="window"``), cumulative swap (``"from"``:
     layers k..L-1, ``"upto"``: 0..k) or key/value head at ``layers`` (``"heads"``) for every probe, with the
     two controls (no layer, every layer). ``what`` swaps keys and values (``kv``), keys or values only, or the
@@ -176,18 +179,34 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
     row and the normalised transfer score. ``alpha``, ``min_effect`` and ``min_accuracy`` set the VFL test
     and the classes. With ``out`` the run is resumable and writes results.jsonl, summary.json, curves.png
     and report.md there. Returns None on ranks other than 0 of a sharded run.
+
+    ``interventions`` replaces the sweep with your own list, each a `vfl.Intervention` or a dict of its fields,
+    e.g. ``[{"layers": [3, 4, 5]}, {"layers": [12], "what": "v", "heads": [0]}]``: each is tested against the
+    no-swap control like a window (summary "sweep": "custom"), and every passing one is a VFL.
     """
     adapter = as_adapter(model, processor)
     probes = as_probes(probes)
-    interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens, what, heads,
-                                tokens, adapter.num_kv_heads, keep_injected)
+    if interventions is not None:
+        if (window, sweep, layers, what, heads, tokens, keep_injected) != (1, "window", None, "kv", None, None, False):
+            raise VflError("give interventions= or a sweep's options (window, sweep, layers, what, heads, tokens), "
+                           "not both: each intervention says its own")
+        check_run_options(batch_size, max_new_tokens)
+        own = custom_interventions(interventions, adapter.num_layers, adapter.num_kv_heads)
+        sweep, interventions = "custom", controls(adapter.num_layers) + own
+    else:
+        interventions = plan_locate(adapter.num_layers, window, sweep, layers, batch_size, max_new_tokens, what,
+                                    heads, tokens, adapter.num_kv_heads, keep_injected)
+    # each swept intervention's k: its window's first layer, its head, or its place in a custom list
+    k_of = {i.name: (k if sweep == "custom" else int(i.name.split()[-1])) for k, i in enumerate(interventions[2:])}
     decision.check_test(alpha, min_effect, min_accuracy)
     check_probe_images(probes, resize)
     check_visual_tokens(adapter, probes, tokens, resize)
     settings = settings or {"model": model_name(adapter), "dtype": str(adapter.model.dtype),
                             "probes": probes_fingerprint(probes), "max_new_tokens": max_new_tokens,
                             "window": window, "sweep": sweep, "layers": layers, "what": what, "heads": heads,
-                            "tokens": tokens, "keep_injected": keep_injected, "resize": resize, "scores": scores}
+                            "tokens": tokens, "keep_injected": keep_injected, "resize": resize, "scores": scores,
+                            **({"interventions": [dataclasses.asdict(i) for i in interventions[2:]]}
+                               if sweep == "custom" else {})}
     decode = adapter.tokenizer.decode
 
     def work(probe: Probe, missing: list[str]):
@@ -208,7 +227,7 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
                 continue
             record = {
                 "id": probe.id, "function": probe.function, "intervention": intervention.name,
-                "layer": None if row < 2 else int(intervention.name.split()[-1]),
+                "layer": None if row < 2 else k_of[intervention.name],
                 "layers": list(intervention.layers), "answer": answer, "answer_a": answer_a, "answer_b": answer_b,
                 "target_a": probe.answer_a, "target_b": probe.answer_b,
                 "changed": answer != answer_a,

@@ -72,7 +72,7 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
         rows = []
         for k, name, layers in swept:
             mine = groups.get(name, [])
-            label = f"head {k}" if sweep == "heads" else span_label(list(layers))
+            label = f"head {k}" if sweep == "heads" else name if sweep == "custom" else span_label(list(layers))
             rows.append({"layer": k, "layers": list(layers), "label": label, **_row(mine), **_paired(mine, control)})
         for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
             row["p_holm"] = adjusted
@@ -83,7 +83,7 @@ def locate_summary(records: list[dict], model: str, num_layers: int, window: int
         if sweep == "window":
             peak_index, band_index = vfl_band([r["transfer_rate"] for r in rows], [r["passes"] for r in rows])
             peak, band = (None if peak_index is None else rows[peak_index]["layer"]), [rows[i]["layer"] for i in band_index]
-        elif sweep == "heads":  # heads have no order: every passing head counts, the best one is the peak
+        elif sweep in ("heads", "custom"):  # no order: every passing one counts, the best is the peak
             band = [r["layer"] for r in rows if r["passes"]]
             peak = max(band, key=lambda k: (rows_by_k(rows)[k]["transfer_rate"], -k), default=None)
         data = {
@@ -159,7 +159,8 @@ def verdict(data: dict, sweep: str, window: int, num_layers: int, min_accuracy: 
         best = max(data["layers"], key=lambda r: r["transfer_rate"], default=None)
         best_text = "" if best is None else f" (best: {span_text(best['layers'])}, {best['transfer_rate']:.2f})"
         size = "one layer" if window == 1 else f"{window} layers"
-        return (f"distributed: swapping all layers transfers {every['transfer_rate']:.2f}, but no window of {size} "
+        which = "intervention of the list" if sweep == "custom" else f"window of {size}"
+        return (f"distributed: swapping all layers transfers {every['transfer_rate']:.2f}, but no {which} "
                 f"passes the test{best_text}; it is read across the depth (try --sweep from or upto)")
     passing = [r["layer"] for r in data["layers"] if r["passes"]]
     if not passing:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
+import dataclasses
 from dataclasses import dataclass, replace
 
 import torch
@@ -94,6 +95,35 @@ def sweep_interventions(num_layers: int, sweep: str = "window", window: int = 1,
     if sweep == "from":
         return [Intervention(f"from {k}", tuple(range(k, num_layers))) for k in range(num_layers)]
     return [Intervention(f"upto {k}", tuple(range(k + 1))) for k in range(num_layers)]
+
+
+def custom_interventions(specs: list, num_layers: int, num_heads: int | None = None) -> list[Intervention]:
+    """The caller's own interventions, as pyvene and TransformerLens take theirs: each an `Intervention` or a dict
+    of its fields (``layers``, and optionally ``name``, ``what``, ``heads``, ``tokens``, ``keep_injected``),
+    checked against the model; an unnamed one is "custom k", k its place in the list."""
+    known = {f.name for f in dataclasses.fields(Intervention)}
+    chosen = []
+    for k, spec in enumerate(specs):
+        if isinstance(spec, dict):
+            if set(spec) - known or "layers" not in spec:
+                raise VflError(f"intervention {k} must give layers and may give {', '.join(sorted(known - {'layers'}))}; "
+                               f"got {sorted(spec)}")
+            spec = Intervention(**{"name": f"custom {k}", **spec, "layers": tuple(spec["layers"]),
+                                   **{key: tuple(spec[key]) for key in ("heads", "tokens") if spec.get(key) is not None}})
+        elif not isinstance(spec, Intervention):
+            raise VflError(f"intervention {k} is a {type(spec).__name__}; give vfl.Intervention objects or dicts")
+        if not spec.layers:
+            raise VflError(f"intervention {spec.name!r} touches no layer (the no-swap control is always run)")
+        check_layers(list(spec.layers), num_layers)
+        narrowed([spec], spec.what, spec.heads, spec.tokens, spec.keep_injected)  # its what, heads and tokens checked
+        if spec.heads and num_heads is not None and max(spec.heads) >= num_heads:
+            raise VflError(f"head {max(spec.heads)} does not exist: this model has key/value heads 0..{num_heads - 1}")
+        chosen.append(spec)
+    names = [i.name for i in chosen]
+    repeated = sorted({n for n in names if names.count(n) > 1} | ({"none", "all"} & set(names)))
+    if repeated or not chosen:
+        raise VflError(f"interventions need distinct names other than the controls' none and all; got {repeated or 'none'}")
+    return chosen
 
 
 def controls(num_layers: int) -> list[Intervention]:

@@ -24,7 +24,8 @@ def finish(fig, path: Path | None):
 
 
 SWEEP_AXIS = {"window": "layers swapped (window of {w})", "from": "layers swapped: k..{last}",
-              "upto": "layers swapped: 0..k", "heads": "key/value head swapped (at the chosen layers)"}
+              "upto": "layers swapped: 0..k", "heads": "key/value head swapped (at the chosen layers)",
+              "custom": "intervention (as given)"}
 
 
 def plot_locate(summary: dict, path: Path | None = None):

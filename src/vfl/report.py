@@ -50,7 +50,8 @@ def locate_report(summary: dict) -> str:
     last = summary["num_layers"] - 1
     what = {"window": "one layer at a time" if window == 1 else f"in windows of {window} consecutive layers",
             "from": f"from layer k to the last ({last}), for every k", "upto": "from the first layer to layer k, for every k",
-            "heads": "one key/value head at a time, at the chosen layers"}
+            "heads": "one key/value head at a time, at the chosen layers",
+            "custom": "as each of the given interventions says"}
     test = summary["test"]
     lines = [
         f"# Vision Function Layers of `{summary['model']}`", "",
