@@ -119,6 +119,26 @@ def alone_sample(k):
     return make_sample("ocr", k, 0)
 
 
+def test_align_functions_leaves_the_other_functions_samples_without_targets():
+    import torch
+
+    from vfl.nano.model import build_processor
+    from vfl.nano.parts import smollm2_dir
+    from vfl.nano.train import StreamSamples
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    processor = build_processor(tokenizer)
+    every, recog_only = (StreamSamples(processor, seed=0, image_tokens=64, suite="v1", aligned=aligned)
+                         for aligned in (None, ["recog"]))
+    for index in range(8):  # two turns of recog, count, ground, ocr
+        one, other = every[index], recog_only[index]
+        assert torch.equal(one[0], other[0]) and one[1:4] == other[1:4]  # the same sample
+        assert (one[4] != -1).any()  # v1 scenes all show objects or a word
+        assert torch.equal(one[4], other[4]) if index % 4 == 0 else (other[4] == -1).all()
+
+
 def test_a_function_named_twice_takes_two_slots_of_each_turn_with_its_own_samples():
     from vfl.nano.train import stream_slot
 
@@ -208,6 +228,9 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--align-words", "1"], "--align-words reads each sample's scene as it is drawn; pass --data stream with it"),
     (["--data", "stream", "--align-words", "-1"], "--align-words is a loss weight, 0 or more"),
     (["--data", "stream", "--align-letters"], "--align-letters adds letters to the word alignment; pass --align-words"),
+    (["--data", "stream", "--align-functions", "recog"], "--align-functions chooses what --align-words aligns"),
+    (["--data", "stream", "--functions", "recog,count", "--align-words", "1", "--align-functions", "ocr"],
+     "--align-functions names functions this run does not train: ['ocr']"),
 ])
 def test_bad_recipes_are_one_sentence(tmp_path, option, message):
     result = run_cli("nano", "train", "--out", tmp_path / "run", *option)

@@ -107,6 +107,9 @@ class TrainConfig:
                                      "they find words (`vfl.nano.align`)")
     align_letters: bool = option(False, help="with --align-words: an OCR image's tokens are aligned too, each to "
                                              "its letter's token and ink, the tokens a spelled answer writes")
+    align_functions: list[str] | None = option(
+        None, read=training_functions, help="with --align-words: align only these functions' samples (e.g. recog); "
+                                            "none: every sample whose image shows objects or words")
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -152,6 +155,11 @@ class TrainConfig:
             raise VflError("--align-words reads each sample's scene as it is drawn; pass --data stream with it")
         if self.align_letters and not self.align_words:
             raise VflError("--align-letters adds letters to the word alignment; pass --align-words WEIGHT with it")
+        if self.align_functions is not None and not self.align_words:
+            raise VflError("--align-functions chooses what --align-words aligns; pass --align-words WEIGHT with it")
+        if self.align_functions is not None and set(self.align_functions) - set(self.functions):
+            raise VflError(f"--align-functions names functions this run does not train: "
+                           f"{sorted(set(self.align_functions) - set(self.functions))}")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)

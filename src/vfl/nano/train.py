@@ -188,13 +188,15 @@ class StreamSamples(torch.utils.data.Dataset):
     """Sample i of the endless training stream: the function of slot ``i % len(functions)`` (`stream_slot`),
     drawn by the suite's sample maker from (seed, i) alone, as pixel values and token ids; the same i always gives
     the same sample, in any worker; with each image token's target for word alignment (`vfl.nano.align.cell_kinds`;
-    suite v1's OCR words are targets too)."""
+    suite v1's OCR words are targets too), for the ``aligned`` functions' samples only where given."""
 
     def __init__(self, processor, seed: int, image_tokens: int, suite: str = "v1", functions=FUNCTIONS,
-                 ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0, letters: bool = False):
+                 ocr_answers: str = "tokens", pseudo_words: float = 0.0, loose: float = 0.0, letters: bool = False,
+                 aligned=None):
         self.processor, self.seed, self.image_tokens = processor, seed, image_tokens
         self.make, self.functions, self.ocr_answers = sample_maker(suite), list(functions), ocr_answers
         self.pseudo_words, self.loose, self.letters, self.words = pseudo_words, loose, letters, suite == "v1"
+        self.aligned = None if aligned is None else set(aligned)
 
     def __len__(self) -> int:
         return 2 ** 62
@@ -205,8 +207,8 @@ class StreamSamples(torch.utils.data.Dataset):
         pixels = self.processor.image_processor([sample.image], return_tensors="pt")["pixel_values"][0]
         ids, labels = token_ids(self.processor, sample.question, sample.answer, self.image_tokens,
                                 spells(function, self.ocr_answers))
-        kinds = cell_kinds(sample.scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters,
-                           self.words)
+        scene = sample.scene if self.aligned is None or function in self.aligned else None
+        kinds = cell_kinds(scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters, self.words)
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
 
@@ -220,7 +222,7 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
     ``config.workers`` DataLoader workers (so a resumed run sees exactly the samples it would have seen)."""
     steps = [list(range(t * config.batch_size, (t + 1) * config.batch_size)) for t in range(start, config.steps)]
     samples = StreamSamples(processor, config.seed, image_tokens, config.suite, config.functions, config.ocr_answers,
-                            config.pseudo_words, config.loose_recognition, config.align_letters)
+                            config.pseudo_words, config.loose_recognition, config.align_letters, config.align_functions)
     return torch.utils.data.DataLoader(samples,
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(collate, pad_id=pad_id),
@@ -304,7 +306,8 @@ def calibration_batch(processor, config: TrainConfig, data: dict | None, pad: in
     if config.data == "cached":
         return _batch(data, list(range(CALIBRATION_SAMPLES)), pad, config.functions)
     samples = StreamSamples(processor, config.seed, config.spec.image_tokens, config.suite, config.functions,
-                            config.ocr_answers, config.pseudo_words, config.loose_recognition, config.align_letters)
+                            config.ocr_answers, config.pseudo_words, config.loose_recognition, config.align_letters,
+                            config.align_functions)
     return collate([samples[i] for i in range(CALIBRATION_SAMPLES)], pad)
 
 
