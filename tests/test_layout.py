@@ -72,7 +72,7 @@ def test_no_module_of_the_package_imports_itself_back_through_others():
 
 def test_the_data_path_imports_no_application_and_nothing_imports_the_command_layer():
     graph = _imports(_modules())
-    path = ("vfl.probes", "vfl.interventions", "vfl.metrics", "vfl.decision", "vfl.plots", "vfl.report",
+    path = ("vfl.probes", "vfl.interventions", "vfl.metrics", "vfl.decision", "vfl.plots", "vfl.report", "vfl.html_report",
             "vfl.runner", "vfl.images", "vfl.jsonl", "vfl.fingerprint")
     applications = ("vfl.lora", "vfl.select", "vfl.vision_layers", "vfl.nano.train", "vfl.nano.study", "vfl.api")
     upward = [f"{m} -> {t}" for m, targets in graph.items() if m.startswith(path)

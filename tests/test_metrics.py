@@ -32,6 +32,74 @@ def test_matches_per_function():
     assert not matches("ocr", "pineapple", "apple")
 
 
+def test_multiple_choice_letters_worked_by_hand():
+    from vfl.metrics import parse_choice, score
+
+    for said in ("(B)", "B", "B.", "b) red", "(b) Red", "The answer is B.", "Answer: (B)", "red"):
+        assert score("choice", said, "(B)", choices=["blue", "red", "green"]) == 1.0, said
+    for said in ("", "I think so", "(D)", "blue", "(A)", "Z", "red or blue"):  # malformed, out of range, wrong
+        assert score("choice", said, "(B)", choices=["blue", "red", "green"]) == 0.0, said
+    assert parse_choice("I think") is None and parse_choice("(a)") == "a" and parse_choice("C") == "c"
+    assert score("choice", "(a)", "(a)") == 1.0  # MMVP's lower-case letters
+
+
+def test_pope_yes_no_numbers_worked_by_hand():
+    from vfl.metrics import yes_no_stats
+
+    said = ["Yes.", "yes", "no", "No", "maybe", "yes"]
+    truth = ["yes", "no", "yes", "no", "yes", "yes"]
+    stats = yes_no_stats(said, truth)  # yes said 3 times, right twice; 4 true yes, 2 found; "maybe" counts wrong
+    assert stats["accuracy"] == pytest.approx(3 / 6) and stats["yes_ratio"] == pytest.approx(3 / 6)
+    assert stats["precision"] == pytest.approx(2 / 3) and stats["recall"] == pytest.approx(2 / 4)
+    assert stats["f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert yes_no_stats(["no"], ["yes"])["f1"] == 0.0
+
+
+def test_box_iou_at_half_and_in_each_family_convention():
+    from vfl.metrics import score
+
+    box = [0, 0, 10, 10]  # a 10 x 10 box; [0, 0, 10, 5] overlaps it by exactly one half
+    assert score("box-iou", "[0, 0, 10, 5]", "", box, box_format="pixel", image_size=(100, 100)) == 1.0
+    assert score("box-iou", "[0, 0, 10, 4.9]", "", box, box_format="pixel", image_size=(100, 100)) == 0.0
+    assert score("box-iou", "[0.0, 0.0, 0.1, 0.1]", "", box, box_format="unit", image_size=(100, 100)) == 1.0
+    assert score("box-iou", "(0,0),(100,100)", "", box, box_format="thousand", image_size=(100, 100)) == 1.0
+    # Qwen2.5-VL: pixels of the image its processor made (here 200 x 200 from a 100 x 100 one)
+    assert score("box-iou", "[0, 0, 20, 20]", "", box, box_format="pixel", image_size=(100, 100),
+                 model_size=(200, 200)) == 1.0
+    for said in ("", "the box is [1, 2]", "nowhere"):
+        assert score("box-iou", said, "", box, box_format="pixel", image_size=(100, 100)) == 0.0
+
+
+def test_textvqa_soft_accuracy_worked_by_hand():
+    from vfl.metrics import score, vqa_normalise
+
+    accepted = ["coca cola"] * 2 + ["Coke"] * 4 + ["the coke"] + ["two"] * 3
+    assert score("vqa-soft", "coke", "coke", accepted=accepted) == 1.0  # 5 annotators (articles dropped)
+    assert score("vqa-soft", "Coca-Cola", "coke", accepted=accepted) == pytest.approx(2 / 3)  # "-" is a space
+    assert score("vqa-soft", "coca cola.", "coke", accepted=accepted) == pytest.approx(2 / 3)
+    assert score("vqa-soft", "2", "coke", accepted=accepted) == 1.0  # "two" is 2
+    assert score("vqa-soft", "", "coke", accepted=accepted) == 0.0
+    assert score("vqa-soft", "pepsi", "coke", accepted=accepted) == 0.0
+    assert vqa_normalise("The Answer's: TWO!") == "answers 2"
+
+
+def test_ocrbench_containment_worked_by_hand():
+    from vfl.metrics import score
+
+    assert score("contains", "The sign says STOP here", "STOP", accepted=["stop", "Stop"]) == 1.0
+    assert score("contains", "S T O P", "STOP", accepted=["STOP"]) == 0.0
+    assert score("contains", "", "STOP") == 0.0
+    assert score("contains", "exit", "STOP") == 0.0
+    assert score("contains", "anything", "x", accepted=[" "]) == 0.0  # an empty accepted answer is in everything
+
+
+def test_an_unknown_scorer_is_named():
+    from vfl.metrics import score
+
+    with pytest.raises(ValueError, match="unknown scorer 'bleu'; choose from number, yes-no"):
+        score("bleu", "a", "a")
+
+
 def test_wilson_known_values():
     # reference values of the 95% Wilson score interval
     assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)

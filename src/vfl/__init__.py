@@ -18,6 +18,7 @@ _PUBLIC = {
     "locate": "vfl.api", "drop": "vfl.api", "make_probes": "vfl.api", "LocateResult": "vfl.api",
     "DropResult": "vfl.api", "load_probes": "vfl.probes.schema", "Probe": "vfl.probes.schema",
     "load": "vfl.models", "VflError": "vfl.errors", "Intervention": "vfl.interventions",
+    "probes_from": "vfl.probes.benchmarks",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

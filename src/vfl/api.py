@@ -25,7 +25,7 @@ from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_layers, check_pair, controls, custom_interventions, drop_sweep,
                                last_layers, narrowed,
                                prefill_pair, swap_answers, swap_sweep, sweep_interventions)
-from vfl.metrics import matches
+from vfl.metrics import score
 from vfl.models import Adapter, adapter_for
 from vfl.probes.schema import Probe, check_probe_images, load_pair, load_probes
 
@@ -231,10 +231,8 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
                 "layers": list(intervention.layers), "answer": answer, "answer_a": answer_a, "answer_b": answer_b,
                 "target_a": probe.answer_a, "target_b": probe.answer_b,
                 "changed": answer != answer_a,
-                "transferred": matches(probe.function, answer, probe.answer_b, box_b, other=probe.answer_a,
-                                       box_format=adapter.box_format, image_size=image_a.size),
-                "correct_a": matches(probe.function, answer_a, probe.answer_a, probe.box_a, other=probe.answer_b,
-                                     box_format=adapter.box_format, image_size=image_a.size),
+                "transferred": credit(adapter, probe, "b", answer, image_a, box_b) >= 0.5,
+                "correct_a": credit(adapter, probe, "a", answer_a, image_a) >= 0.5,
             }
             if logprobs is not None:
                 record.update(_score(logprobs, row))
@@ -247,6 +245,17 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
 
     return _run(out, settings, "results.jsonl", probes, lambda p: p.id, interventions, work, "locate", summarise,
                 report.write_locate, LocateResult)
+
+
+def credit(adapter: Adapter, probe: Probe, which: str, answer: str, image, box=None) -> float:
+    """The credit (0-1, `vfl.metrics.score`) ``answer`` earns as side ``which``'s answer to ``probe``, boxes read
+    in the model's own convention on ``image`` (``box``: the side's box where its image was resized)."""
+    target = probe.target(which)
+    if box is not None:
+        target["box"] = box
+    model_size = adapter.model_image_size(image) if target["scorer"] == "box-iou" else None
+    return score(answer=answer, box_format=adapter.box_format, image_size=image.size, model_size=model_size,
+                 **target)
 
 
 def _score(logprobs: list[list[float]], row: int) -> dict:
@@ -275,16 +284,15 @@ def drop(model, processor=None, probes=None, *, out: str | Path | None = None, m
     def work(item, missing: list[str]):
         probe, which = item
         image = probe.image(which)
-        target, other = (probe.answer_a, probe.answer_b) if which == "a" else (probe.answer_b, probe.answer_a)
-        box = probe.box_a if which == "a" else probe.box_b
         prompt = adapter.build_prompt(image, probe.question)
         chosen = [i for i in interventions if i.name in missing]
         for intervention, tokens in zip(chosen, drop_sweep(adapter, prompt, chosen, max_new_tokens, batch_size)):
             answer = decode(tokens, skip_special_tokens=True).strip()
+            given = credit(adapter, probe, which, answer, image)
             yield {"id": f"{probe.id}/{which}", "function": probe.function, "intervention": intervention.name,
                    "dropped": len(intervention.layers), "layers": list(intervention.layers), "answer": answer,
-                   "target": target, "correct": matches(probe.function, answer, target, box, other=other,
-                                                        box_format=adapter.box_format, image_size=image.size)}
+                   "target": probe.target(which)["target"], "scorer": probe.scored_by, "credit": given,
+                   "correct": given >= 0.5}
 
     def summarise(records):
         return decision.drop_summary(records, settings["model"], adapter.num_layers)
@@ -304,5 +312,5 @@ def _run(out, settings, name, items, item_id, interventions, work, desc, summari
         if records is None:
             return None
         summary = summarise(records)
-        write(summary, folder)
+        write(summary, folder, records, items)
         return result_class(summary, records, Path(out))

@@ -62,6 +62,7 @@ EVAL_BATCH_HELP = ("items answered together by the model's generate over left-pa
                    "own path, one item at a time; on a GPU use 32-64)")
 
 
+BENCHMARK_NAMES = ("cv-bench", "pope", "refcoco", "textvqa", "ocrbench", "mmvp")  # vfl.probes.benchmarks, tested equal
 SUITE_HELP = ("built-in pairs: v1 (only the asked-about objects) or v2 (distractors, binding, one of two words "
               "in held-out vocabulary; each pair still differs in the asked attribute only)")
 
@@ -110,6 +111,18 @@ def _probes_command(commands) -> None:
     make.add_argument("--seed", type=int, default=0, help="same seed, same files")
     make.add_argument("--suite", default="v1", choices=("v1", "v2"), help=SUITE_HELP)
     make.add_argument("--out", type=Path, required=True, help="folder for probes.jsonl and images/")
+    source = _command(probes, "from", "pairs from a benchmark you have on disk: DIR/probes.jsonl + images/ + "
+                                      "source.json (dataset, fingerprint, licence, rows left out and why)")
+    source.add_argument("name", choices=BENCHMARK_NAMES, help="the benchmark (docs/real-benchmarks.md)")
+    source.add_argument("path", nargs="?", help="its local copy: a folder of parquet/arrow files (a hub snapshot) or "
+                                                "`save_to_disk` output; with --download, a hub id (default: its own)")
+    source.add_argument("--out", type=Path, required=True, help="folder for probes.jsonl, images/ and source.json")
+    source.add_argument("--limit", type=int, default=None, help="stop after this many pairs (default: every one)")
+    source.add_argument("--seed", type=int, default=0, help="the rows' order before pairing (MMVP keeps its own)")
+    source.add_argument("--split", default=None, help="the split to read (default: the one the paper's numbers use)")
+    source.add_argument("--config", default=None, help="the dataset's configuration (CV-Bench: 2D, the default)")
+    source.add_argument("--download", action="store_true", help="read PATH (or the benchmark's id) from the "
+                                                                "Hugging Face hub, streaming")
 
 
 def _locate_command(commands) -> None:
@@ -528,10 +541,24 @@ def _report_eval(result, out: Path | None, flat: bool = False) -> None:
         print(f"wrote {out}")
 
 
+def _probes_from(args) -> None:
+    from vfl.probes.benchmarks import probes_from
+
+    probes = probes_from(args.name, args.path, args.out, limit=args.limit, seed=args.seed, split=args.split,
+                         config=args.config, download=args.download)
+    source = json.loads((args.out / "source.json").read_text())
+    left = sum(source["unpaired"].values())
+    print(f"wrote {len(probes)} pair{'s' * (len(probes) != 1)} from {source['rows_read']} rows of {args.name} "
+          f"into {args.out / 'probes.jsonl'}; {left} rows left out"
+          + "".join(f"\n  {n}: {why}" for why, n in source["unpaired"].items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "probes":
+        if args.command == "probes" and args.action == "from":
+            _probes_from(args)
+        elif args.command == "probes":
             from vfl.probes.generate import make_probe_set
             from vfl.probes.schema import parse_functions
 

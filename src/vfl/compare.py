@@ -113,6 +113,7 @@ def plot(result: dict, path: Path | None = None):
 
 
 def write(result: dict, out: Path) -> None:
+    from vfl.html_report import compare_page
     from vfl.runner import write_atomic
 
     out = Path(out)
@@ -123,3 +124,4 @@ def write(result: dict, out: Path) -> None:
                  "recognition < counting < grounding < OCR; a run `matches` when its localized functions keep "
                  "that order, and is `not testable` with fewer than two.\n")
     plot(result, out / "compare.png")
+    write_atomic(out / "report.html", compare_page(result["runs"], out / "compare.png"))

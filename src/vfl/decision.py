@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from vfl.errors import VflError
-from vfl.metrics import holm, paired_p_value, vfl_band, wilson
+from vfl.metrics import holm, paired_p_value, vfl_band, wilson, yes_no_stats
 from vfl.probes.schema import FUNCTIONS
 
 NAMES = {"recog": "recognition", "count": "counting", "ground": "grounding", "ocr": "OCR"}
@@ -195,7 +195,13 @@ def drop_summary(records: list[dict], model: str, num_layers: int) -> dict:
     for function in [f for f in FUNCTIONS if f in by_function]:
         curve = []
         for n in range(num_layers + 1):
-            rate = _rate(by_function[function].get(n, []), "correct")
-            curve.append({"dropped": n, "n": rate["n"], "accuracy": rate["rate"], "ci": rate["ci"]})
+            mine = by_function[function].get(n, [])
+            rate = _rate(mine, "correct")
+            point = {"dropped": n, "n": rate["n"], "accuracy": rate["rate"], "ci": rate["ci"]}
+            if mine and any(r.get("credit", r["correct"]) not in (0, 1) for r in mine):  # soft credit (TextVQA)
+                point.update(accuracy=sum(r["credit"] for r in mine) / len(mine), ci=None)
+            if mine and all(r.get("scorer") == "yes-no" for r in mine):
+                point["yes_no"] = yes_no_stats([r["answer"] for r in mine], [r["target"] for r in mine])
+            curve.append(point)
         functions[function] = {"curve": curve}
     return {"model": model, "num_layers": num_layers, "functions": functions}

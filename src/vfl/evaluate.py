@@ -1,8 +1,12 @@
 """Accuracy of a model on image-question-answer sets: `vfl eval` (a user's JSONL) and `vfl nano eval`.
 
 A JSONL evaluation record: ``{"image": "img/1.png", "question": "...", "answer": "...", "function": "count"}``
-(image path relative to the file). ``metric`` may replace ``function``: ``number`` (= count),
-``yes-no`` (= recog), ``box-iou`` (= ground; needs ``box`` in pixels), ``exact`` (= ocr: normalised text).
+(image path relative to the file). ``metric`` scores it another way than its function's own, and may stand for
+it: ``number`` (count), ``yes-no`` (recog; POPE's precision, recall, F1 and yes ratio are reported too),
+``box-iou`` (ground; needs ``box`` in pixels), ``exact`` (ocr: normalised text), and the benchmarks' own
+``choice`` (recog: an option letter; ``choices`` lists the options' texts), ``vqa-soft`` (ocr: TextVQA's soft
+accuracy against ``accepted``, every annotator's answer) and ``contains`` (ocr: OCRBench's containment of one of
+``accepted``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from vfl.errors import VflError
 from vfl.images import read_image
 from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
-from vfl.metrics import matches, wilson
+from vfl.metrics import SCORER_OF, score, wilson, yes_no_stats
 from vfl.models import Adapter
 from vfl.probes.schema import FUNCTIONS, check_fields, parse_function
 
-METRICS = {"number": "count", "yes-no": "recog", "box-iou": "ground", "exact": "ocr"}
+METRICS = {"number": "count", "yes-no": "recog", "box-iou": "ground", "exact": "ocr", "choice": "recog",
+           "vqa-soft": "ocr", "contains": "ocr"}  # each metric's function, where a record names no function
 
 
 @dataclass
@@ -33,6 +38,9 @@ class Item:
     question: str
     answer: str
     box: list[float] | None = None
+    metric: str | None = None
+    accepted: list[str] | None = None
+    choices: list[str] | None = None
 
 
 ITEM_TYPES = {"image": ((str,), "a non-empty string"), "question": ((str,), "a non-empty string"),
@@ -49,13 +57,18 @@ def load_items(path: Path) -> list[Item]:
         check_fields(record, ITEM_TYPES, f"{path}:{lineno}", ("box",))
         if "metric" in record and record["metric"] not in METRICS:
             raise VflError(f"{path}:{lineno}: unknown metric {record['metric']!r}; choose from {', '.join(METRICS)}")
-        function = METRICS[record["metric"]] if "metric" in record else parse_function(record["function"])
+        function = parse_function(record["function"]) if "function" in record else METRICS[record["metric"]]
+        for key in ("accepted", "choices"):
+            value = record.get(key)
+            if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                raise VflError(f"{path}:{lineno}: {key} must be a non-empty list of strings, got {value!r}")
         image_path = Path(record["image"]) if Path(record["image"]).is_absolute() else path.parent / record["image"]
         image = read_image(image_path, f"{path}:{lineno}")
-        if function == "ground" and not record.get("box"):
+        metric = record.get("metric") or SCORER_OF[function]
+        if metric == "box-iou" and not record.get("box"):
             raise VflError(f"{path}:{lineno}: a box-iou record needs its box")
         items.append(Item(str(record.get("id", lineno)), function, image, record["question"], str(record["answer"]),
-                          record.get("box")))
+                          record.get("box"), metric, record.get("accepted"), record.get("choices")))
     if not items:
         raise VflError(f"evaluation file {path} holds no records")
     return items
@@ -114,21 +127,41 @@ def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 32, batc
             bar.update(len(chunk))
     records = []
     for item, text in zip(items, said):
-        records.append({"id": item.id, "function": item.function, "question": item.question, "answer": text,
-                        "target": item.answer, "correct": matches(item.function, text, item.answer, item.box,
-                                                                  box_format=adapter.box_format,
-                                                                  image_size=item.image.size)})
+        metric = item.metric or SCORER_OF[item.function]
+        model_size = adapter.model_image_size(item.image) if metric == "box-iou" else None
+        given = score(metric, text, item.answer, item.box, accepted=item.accepted, choices=item.choices,
+                      box_format=adapter.box_format, image_size=item.image.size, model_size=model_size)
+        records.append({"id": item.id, "function": item.function, "metric": metric, "question": item.question,
+                        "answer": text, "target": item.answer, "credit": given, "correct": given >= 0.5})
+    return summarise(records), records
+
+
+def summarise(records: list[dict]) -> dict:
+    """Per function: accuracy (the mean credit; TextVQA's soft accuracy where scored so), n and a 95% interval
+    (Wilson's of the answers with credit >= 0.5, where every credit is 0 or 1); POPE's numbers where every
+    answer is a yes or no."""
     summary = {}
     for function in FUNCTIONS:
         mine = [r for r in records if r["function"] == function]
-        if mine:
-            hits = sum(r["correct"] for r in mine)
-            summary[function] = {"accuracy": hits / len(mine), "n": len(mine), "ci": list(wilson(hits, len(mine)))}
-    return summary, records
+        if not mine:
+            continue
+        hits, n = sum(r["correct"] for r in mine), len(mine)
+        row = {"accuracy": sum(r["credit"] for r in mine) / n, "n": n}
+        row["ci"] = list(wilson(hits, n)) if all(r["credit"] in (0, 1) for r in mine) else None
+        if all(r["metric"] == "yes-no" for r in mine):
+            row["yes_no"] = yes_no_stats([r["answer"] for r in mine], [r["target"] for r in mine])
+        summary[function] = row
+    return summary
 
 
 def table(summary: dict) -> str:
     lines = ["| function | n | accuracy | 95% CI |", "|---|---|---|---|"]
     for function, row in summary.items():
-        lines.append(f"| {function} | {row['n']} | {row['accuracy']:.3f} | {row['ci'][0]:.3f}-{row['ci'][1]:.3f} |")
+        ci = f"{row['ci'][0]:.3f}-{row['ci'][1]:.3f}" if row["ci"] else "soft scores"
+        lines.append(f"| {function} | {row['n']} | {row['accuracy']:.3f} | {ci} |")
+    for function, row in summary.items():
+        if "yes_no" in row:
+            stats = row["yes_no"]
+            lines.append(f"\n{function}, yes/no as POPE scores it: F1 {stats['f1']:.3f}, precision "
+                         f"{stats['precision']:.3f}, recall {stats['recall']:.3f}, yes ratio {stats['yes_ratio']:.3f}")
     return "\n".join(lines)

@@ -33,14 +33,18 @@ def parse_yes_no(text: str) -> str | None:
     return None
 
 
-def parse_box(text: str, box_format: str, image_size: tuple[int, int]) -> list[float] | None:
-    """The first four numbers of the answer as a pixel box, given how the model writes boxes:
-    "unit" (fractions 0-1), "thousand" (0-1000) or "pixel"."""
+def parse_box(text: str, box_format: str, image_size: tuple[int, int],
+              model_size: tuple[int, int] | None = None) -> list[float] | None:
+    """The first four numbers of the answer as a pixel box of the image as given, by how the model writes boxes:
+    "unit" (fractions 0-1), "thousand" (0-1000) or "pixel" (pixels of the image the model saw: ``model_size``
+    where its processor resized it, as Qwen2.5-VL's does, else the image's own)."""
     numbers = [float(n) for n in _NUMBER.findall(text)[:4]]
     if len(numbers) < 4:
         return None
     width, height = image_size
-    scale = {"unit": (width, height), "thousand": (width / 1000, height / 1000), "pixel": (1, 1)}[box_format]
+    seen = model_size or image_size
+    scale = {"unit": (width, height), "thousand": (width / 1000, height / 1000),
+             "pixel": (width / seen[0], height / seen[1])}[box_format]
     x0, y0, x1, y1 = numbers
     return [x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1]]
 
@@ -53,26 +57,102 @@ def iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def matches(function: str, answer: str, target: str, box: list[float] | None = None, *,
-            other: str | None = None, box_format: str = "unit", image_size: tuple[int, int] = (1, 1)) -> bool:
-    """Does ``answer`` give ``target``? count: same number; recog: same yes/no; ground: IoU > 0.5 with
-    ``box``; ocr: the normalised answer equals the word, or contains it as a word and not ``other``."""
-    if function == "count":
-        return parse_count(answer) is not None and parse_count(answer) == parse_count(target)
-    if function == "recog":
-        return parse_yes_no(answer) is not None and parse_yes_no(answer) == parse_yes_no(target)
-    if function == "ground":
-        parsed = parse_box(answer, box_format, image_size)
-        return parsed is not None and box is not None and iou(parsed, box) > 0.5
-    if function == "ocr":
+_LETTER = re.compile(r"^\(?([a-z])\)?(?:[.:)]|\s|$)")
+_ANSWER_IS = re.compile(r"answer(?: is|:)\s*\(?([a-z])\)?(?:[.:)]|\s|$)")
+
+
+def parse_choice(text: str, choices: list[str] | None = None) -> str | None:
+    """The option letter an answer picks, lower case: given the ``choices`` (their texts in letter order), the
+    one option whose text the answer is; else a leading letter ("(B)", "B.", "b) red") or "the answer is B",
+    among as many letters as there are choices (a-h without them)."""
+    said = text.strip().lower()
+    if choices:
+        named = [k for k, choice in enumerate(choices) if normalise(choice) and normalise(choice) == normalise(said)]
+        if len(named) == 1:
+            return chr(ord("a") + named[0])
+    letters = len(choices) if choices else 8
+    for pattern in (_LETTER, _ANSWER_IS):
+        found = pattern.search(said)
+        if found and ord(found.group(1)) - ord("a") < letters:
+            return found.group(1)
+    return None
+
+
+_ARTICLES = {"a", "an", "the"}
+
+
+def vqa_normalise(text: str) -> str:
+    """TextVQA's answer normalisation, in short: lower case, punctuation out, number words as digits, no
+    articles."""
+    words = normalise(text.replace("'", "")).split()
+    return " ".join(str(NUMBER_WORDS[w]) if w in NUMBER_WORDS else w for w in words if w not in _ARTICLES)
+
+
+def vqa_accuracy(answer: str, accepted: list[str]) -> float:
+    """TextVQA's soft accuracy: min(annotators who gave the answer / 3, 1)."""
+    said = vqa_normalise(answer)
+    return min(sum(vqa_normalise(a) == said for a in accepted) / 3, 1.0) if said else 0.0
+
+
+def contains(answer: str, accepted: list[str]) -> bool:
+    """OCRBench's test: some accepted answer, lower-cased and stripped, occurs in the lower-cased answer."""
+    said = " ".join(answer.lower().split())
+    return any(a.lower().strip() and " ".join(a.lower().split()) in said for a in accepted)
+
+
+SCORERS = ("number", "yes-no", "box-iou", "exact", "choice", "vqa-soft", "contains")
+SCORER_OF = {"count": "number", "recog": "yes-no", "ground": "box-iou", "ocr": "exact"}  # a function's default
+
+
+def score(scorer: str, answer: str, target: str, box: list[float] | None = None, *, other: str | None = None,
+          accepted: list[str] | None = None, choices: list[str] | None = None, box_format: str = "unit",
+          image_size: tuple[int, int] = (1, 1), model_size: tuple[int, int] | None = None) -> float:
+    """How well ``answer`` gives ``target``, in [0, 1]. number: the same number; yes-no: the same yes/no;
+    box-iou: IoU >= 0.5 with ``box``; exact: the normalised answer is the word, or holds it as a word and not
+    ``other``; choice: the option letter ``target`` names ("(B)", "b"); vqa-soft: TextVQA's soft accuracy
+    against the ``accepted`` answers; contains: OCRBench's containment of one of ``accepted`` (else ``target``)."""
+    if scorer == "number":
+        return float(parse_count(answer) is not None and parse_count(answer) == parse_count(target))
+    if scorer == "yes-no":
+        return float(parse_yes_no(answer) is not None and parse_yes_no(answer) == parse_yes_no(target))
+    if scorer == "box-iou":
+        parsed = parse_box(answer, box_format, image_size, model_size)
+        return float(parsed is not None and box is not None and iou(parsed, box) >= 0.5)
+    if scorer == "exact":
         said, word = normalise(answer), normalise(target)
         if not word:
-            return False
-        if said == word:
-            return True
+            return 0.0
         words = f" {said} "
-        return f" {word} " in words and (other is None or f" {normalise(other)} " not in words)
-    raise ValueError(f"unknown function {function!r}")
+        return float(said == word or (f" {word} " in words and (other is None or f" {normalise(other)} " not in words)))
+    if scorer == "choice":
+        picked = parse_choice(answer, choices)
+        return float(picked is not None and picked == parse_choice(target))
+    if scorer == "vqa-soft":
+        return vqa_accuracy(answer, accepted or [target])
+    if scorer == "contains":
+        return float(contains(answer, accepted or [target]))
+    raise ValueError(f"unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
+
+
+def matches(function: str, answer: str, target: str, box: list[float] | None = None, *,
+            other: str | None = None, box_format: str = "unit", image_size: tuple[int, int] = (1, 1)) -> bool:
+    """Does ``answer`` give ``target`` by the function's own scorer (`SCORER_OF`; see `score`)?"""
+    if function not in SCORER_OF:
+        raise ValueError(f"unknown function {function!r}")
+    return score(SCORER_OF[function], answer, target, box, other=other, box_format=box_format,
+                 image_size=image_size) >= 0.5
+
+
+def yes_no_stats(said: list[str], truth: list[str]) -> dict:
+    """POPE's numbers for yes/no answers: accuracy, precision, recall and F1 of "yes", and the share of yes."""
+    picked = [parse_yes_no(s) for s in said]
+    true_yes = sum(p == "yes" and parse_yes_no(t) == "yes" for p, t in zip(picked, truth))
+    yes, positives = picked.count("yes"), sum(parse_yes_no(t) == "yes" for t in truth)
+    precision, recall = (true_yes / yes if yes else 0.0), (true_yes / positives if positives else 0.0)
+    return {"accuracy": sum(p == parse_yes_no(t) for p, t in zip(picked, truth)) / max(1, len(truth)),
+            "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "yes_ratio": yes / max(1, len(said))}
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

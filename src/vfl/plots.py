@@ -89,8 +89,9 @@ def plot_drop(summary: dict, path: Path | None = None):
     for function, data in summary["functions"].items():
         xs = [r["dropped"] for r in data["curve"]]
         (line,) = ax.plot(xs, [r["accuracy"] for r in data["curve"]], marker="o", markersize=3, label=NAMES[function])
-        ax.fill_between(xs, [r["ci"][0] for r in data["curve"]], [r["ci"][1] for r in data["curve"]],
-                        color=line.get_color(), alpha=0.15)
+        if all(r["ci"] for r in data["curve"]):  # none for soft credit (TextVQA)
+            ax.fill_between(xs, [r["ci"][0] for r in data["curve"]], [r["ci"][1] for r in data["curve"]],
+                            color=line.get_color(), alpha=0.15)
     ax.set(title=f"Vision token dropping: {summary['model']}", xlabel="visual KV dropped from the last N decoder layers",
            ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)

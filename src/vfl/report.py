@@ -1,5 +1,5 @@
-"""What a run writes for people: summary.json, the plots and report.md (the table and each function's class in
-one sentence); a table cell over seeds."""
+"""What a run writes for people: summary.json, the plots, report.md (the table and each function's class in
+one sentence) and report.html (`vfl.html_report`); a table cell over seeds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from vfl.decision import NAMES, span_text
+from vfl.html_report import drop_page, locate_page
 from vfl.plots import plot_drop, plot_locate
 
 def mean_sd(values: list[float]) -> str:
@@ -16,13 +17,14 @@ def mean_sd(values: list[float]) -> str:
     return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
-def write_locate(summary: dict, out: Path) -> None:
+def write_locate(summary: dict, out: Path, records: list[dict], probes: list) -> None:
     from vfl.runner import write_atomic
 
     out = Path(out)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot_locate(summary, out / "curves.png")
     write_atomic(out / "report.md", locate_report(summary))
+    write_atomic(out / "report.html", locate_page(summary, records, probes, out))
 
 
 def _swapped(swap: dict | None) -> str:
@@ -84,9 +86,12 @@ def locate_report(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_drop(summary: dict, out: Path) -> None:
+def write_drop(summary: dict, out: Path, records: list[dict], items: list) -> None:
+    """drop_summary.json, drop.png and report.html (``items``: the (probe, side) pairs answered)."""
     from vfl.runner import write_atomic
 
     out = Path(out)
     write_atomic(out / "drop_summary.json", json.dumps(summary, indent=2) + "\n")
     plot_drop(summary, out / "drop.png")
+    probes = list({id(probe): probe for probe, _ in items}.values())
+    write_atomic(out / "report.html", drop_page(summary, records, probes, out))

@@ -118,6 +118,11 @@ class Adapter:
             raise VflError(f"the processor of this {self.family} model has no chat template")
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def model_image_size(self, image: Image.Image) -> tuple[int, int] | None:
+        """The (width, height) the processor resizes ``image`` to, where the family writes boxes in those pixels
+        ("pixel"); None where its boxes are relative (then the image's own size is what matters)."""
+        return None
+
     def build_prompt(self, image: Image.Image, question: str) -> Prompt:
         return self.prompt(self.processor(images=[image], text=[self.chat_text(question)], return_tensors="pt"))
 

@@ -1,8 +1,9 @@
-"""Qwen2-VL and Qwen2.5-VL: multimodal RoPE.
+"""Qwen2-VL and Qwen2.5-VL: multimodal RoPE, and two box conventions.
 
 Their positions are 3-D and not the token index, so they are computed once from the whole prompt with
 the model's public `get_rope_index` and passed explicitly to every forward: nothing relies on the
-`rope_deltas` the model keeps between calls.
+`rope_deltas` the model keeps between calls. Qwen2-VL writes boxes in 0-1000; Qwen2.5-VL in absolute pixels of
+the image as its processor resized it (a multiple of 28 px on each side), so those are scaled back.
 """
 
 import torch
@@ -13,7 +14,17 @@ from vfl.models.base import Adapter
 class Qwen2VLAdapter(Adapter):
     family = "qwen2_vl"
     model_classes = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-    box_format = "pixel"
+
+    @property
+    def box_format(self) -> str:
+        return "thousand" if self.model.config.model_type == "qwen2_vl" else "pixel"
+
+    def model_image_size(self, image) -> tuple[int, int] | None:
+        if self.box_format != "pixel":
+            return None
+        processor = self.processor.image_processor
+        grid = processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+        return int(grid[2]) * processor.patch_size, int(grid[1]) * processor.patch_size
 
     def positions(self, inputs) -> torch.Tensor:
         positions, _ = self.model.model.get_rope_index(

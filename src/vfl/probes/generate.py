@@ -93,7 +93,7 @@ def make_probes(function: str, n: int, size: int, seed: int, out: Path, suite: s
         names = [f"images/{pid}_{which}.png" for which in "ab"]
         image_a.save(out / names[0])
         image_b.save(out / names[1])
-        probes.append(Probe(pid, function, question, names[0], names[1], answer_a, answer_b, box_a, box_b, out))
+        probes.append(Probe(pid, function, question, names[0], names[1], answer_a, answer_b, box_a, box_b, root=out))
     return probes
 
 

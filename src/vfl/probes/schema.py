@@ -7,7 +7,11 @@ One JSON object per line::
      "answer_a": "3", "answer_b": "5", "box_a": null, "box_b": null}
 
 Image paths are relative to the JSONL file's folder (absolute paths work too). ``box_a``/``box_b``
-are pixel boxes ``[x0, y0, x1, y1]`` and required for ``ground`` probes only.
+are pixel boxes ``[x0, y0, x1, y1]`` and required where the probe is scored by box (``ground`` probes).
+Optional, for probes drawn from a benchmark (`vfl.probes.benchmarks`): ``scorer``, how an answer is scored
+(`vfl.metrics.SCORERS`; the function's own by default), ``choices`` (the options' texts, in letter order, for
+``choice``) and ``accepted_a``/``accepted_b`` (every accepted answer, e.g. TextVQA's ten, for ``vqa-soft`` and
+``contains``).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from PIL import Image
 from vfl.errors import VflError
 from vfl.images import read_image
 from vfl.jsonl import json_objects
+from vfl.metrics import SCORER_OF, SCORERS
 
 FUNCTIONS = ("recog", "count", "ground", "ocr")
 ALIASES = {"recognition": "recog", "counting": "count", "grounding": "ground", "text": "ocr"}
 REQUIRED = ("id", "function", "question", "image_a", "image_b", "answer_a", "answer_b")
+OPTIONAL = ("box_a", "box_b", "scorer", "choices", "accepted_a", "accepted_b")
 
 
 def parse_function(name: str, known: tuple[str, ...] = FUNCTIONS) -> str:
@@ -54,7 +60,24 @@ class Probe:
     answer_b: str
     box_a: list[float] | None = None
     box_b: list[float] | None = None
+    scorer: str | None = None
+    choices: list[str] | None = None
+    accepted_a: list[str] | None = None
+    accepted_b: list[str] | None = None
     root: Path = Path(".")
+
+    @property
+    def scored_by(self) -> str:
+        """The scorer of its answers: its own, else its function's (`vfl.metrics.SCORER_OF`)."""
+        return self.scorer or SCORER_OF[self.function]
+
+    def target(self, which: str) -> dict:
+        """What side ``which``'s answer is scored against, as `vfl.metrics.score`'s arguments after the answer:
+        the side's answer and box, the other side's answer, the accepted answers and the choices."""
+        mine, other = (self.answer_a, self.answer_b) if which == "a" else (self.answer_b, self.answer_a)
+        return {"scorer": self.scored_by, "target": mine, "box": self.box_a if which == "a" else self.box_b,
+                "other": other, "accepted": self.accepted_a if which == "a" else self.accepted_b,
+                "choices": self.choices}
 
     def image(self, which: str) -> Image.Image:
         """Image ``a`` or ``b`` as RGB; a missing or unreadable file is a `VflError` naming the probe."""
@@ -71,7 +94,7 @@ class Probe:
     def to_json(self) -> dict:
         record = asdict(self)
         del record["root"]
-        return record
+        return {k: v for k, v in record.items() if k in REQUIRED or k in ("box_a", "box_b") or v is not None}
 
 
 # Each field's types and how an error names them (a count may be written as a number, an id as one too)
@@ -91,10 +114,16 @@ def check_record(record: dict, where: str) -> None:
     missing = [key for key in REQUIRED if key not in record]
     if missing:
         raise VflError(f"{where} lacks the field(s) {', '.join(missing)}")
-    unknown = set(record) - set(REQUIRED) - {"box_a", "box_b"}
+    unknown = set(record) - set(REQUIRED) - set(OPTIONAL)
     if unknown:
         raise VflError(f"{where} has unknown field(s) {', '.join(sorted(unknown))}")
     check_fields(record, TYPES, where, ("box_a", "box_b"))
+    if record.get("scorer") is not None and record["scorer"] not in SCORERS:
+        raise VflError(f"{where}: scorer must be one of {', '.join(SCORERS)}, got {json.dumps(record['scorer'])}")
+    for key in ("choices", "accepted_a", "accepted_b"):
+        value = record.get(key)
+        if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise VflError(f"{where}: {key} must be a non-empty list of strings or null, got {json.dumps(value)}")
 
 
 def check_fields(record: dict, types: dict, where: str, boxes=()) -> None:
@@ -120,10 +149,11 @@ def load_probes(path: str | Path, functions: list[str] | None = None) -> list[Pr
         if record["id"] in seen:
             raise VflError(f"{path}:{lineno} repeats the probe id {record['id']}")
         seen.add(record["id"])
-        if record["function"] == "ground":
+        if (record.get("scorer") or SCORER_OF[record["function"]]) == "box-iou":
             for key in ("box_a", "box_b"):
                 if record.get(key) is None:
-                    raise VflError(f"{path}:{lineno}: grounding probe {record['id']} needs {key} as [x0, y0, x1, y1]")
+                    raise VflError(f"{path}:{lineno}: probe {record['id']} is scored by box and needs {key} as "
+                                   "[x0, y0, x1, y1]")
         probes.append(Probe(root=path.parent, **{k: (str(v) if k.startswith("answer") else v)
                                                   for k, v in record.items()}))
     if not probes:
