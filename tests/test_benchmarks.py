@@ -279,3 +279,32 @@ def test_boxes_are_read_in_each_familys_convention(adapters):
     assert qwen2.box_format == "thousand" and qwen2.model_image_size(image) is None
     assert credit(qwen2, probe, "a", "[100, 100, 500, 500]", image) == 1.0
     assert credit(adapters("llava"), probe, "a", "[0.1, 0.1, 0.5, 0.5]", image) == 1.0
+
+
+def test_eval_records_take_the_benchmark_scorers_and_report_soft_and_pope_numbers(tmp_path):
+    from vfl.evaluate import load_items, summarise, table
+
+    picture(0).save(tmp_path / "a.png")
+    rows = [{"image": "a.png", "question": "What brand?", "answer": "coke", "metric": "vqa-soft",
+             "accepted": ["coke"] * 2 + ["pepsi"] * 8},
+            {"image": "a.png", "question": "Door?", "answer": "(b)", "metric": "choice", "choices": ["Open", "Shut"]},
+            {"image": "a.png", "question": "Dog?", "answer": "yes", "function": "recog"}]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_items(tmp_path / "eval.jsonl")
+    assert [(i.function, i.metric) for i in items] == [("ocr", "vqa-soft"), ("recog", "choice"), ("recog", "yes-no")]
+    assert items[0].accepted[-1] == "pepsi" and items[1].choices == ["Open", "Shut"]
+    records = [{"function": "ocr", "metric": "vqa-soft", "answer": "coke", "target": "coke", "credit": 2 / 3,
+                "correct": True},
+               {"function": "ocr", "metric": "vqa-soft", "answer": "fanta", "target": "coke", "credit": 0.0,
+                "correct": False},
+               {"function": "recog", "metric": "yes-no", "answer": "yes", "target": "yes", "credit": 1.0,
+                "correct": True},
+               {"function": "recog", "metric": "yes-no", "answer": "yes", "target": "no", "credit": 0.0,
+                "correct": False}]
+    summary = summarise(records)
+    assert summary["ocr"]["accuracy"] == pytest.approx(1 / 3) and summary["ocr"]["ci"] is None
+    assert summary["recog"]["yes_no"]["yes_ratio"] == 1.0 and summary["recog"]["ci"] is not None
+    assert "soft scores" in table(summary) and "yes ratio 1.000" in table(summary)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**rows[0], "accepted": "coke"}) + "\n")
+    with pytest.raises(VflError, match=r"bad.jsonl:1: accepted must be a non-empty list of strings"):
+        load_items(tmp_path / "bad.jsonl")

@@ -21,7 +21,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:3px 6px;text-align:center}
 th{background:#f4f4f4;cursor:pointer} .heat td{min-width:2.6em;font-size:12px}
-.probes td.q{text-align:left;max-width:24em} .ans{font-size:11px;white-space:nowrap}
+.probes td.q{text-align:left;min-width:14em;max-width:24em} .ans{font-size:11px;white-space:nowrap}
 .t{background:#2e7d32;color:#fff} .c{background:#f9a825} .s{background:#eee}
 img{display:block;margin:auto} .controls{margin:.6em 0} .muted{color:#777}
 """
