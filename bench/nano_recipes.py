@@ -200,6 +200,7 @@ def run() -> None:
     parser.add_argument("--locate", type=int, default=40,
                         help="v2 probes per function for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
     parser.add_argument("--window", type=int, default=3, help="the locate window")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="the longest answer eval and locate decode")
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
     args = parser.parse_args()
     args.vision_layers = [int(k) for k in args.vision_layers.split(",")]
@@ -244,8 +245,10 @@ def run() -> None:
         for suite in SCORED_SUITES:
             if (name, suite) in done:
                 continue
-            summary, _ = evaluate(adapter(name), held_out_items(FUNCTIONS, args.n, 1, suite), 32, args.eval_batch)
-            row = {"recipe": name, "suite": suite, "n": args.n, "steps": config.steps, "batch_size": config.batch_size,
+            summary, _ = evaluate(adapter(name), held_out_items(FUNCTIONS, args.n, 1, suite), args.max_new_tokens,
+                                  args.eval_batch)
+            row = {"recipe": name, "suite": suite, "n": args.n, "max_new_tokens": args.max_new_tokens, "steps": config.steps,
+                   "batch_size": config.batch_size,
                    "train_s": training_time(args.out / name)["seconds"], "concurrent": args.concurrent,
                    "trained_parameters": trained_parameters(weights),
                    "device": device_name(args.device), "precision": config.precision,
@@ -263,7 +266,8 @@ def run() -> None:
     for name in sorted(configs, key=lambda n: not configs[n].full):
         if not located(name):
             probes = make_probes(FUNCTIONS, n=args.locate, suite="v2", out=args.out / "probes-v2")
-            locate(adapter(name), probes=probes, window=args.window, out=args.out / name / "locate")
+            locate(adapter(name), probes=probes, window=args.window, out=args.out / name / "locate",
+                   max_new_tokens=args.max_new_tokens)
     if args.locate:
         compared = compare([args.out / name / "locate" for name in configs], list(configs))
         write_comparison(compared, args.out / "compare")

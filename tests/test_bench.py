@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_python
+from conftest import CPU_PRECISION, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -47,9 +47,9 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     import json
 
     command = [ROOT / "bench" / "nano_recipes.py", "--recipes", "projector", "--steps", "1",
-               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "10",
+               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--n", "1", "--locate", "1", "--window", "27", "--max-new-tokens", "4",
                "--loss-weights", "ground=2", "--ocr-answers", "letters", "--pseudo-words", "0.5",
-               "--out", tmp_path]
+               "--precision", CPU_PRECISION, "--out", tmp_path]
     first = run_python(*command)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -61,7 +61,7 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
         assert 2.5e6 < row["trained_parameters"] < 3.5e6  # the projector: 4608 (3 layers x 1536) -> 576 -> 576
         assert row["token_px"] == 28 and row["align_letters"] is False
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
-    assert summary["window"] == 10 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
+    assert summary["window"] == 27 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
     assert json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"][0]["name"] == "projector"
     again = run_python(*command)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2

@@ -50,7 +50,8 @@ def test_locate_writes_the_four_outputs_with_the_documented_schema(tiny_llava_di
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_records(tiny_llava_dir, tmp_path):
-    args = ["locate", "--model", tiny_llava_dir, "--functions", "count,ocr", "--n", 40, "--size", 32]
+    args = ["locate", "--model", tiny_llava_dir, "--functions", "count,ocr", "--n", 40, "--size", 32,
+            "--max-new-tokens", 4]
     full = run_cli(*args, "--out", tmp_path / "full")
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"

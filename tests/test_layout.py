@@ -87,3 +87,12 @@ def test_the_commands_list_of_tiny_families_is_the_builders():
     from vfl.models.tiny import BUILDERS, FAMILIES
 
     assert TINY_FAMILIES == FAMILIES and set(BUILDERS) == set(FAMILIES)
+
+
+def test_no_function_of_the_package_is_over_80_lines():
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long

@@ -176,7 +176,7 @@ def test_without_the_shuffle_a_sample_has_256_image_tokens_of_14_px_each_with_it
 
 def test_shuffle_1_trains_and_records_a_nano_of_14_px_tokens(tmp_path):
     trained = run_cli("nano", "train", "--shuffle", 1, "--steps", 1, "--per-function", 1, "--batch-size", 2,
-                      "--lora-rank", 0, "--out", tmp_path)
+                      "--lora-rank", 0, "--precision", CPU_PRECISION, "--out", tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert json.loads((tmp_path / "weights" / "spec.json").read_text())["shuffle"] == 1
     assert json.loads((tmp_path / "train.json").read_text())["spec"]["shuffle"] == 1

@@ -39,7 +39,7 @@ def test_loss_shares_weigh_each_functions_gradient_as_each_loss_does(tmp_path):
     assert shares(found, {"ground": 2.0})["ground"] == 0.4
     out = tmp_path / "shares.json"
     result = run_python(str(RESEARCH / "loss_shares.py"), "--params", "projector", "--n", "1",
-                        "--out", str(out))
+                        "--precision", CPU_PRECISION, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     table = json.loads(out.read_text())
     assert table["answer_tokens"]["ground"] > 10 * table["answer_tokens"]["recog"]  # a box against a yes/no

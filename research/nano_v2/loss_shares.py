@@ -30,7 +30,8 @@ from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.train import StreamSamples, collate, answer_loss, encoded
 
 
-def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, seed: int) -> dict:
+def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, seed: int,
+                       precision: str = "bf16") -> dict:
     """{function: (answer loss per token, answer tokens per sample, flat gradient)} over n samples each."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -47,7 +48,7 @@ def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, se
         ids, labels, attention, pixels, _, _ = collate([samples[len(FUNCTIONS) * i + index] for i in range(n)], pad)
         with torch.no_grad():
             features = encoded(model, pixels, spec.vision_layers)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss, _ = answer_loss(model, ids, labels, attention, features)
         gradient = torch.cat([g.flatten().float() for g in torch.autograd.grad(loss, chosen)])
         found[function] = (loss.item(), int((labels[:, 1:] != -100).sum()) / n, gradient)
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--loss-weights", type=function_weights, default={"ground": 2.0},
                         help="the per-sample weighting to set against the token mean (besides equal weights)")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
+                        help="the forward pass's (bf16 autocast, as measured; fp32 where bf16 is emulated)")
     parser.add_argument("--out", type=Path, help="write the shares as JSON here")
     args = parser.parse_args()
     try:
@@ -88,7 +91,7 @@ def main() -> None:
             model = apply_trained(model, spec, folder)
     except VflError as err:
         sys.exit(f"loss_shares.py: error: {err}")
-    found = function_gradients(model, processor, spec, args.params, args.n, args.seed)
+    found = function_gradients(model, processor, spec, args.params, args.n, args.seed, args.precision)
     result = {"weights": str(args.weights), "params": args.params, "n": args.n, "seed": args.seed,
               "loss_per_token": {f: round(found[f][0], 4) for f in FUNCTIONS},
               "answer_tokens": {f: found[f][1] for f in FUNCTIONS},

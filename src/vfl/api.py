@@ -222,21 +222,15 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
             tokens, logprobs = swap_sweep(adapter, prompt_a, prompt_b, chosen, max_new_tokens, batch_size, pair), None
         answers = [decode(t, skip_special_tokens=True).strip() for t in tokens]
         answer_a, answer_b = answers[0], answers[1]
+        correct_a = credit(adapter, probe, "a", answer_a, image_a) >= 0.5
         for row, (intervention, answer) in enumerate(zip(chosen, answers)):
-            if intervention.name not in missing:
-                continue
-            record = {
-                "id": probe.id, "function": probe.function, "intervention": intervention.name,
-                "layer": None if row < 2 else k_of[intervention.name],
-                "layers": list(intervention.layers), "answer": answer, "answer_a": answer_a, "answer_b": answer_b,
-                "target_a": probe.answer_a, "target_b": probe.answer_b,
-                "changed": answer != answer_a,
-                "transferred": credit(adapter, probe, "b", answer, image_a, box_b) >= 0.5,
-                "correct_a": credit(adapter, probe, "a", answer_a, image_a) >= 0.5,
-            }
-            if logprobs is not None:
-                record.update(_score(logprobs, row))
-            yield record
+            if intervention.name in missing:
+                yield {"id": probe.id, "function": probe.function, "intervention": intervention.name,
+                       "layer": None if row < 2 else k_of[intervention.name], "layers": list(intervention.layers),
+                       "answer": answer, "answer_a": answer_a, "answer_b": answer_b, "target_a": probe.answer_a,
+                       "target_b": probe.answer_b, "changed": answer != answer_a,
+                       "transferred": credit(adapter, probe, "b", answer, image_a, box_b) >= 0.5,
+                       "correct_a": correct_a, **(_score(logprobs, row) if logprobs is not None else {})}
 
     def summarise(records):
         return decision.locate_summary(records, settings["model"], adapter.num_layers, window, sweep, alpha,

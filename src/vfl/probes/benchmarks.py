@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -116,6 +117,22 @@ def _chosen(choices: list, answer: str):
     return choices[index] if index < len(choices) else None
 
 
+def _count(row: Row):
+    """The count a CV-Bench counting row's answer letter names."""
+    return _chosen([str(c) for c in row.fields["choices"]], str(row.fields["answer"]))
+
+
+def _counts_pair(a: Row, b: Row) -> bool:
+    """B's count differs from A's and is among A's choices, so A's prompt serves both images."""
+    return _count(b) is not None and _count(a) != _count(b) and _letter(a.fields["choices"], _count(b)) is not None
+
+
+def _count_pair(a: Row, b: Row) -> Pair:
+    a, b = (a, b) if _counts_pair(a, b) else (b, a)
+    return Pair(a.fields["prompt"], str(a.fields["answer"]), _letter(a.fields["choices"], _count(b)), a.image,
+                b.image, choices=[str(c) for c in a.fields["choices"]], rows=(a.index, b.index))
+
+
 class CVBench(Pairer):
     NO_PARTNER = "Count: no other image with the same question, another count and that count among the choices"
 
@@ -123,19 +140,8 @@ class CVBench(Pairer):
         task, choices = row.fields["task"], [str(c) for c in row.fields["choices"]]
         answer = str(row.fields["answer"])
         if task == "Count":
-            key = row.fields["prompt"].split("\n")[0]
-
-            def fits(a: Row, b: Row):
-                count_a = _chosen([str(c) for c in a.fields["choices"]], str(a.fields["answer"]))
-                count_b = _chosen([str(c) for c in b.fields["choices"]], str(b.fields["answer"]))
-                return count_b is not None and count_a != count_b and _letter(a.fields["choices"], count_b) is not None
-
-            def make(a: Row, b: Row):
-                count_b = _chosen([str(c) for c in b.fields["choices"]], str(b.fields["answer"]))
-                return Pair(a.fields["prompt"], str(a.fields["answer"]), _letter(a.fields["choices"], count_b),
-                            a.image, b.image, choices=[str(c) for c in a.fields["choices"]], rows=(a.index, b.index))
-
-            pair = self.match(key, row, fits, make, self.NO_PARTNER)
+            pair = self.match(row.fields["prompt"].split("\n")[0], row,
+                              lambda a, b: _counts_pair(a, b) or _counts_pair(b, a), _count_pair, self.NO_PARTNER)
             return [pair] if pair else []
         if task == "Relation":
             said = _chosen(choices, answer)
@@ -362,9 +368,19 @@ def open_rows(benchmark: Benchmark, path: str, split: str, config: str | None, d
     else:
         raise VflError(f"{path} does not exist; give a local copy of {benchmark.dataset_id}, or pass --download to "
                        "read it from the Hugging Face hub")
-    if not benchmark.ordered:
-        data = data.shuffle(seed=seed, buffer_size=1000)
-    return data, source
+    return (data if benchmark.ordered else shuffled(data, seed)), source
+
+
+def shuffled(rows, seed: int, buffer: int = 64):
+    """``rows`` in a seeded order, drawn from a buffer of ``buffer`` rows as they stream in (a set too large to
+    hold is never held; `datasets`' own streaming shuffle spent 5 s on its first row here)."""
+    rng, pool = random.Random(seed), []
+    for row in rows:
+        pool.append(row)
+        if len(pool) >= buffer:
+            yield pool.pop(rng.randrange(len(pool)))
+    rng.shuffle(pool)
+    yield from pool
 
 
 def check_columns(benchmark: Benchmark, columns, path: str) -> None:
