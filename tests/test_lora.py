@@ -179,3 +179,16 @@ def test_the_last_complete_checkpoint_is_found_after_a_kill_between_renames(tmp_
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "progress.json").write_text('{"step": 8}')
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint"
+
+
+def test_a_step_holds_the_next_slots_of_the_seeded_epochs_laid_end_to_end():
+    import random
+
+    from vfl.training import epoch_order, step_samples
+
+    first, second = epoch_order(3, 0, 10), epoch_order(3, 1, 10)
+    assert sorted(first) == list(range(10)) and first != second and epoch_order(3, 0, 10) == first
+    assert first == (lambda order: (random.Random(3000).shuffle(order), order)[1])(list(range(10)))  # as recorded runs drew
+    assert step_samples(0, 4, 10, 3) == first[:4] and step_samples(1, 4, 10, 3) == first[4:8]
+    assert step_samples(2, 4, 10, 3) == first[8:] + second[:2]  # a step straddles two epochs
+    assert step_samples(7, 4, 10, 3) == epoch_order(3, 2, 10)[8:] + epoch_order(3, 3, 10)[:2]

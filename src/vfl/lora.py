@@ -15,7 +15,6 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch
 from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.decision import load_vfls
+from vfl.training import step_samples
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
 from vfl.probes.schema import check_record
@@ -304,17 +304,9 @@ def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRu
             encoded[index] = encode(adapter, open_image(mine[index]), mine[index]["turns"])
         return encoded[index]
 
-    @lru_cache(maxsize=2)
-    def epoch_order(epoch: int) -> list[int]:
-        """An epoch-wise seeded shuffle, so a resumed run sees the same samples in the same steps."""
-        order = list(range(len(mine)))
-        random.Random(run.seed * 1000 + epoch).shuffle(order)
-        return order
-
     def step_indices(step: int) -> list[int]:
-        """The samples of an optimizer step (a step may straddle two epochs)."""
-        slots = range(step * run.batch_size, (step + 1) * run.batch_size)
-        return [epoch_order(slot // len(mine))[slot % len(mine)] for slot in slots]
+        """The samples of an optimizer step (`vfl.training.step_samples`: a resumed run sees the same ones)."""
+        return step_samples(step, run.batch_size, len(mine), run.seed)
 
     model.train()
     started = time.perf_counter()

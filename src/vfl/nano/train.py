@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -39,6 +38,7 @@ from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.nano.suite_v2 import loose_recognition, ocr_split
 from vfl.plots import plot_losses
 from vfl.runner import read_settings, refuse_other_settings
+from vfl.training import step_samples, torch_save_atomically
 
 
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
@@ -115,8 +115,7 @@ def cached(path: Path, build) -> dict:
     if path.exists():
         return torch.load(path)
     data = build()
-    torch.save(data, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
+    torch_save_atomically(data, path)
     return data
 
 
@@ -488,21 +487,16 @@ def _resume(checkpoint: Path, device, projector, model, optimizer, scheduler, cu
 
 
 def _cached_batch(data: dict, step: int, config: TrainConfig, pad: int):
-    """Step ``step``'s batch of a cached training set: its epoch's shuffled order, read on from the step's offset."""
-    n = len(data["ids"])
-    epoch, offset = divmod(step * config.batch_size, n)
-    order = list(range(n))
-    random.Random(config.seed * 1000 + epoch).shuffle(order)
-    return _batch(data, [order[(offset + i) % n] for i in range(config.batch_size)], pad, config.functions)
+    """Step ``step``'s batch of a cached training set (`vfl.training.step_samples`)."""
+    return _batch(data, step_samples(step, config.batch_size, len(data["ids"]), config.seed), pad, config.functions)
 
 
 def _save_checkpoint(checkpoint: Path, base, peft_model, language: dict, optimizer, scheduler, progress: dict) -> None:
     """Everything a resume needs to go on bit for bit, swapped in whole (a kill leaves the last one)."""
     proj_state, _ = trainable_state(base, peft_model)
-    torch.save({"projector": proj_state, "language": {n: p.detach().clone() for n, p in language.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress,
-                "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}, checkpoint.with_suffix(".tmp"))
-    os.replace(checkpoint.with_suffix(".tmp"), checkpoint)
+    torch_save_atomically({"projector": proj_state, "language": {n: p.detach().clone() for n, p in language.items()},
+                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress,
+                           "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}, checkpoint)
 
 
 def progress(weights: Path) -> tuple[int, int] | None:

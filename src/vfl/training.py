@@ -1,0 +1,35 @@
+"""What nano's training and `vfl lora` share: which samples each optimizer step holds, and checkpoint files
+written whole.
+
+Both draw a step's samples from epoch-wise seeded shuffles, so a resumed run sees the same samples in the same
+steps as one that was never stopped, and a step may straddle two epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The order of ``n`` samples in ``epoch``: a shuffle seeded by (seed, epoch) alone."""
+    order = list(range(n))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return order
+
+
+def step_samples(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """The samples of optimizer step ``step``: slots step*B .. step*B + B - 1 of the epochs laid end to end."""
+    slots = range(step * batch_size, (step + 1) * batch_size)
+    orders = {epoch: epoch_order(seed, epoch, n) for epoch in {slot // n for slot in slots}}
+    return [orders[slot // n][slot % n] for slot in slots]
+
+
+def torch_save_atomically(obj, path: Path) -> None:
+    """``torch.save`` into a side file renamed over ``path``: a kill leaves the old file or the new, never half."""
+    import torch
+
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
