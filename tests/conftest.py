@@ -11,7 +11,7 @@ import torch
 
 from vfl.models import adapter_for
 from vfl.models.tiny import build_tiny
-from vfl.nano.train import cpu_has_bf16
+from vfl.nano.precision import cpu_has_bf16
 
 torch.set_num_threads(2)
 # bf16 where this CPU has bf16 units (about 2x faster than fp32 there); elsewhere it is emulated, 20x slower

@@ -143,7 +143,7 @@ def test_loose_recognition_drops_the_binding_distractors_of_a_share_of_training_
 
     from vfl.nano.data import sample_maker
     from vfl.nano.suite_v2 import loose_recognition
-    from vfl.nano.train import training_sample
+    from vfl.nano.batches import training_sample
     from vfl.probes.questions import question_pair
 
     bound = 0

@@ -77,7 +77,7 @@ def test_streamed_samples_depend_on_seed_and_index_alone(suite):
     from vfl.probes.render import WORDS
     from vfl.nano.parts import smollm2_dir
     from vfl.nano.config import TrainConfig
-    from vfl.nano.train import StreamSamples, stream_batches
+    from vfl.nano.batches import stream_batches, StreamSamples
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
@@ -124,7 +124,7 @@ def test_align_functions_leaves_the_other_functions_samples_without_targets():
 
     from vfl.nano.model import build_processor
     from vfl.nano.parts import smollm2_dir
-    from vfl.nano.train import StreamSamples
+    from vfl.nano.batches import StreamSamples
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
@@ -140,7 +140,7 @@ def test_align_functions_leaves_the_other_functions_samples_without_targets():
 
 
 def test_a_function_named_twice_takes_two_slots_of_each_turn_with_its_own_samples():
-    from vfl.nano.train import stream_slot
+    from vfl.nano.batches import stream_slot
 
     once = ["recog", "count", "ground", "ocr"]
     assert [stream_slot(once, i) for i in range(9)] == [(once[i % 4], i // 4) for i in range(9)]
@@ -160,7 +160,7 @@ def test_without_the_shuffle_a_sample_has_256_image_tokens_of_14_px_each_with_it
 
     from vfl.nano.model import build_processor
     from vfl.nano.parts import smollm2_dir
-    from vfl.nano.train import StreamSamples
+    from vfl.nano.batches import StreamSamples
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
@@ -188,7 +188,7 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     from vfl.errors import VflError
     from vfl.nano.model import build_processor
     from vfl.nano.parts import smollm2_dir
-    from vfl.nano.train import StreamSamples, spelled, token_ids
+    from vfl.nano.batches import spelled, StreamSamples, token_ids
     from vfl.probes.questions import VOCABULARY
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
@@ -260,7 +260,7 @@ def test_answer_loss_runs_under_bf16_autocast_and_trains_the_projector():
     import torch
 
     from vfl.models.tiny import build_tiny
-    from vfl.nano.train import answer_loss
+    from vfl.nano.loss import answer_loss
 
     model, processor = build_tiny("llava")
     torch.manual_seed(0)
@@ -285,7 +285,7 @@ def test_eager_attention_gives_the_training_loss_and_gradients_of_sdpa():
     import torch
 
     from vfl.models.tiny import build_tiny
-    from vfl.nano.train import answer_loss
+    from vfl.nano.loss import answer_loss
 
     model, _ = build_tiny("llava")
     image = model.config.image_token_id
@@ -345,7 +345,7 @@ def test_answer_loss_adds_the_weighted_word_alignment_of_the_projected_tokens():
 
     from vfl.models.tiny import build_tiny
     from vfl.nano.align import NO_KIND, alignment_loss
-    from vfl.nano.train import answer_loss
+    from vfl.nano.loss import answer_loss
 
     model, _ = build_tiny("llava")
     image = model.config.image_token_id
@@ -384,7 +384,7 @@ def test_with_no_precision_given_a_cpu_run_takes_the_faster_by_a_timed_calibrati
     import torch
 
     from vfl.nano.config import TrainConfig
-    from vfl.nano.train import chosen_precision
+    from vfl.nano.precision import chosen_precision
 
     def loss_of(slower: str):
         def loss(batch, context):

@@ -38,7 +38,7 @@ from vfl.nano.align import GLYPHS, KINDS, NO_KIND, alignment_loss, cell_kinds, w
 from vfl.nano.config import IMAGE_SIZE, NanoSpec
 from vfl.nano.model import build_untrained, load_nano
 from vfl.nano.suite_v2 import make_question_sample
-from vfl.nano.train import vision_features
+from vfl.nano.batches import vision_features
 from vfl.probes.questions import INKS
 from vfl.probes.render import COLOURS, SHAPES
 

@@ -27,7 +27,8 @@ from vfl.models import nano_weights
 from vfl.nano.sample import FUNCTIONS
 from vfl.nano.config import NanoSpec
 from vfl.nano.model import apply_trained, build_untrained
-from vfl.nano.train import StreamSamples, collate, answer_loss, encoded
+from vfl.nano.batches import collate, encoded, StreamSamples
+from vfl.nano.loss import answer_loss
 
 
 def function_gradients(model, processor, spec: NanoSpec, params: str, n: int, seed: int,

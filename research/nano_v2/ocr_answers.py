@@ -36,7 +36,9 @@ from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.config import NanoSpec
 from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig
-from vfl.nano.train import padded, answer_loss, encoded, spells, token_ids, train
+from vfl.nano.batches import encoded, padded, spells, token_ids
+from vfl.nano.loss import answer_loss
+from vfl.nano.train import train
 from vfl.nano.suite_v2 import SPLITS, make_question_sample
 
 

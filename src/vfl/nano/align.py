@@ -69,7 +69,7 @@ def cell_kinds(scene, size: int, cell: int, letters: bool = False, words: bool =
 def word_vectors(tokenizer, embed: torch.nn.Embedding, letters: bool = False, words: bool = False) -> torch.Tensor:
     """(targets, width): each kind's mean input embedding of the tokens of " <colour> <shape>"; with
     ``letters``, then each `GLYPHS` entry's of " <ink>" and the letter's own token (the one a spelled OCR answer
-    writes, `vfl.nano.train.spelled`); with ``words``, then each of `WORDS`' tokens as its answer writes them
+    writes, `vfl.nano.batches.spelled`); with ``words``, then each of `WORDS`' tokens as its answer writes them
     (no leading space). SmolLM2 ties its input and output embeddings, so a token aligned there points the
     answer at the word it shows."""
     def mean(ids: list[int]) -> torch.Tensor:

@@ -23,7 +23,8 @@ from vfl.nano.config import NanoSpec
 from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.config import TrainConfig
-from vfl.nano.train import cached, train, training_set
+from vfl.nano.batches import cached, training_set
+from vfl.nano.train import train
 from vfl.runner import read_settings, refuse_other_settings
 
 
