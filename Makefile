@@ -1,6 +1,6 @@
 # Two commands a newcomer runs on a fresh machine; each sets up what it needs first.
 #   make demo   – locate the Vision Function Layers of a model and draw the curves
-#   make test   – the test suite (offline, CPU, about 15 minutes on 2 cores)
+#   make test   – the test suite (offline, CPU, about 10 minutes on 2 cores)
 # GPU: `make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu124"` installs a CUDA build
 # instead of the CPU one; then pass --device cuda to vfl commands.
 
