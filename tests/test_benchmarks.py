@@ -208,6 +208,16 @@ def test_mmvp_keeps_its_own_consecutive_pairs_whose_answers_differ(tmp_path):
     assert mmvp_choices("(a) Yes (b) No (c) Maybe") == ["Yes", "No", "Maybe"]
 
 
+def test_a_config_named_in_the_file_names_chooses_its_files(tmp_path):
+    folder = cv_bench(tmp_path / "cvb")
+    (folder / "2D" / "test-00000-of-00001.parquet").rename(folder / "test_2d.parquet")
+    (folder / "2D").rmdir()
+    (folder / "test_3d.parquet").write_bytes((folder / "test_2d.parquet").read_bytes())  # the 3D half beside it
+    probes_from("cv-bench", str(folder), tmp_path / "out")
+    source = json.loads((tmp_path / "out" / "source.json").read_text())
+    assert source["files"] == ["test_2d.parquet"] and source["rows_read"] == 5
+
+
 def test_limit_stops_at_that_many_pairs(tmp_path):
     probes = probes_from("cv-bench", str(cv_bench(tmp_path / "cvb")), tmp_path / "out", limit=1)
     source = json.loads((tmp_path / "out" / "source.json").read_text())

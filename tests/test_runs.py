@@ -186,3 +186,22 @@ def test_an_unknown_hub_id_is_looked_up_in_the_local_cache_only(tmp_path):
     result = run_cli("locate", "--model", "nobody/no-such-model", "--n", 1, "--size", 32, "--out", tmp_path / "out",
                      env=env)
     one_error_line(result, "not a hub id in the local cache (pass --download to fetch it)")
+
+
+def test_a_folder_swapped_in_whole_is_found_even_when_a_kill_falls_between_the_renames(tmp_path):
+    import os
+
+    from vfl.models import nano_weights
+    from vfl.runner import fresh_folder, swap_in, swapped_in
+
+    target = tmp_path / "run" / "weights"
+    for step in (1, 2):
+        fresh = fresh_folder(target)
+        fresh.mkdir(parents=True)
+        (fresh / "spec.json").write_text(f"{step}\n")
+        swap_in(fresh, target)
+        assert (target / "spec.json").read_text() == f"{step}\n" and not fresh.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["weights"]  # no .new or .old left behind
+    os.rename(target, target.with_name("weights.old"))  # a kill after swap_in's first rename
+    assert swapped_in(target) == target.with_name("weights.old")
+    assert nano_weights(f"nano:{tmp_path / 'run'}") == target.with_name("weights.old")

@@ -24,7 +24,7 @@ from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
 from vfl.metrics import SCORER_OF, score, wilson, yes_no_stats
 from vfl.models import Adapter
-from vfl.probes.schema import FUNCTIONS, check_fields, parse_function
+from vfl.probes.schema import FUNCTIONS, check_fields, check_string_lists, parse_function
 
 METRICS = {"number": "count", "yes-no": "recog", "box-iou": "ground", "exact": "ocr", "choice": "recog",
            "vqa-soft": "ocr", "contains": "ocr"}  # each metric's function, where a record names no function
@@ -58,10 +58,7 @@ def load_items(path: Path) -> list[Item]:
         if "metric" in record and record["metric"] not in METRICS:
             raise VflError(f"{path}:{lineno}: unknown metric {record['metric']!r}; choose from {', '.join(METRICS)}")
         function = parse_function(record["function"]) if "function" in record else METRICS[record["metric"]]
-        for key in ("accepted", "choices"):
-            value = record.get(key)
-            if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-                raise VflError(f"{path}:{lineno}: {key} must be a non-empty list of strings, got {value!r}")
+        check_string_lists(record, ("accepted", "choices"), f"{path}:{lineno}")
         image_path = Path(record["image"]) if Path(record["image"]).is_absolute() else path.parent / record["image"]
         image = read_image(image_path, f"{path}:{lineno}")
         metric = record.get("metric") or SCORER_OF[function]

@@ -9,7 +9,6 @@ those decoder layers of the language model, so the vision tower and projector ne
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -22,6 +21,7 @@ import torch
 from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.decision import load_vfls
+from vfl.runner import fresh_folder, swap_in
 from vfl.training import step_samples
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
@@ -348,21 +348,15 @@ def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRu
 
 
 def save_checkpoint(accelerator, out: Path, progress: str) -> None:
-    """The training state and its progress, replaced as a whole: written into a fresh folder, then swapped in
-    by renames, so a kill at any moment leaves one complete checkpoint (`last_checkpoint` finds it)."""
-    fresh, current, old = out / "checkpoint.new", out / "checkpoint", out / "checkpoint.old"
-    if accelerator.is_main_process:
-        shutil.rmtree(fresh, ignore_errors=True)
+    """The training state and its progress, replaced as a whole (`vfl.runner.swap_in`), so a kill at any moment
+    leaves one complete checkpoint (`last_checkpoint` finds it)."""
+    fresh = fresh_folder(out / "checkpoint", clear=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(fresh))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (fresh / "progress.json").write_text(progress)
-        if current.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(current, old)
-        os.rename(fresh, current)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(fresh, out / "checkpoint")
     accelerator.wait_for_everyone()
 
 

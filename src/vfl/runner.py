@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -85,11 +86,45 @@ def _write_lines(path: Path, records: list[dict], mode: str) -> None:
         os.fsync(handle.fileno())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file so that a reader or a kill never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+def replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(side_file)``, then the side file renamed over ``path``: a reader or a kill sees the old file or the
+    new, never half of one."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole text file so that a reader or a kill never sees half of it."""
+    replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def fresh_folder(target: Path, clear: bool = True) -> Path:
+    """The folder beside ``target`` to fill and then `swap_in`, cleared of any earlier attempt (by one process of
+    several that fill it together: ``clear`` on that one only)."""
+    fresh = Path(target).with_name(Path(target).name + ".new")
+    if clear:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return fresh
+
+
+def swap_in(fresh: Path, target: Path) -> None:
+    """Replace the folder ``target`` by ``fresh`` with two renames; a kill between them leaves the old one as
+    ``target.old``, which `swapped_in` finds. Checkpoints and weights a run rewrites as it goes use it."""
+    target = Path(target)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def swapped_in(target: Path) -> Path:
+    """``target``, or its old copy where a kill fell between `swap_in`'s two renames."""
+    target = Path(target)
+    old = target.with_name(target.name + ".old")
+    return old if not target.exists() and old.is_dir() else target
 
 
 class ResultLog:

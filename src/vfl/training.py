@@ -7,9 +7,10 @@ steps as one that was never stopped, and a step may straddle two epochs.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
+
+from vfl.runner import replace_file
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -27,9 +28,7 @@ def step_samples(step: int, batch_size: int, n: int, seed: int) -> list[int]:
 
 
 def torch_save_atomically(obj, path: Path) -> None:
-    """``torch.save`` into a side file renamed over ``path``: a kill leaves the old file or the new, never half."""
+    """``torch.save`` into a side file renamed over ``path`` (`vfl.runner.replace_file`)."""
     import torch
 
-    tmp = Path(path).with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    replace_file(path, lambda tmp: torch.save(obj, tmp))

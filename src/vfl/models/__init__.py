@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vfl.errors import VflError
+from vfl.runner import swapped_in
 from vfl.models.base import Adapter, Prompt
 from vfl.models.gemma3 import Gemma3Adapter
 from vfl.models.idefics3 import Idefics3Adapter
@@ -92,8 +93,9 @@ def nano_weights(spec: str) -> Path | None:
     if not spec.startswith("nano:"):
         return None
     folder = Path(spec.split(":", 1)[1])
-    if (folder / "weights" / "spec.json").is_file():
-        folder = folder / "weights"
+    weights = swapped_in(folder / "weights")  # a training run swaps its weights in whole as it goes
+    if (weights / "spec.json").is_file():
+        folder = weights
     if not (folder / "spec.json").is_file():
         raise VflError(f"{folder} holds no trained nano weights (spec.json); give a `vfl nano train` run folder")
     return folder

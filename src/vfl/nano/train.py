@@ -28,7 +28,7 @@ from vfl.nano.config import TrainConfig, saved_settings
 from vfl.nano.model import add_lora, build_untrained
 from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.plots import plot_losses
-from vfl.runner import read_settings, refuse_other_settings
+from vfl.runner import fresh_folder, read_settings, refuse_other_settings, swap_in
 from vfl.nano.batches import batch_of, cached, stream_batches, training_set
 from vfl.nano.loss import autocast_context, batch_loss
 from vfl.nano.precision import calibration_batch, chosen_precision, cpu_has_bf16
@@ -238,9 +238,8 @@ def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list
     curves so far (losses.json, function_losses.json, losses.png) and the time spent (timing.json), so that an
     unfinished run can be evaluated and watched while it trains. The folder is swapped in whole: a reader sees
     one step's weights, never a mix."""
-    weights, fresh, old = run / "weights", run / "weights.tmp", run / "weights.old"
-    for folder in (fresh, old):
-        shutil.rmtree(folder, ignore_errors=True)
+    weights = run / "weights"
+    fresh = fresh_folder(weights)
     fresh.mkdir()
     proj_state, lora_state = trainable_state(base, peft_model)
     half = {"projector": proj_state, "lora": lora_state,
@@ -250,10 +249,7 @@ def write_weights(run: Path, base, peft_model, config: TrainConfig, losses: list
             save_file({k: v.to(torch.float16).contiguous().cpu() for k, v in state.items()},
                       str(fresh / f"{name}.safetensors"))
     (fresh / "spec.json").write_text(json.dumps(asdict(config.spec), indent=2) + "\n")
-    if weights.exists():
-        weights.rename(old)
-    fresh.rename(weights)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(fresh, weights)
     (run / "losses.json").write_text(json.dumps(losses) + "\n")
     (run / "function_losses.json").write_text(json.dumps(function_losses) + "\n")
     (run / "timing.json").write_text(json.dumps({"steps": len(step_seconds), "seconds": round(sum(step_seconds), 1),

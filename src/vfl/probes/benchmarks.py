@@ -180,9 +180,7 @@ GROUNDING_QUESTION = "Locate {} in the image and give its bounding box."
 
 class RefCOCO(Pairer):
     def feed(self, row: Row):
-        expressions = row.fields["answer"]
-        expressions = [expressions] if isinstance(expressions, str) else list(expressions)
-        usable = [e for e in expressions if e.strip() and not SIDES & set(normalise(e).split())]
+        usable = [e for e in _strings(row.fields["answer"]) if e.strip() and not SIDES & set(normalise(e).split())]
         bbox = row.fields["bbox"]
         if not usable:
             self.unpaired["every expression says left or right (a mirror would make it wrong)"] += 1
@@ -196,6 +194,11 @@ class RefCOCO(Pairer):
                      box, mirrored_box(box, row.image.width), rows=(row.index, row.index))]
 
 
+def _strings(value) -> list[str]:
+    """A cell that holds one answer or a list of them, as a list of strings."""
+    return [value] if isinstance(value, str) else [str(v) for v in value or []]
+
+
 def _most_common(answers: list[str]) -> str:
     counts = Counter(vqa_normalise(a) for a in answers)
     best = max(counts.values())
@@ -206,16 +209,17 @@ class TextVQA(Pairer):
     NO_PARTNER = "no image with the same question and answers that do not overlap"
 
     def feed(self, row: Row):
-        answers = [str(a) for a in row.fields["answers"] or []]
+        answers = _strings(row.fields["answers"])
         if not any(vqa_normalise(a) for a in answers):
             self.unpaired["no answers"] += 1
             return []
 
         def fits(a: Row, b: Row):
-            return not ({vqa_normalise(x) for x in a.fields["answers"]} & {vqa_normalise(x) for x in b.fields["answers"]})
+            return not ({vqa_normalise(x) for x in _strings(a.fields["answers"])}
+                        & {vqa_normalise(x) for x in _strings(b.fields["answers"])})
 
         def make(a: Row, b: Row):
-            accepted_a, accepted_b = [str(x) for x in a.fields["answers"]], [str(x) for x in b.fields["answers"]]
+            accepted_a, accepted_b = _strings(a.fields["answers"]), _strings(b.fields["answers"])
             return Pair(a.fields["question"], _most_common(accepted_a), _most_common(accepted_b), a.image, b.image,
                         accepted_a=accepted_a, accepted_b=accepted_b, rows=(a.index, b.index))
 
@@ -231,20 +235,15 @@ class OCRBench(Pairer):
         if not kind.endswith("Recognition") or "Mathematical" in kind:
             self.unpaired[f"{kind}: not text recognition"] += 1
             return []
-        answers = row.fields["answer"]
-        answers = [answers] if isinstance(answers, str) else [str(a) for a in answers]
-
         def words(r: Row):
-            value = r.fields["answer"]
-            return {normalise(v) for v in ([value] if isinstance(value, str) else value)}
+            return {normalise(v) for v in _strings(r.fields["answer"])}
 
         def make(a: Row, b: Row):
-            accepted_a, accepted_b = ([x] if isinstance(x, str) else [str(v) for v in x]
-                                      for x in (a.fields["answer"], b.fields["answer"]))
+            accepted_a, accepted_b = _strings(a.fields["answer"]), _strings(b.fields["answer"])
             return Pair(a.fields["question"], accepted_a[0], accepted_b[0], a.image, b.image,
                         accepted_a=accepted_a, accepted_b=accepted_b, rows=(a.index, b.index))
 
-        if not any(a.strip() for a in answers):
+        if not any(a.strip() for a in _strings(row.fields["answer"])):
             self.unpaired["no answer"] += 1
             return []
         pair = self.match(row.fields["question"].strip(), row, lambda a, b: not words(a) & words(b), make,
@@ -323,11 +322,13 @@ def _datasets():
 
 def _data_files(folder: Path, config: str | None, split: str) -> tuple[str, list[Path]]:
     """The parquet (else arrow) files of a benchmark folder (a hub snapshot), narrowed to ``config``'s
-    sub-folder and to ``split``'s files where the folder has several."""
+    sub-folder or files (CV-Bench's test_2d.parquet) and to ``split``'s files where the folder has several."""
     for kind in ("parquet", "arrow"):
         files = sorted(folder.rglob(f"*.{kind}"))
         if config and any(config in f.relative_to(folder).parts[:-1] for f in files):
             files = [f for f in files if config in f.relative_to(folder).parts[:-1]]
+        elif config and any(config.lower() in re.split(r"[-_.]", f.name.lower()) for f in files):
+            files = [f for f in files if config.lower() in re.split(r"[-_.]", f.name.lower())]  # test_2d.parquet
         named = [f for f in files if re.match(rf"{re.escape(split)}\b|{re.escape(split)}[-_.]", f.name)]
         if named:
             files = named

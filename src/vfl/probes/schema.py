@@ -120,7 +120,12 @@ def check_record(record: dict, where: str) -> None:
     check_fields(record, TYPES, where, ("box_a", "box_b"))
     if record.get("scorer") is not None and record["scorer"] not in SCORERS:
         raise VflError(f"{where}: scorer must be one of {', '.join(SCORERS)}, got {json.dumps(record['scorer'])}")
-    for key in ("choices", "accepted_a", "accepted_b"):
+    check_string_lists(record, ("choices", "accepted_a", "accepted_b"), where)
+
+
+def check_string_lists(record: dict, keys, where: str) -> None:
+    """Refuse a record whose ``keys`` are neither null nor a non-empty list of strings, naming ``where``."""
+    for key in keys:
         value = record.get(key)
         if value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
             raise VflError(f"{where}: {key} must be a non-empty list of strings or null, got {json.dumps(value)}")
