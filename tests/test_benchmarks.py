@@ -245,9 +245,13 @@ def test_bad_sources_are_one_sentence(tmp_path):
                                                "lmms-lab/POPE, or pass --download"),
              (["pope", tmp_path / "empty"], "holds no parquet or arrow files and no `save_to_disk` output"),
              (["pope", tmp_path / "empty", "--limit", "0"], "--limit must be at least 1, got 0"),
-             (["squad", tmp_path], "invalid choice: 'squad'")]
+             (["squad", tmp_path], "invalid choice: 'squad'"),
+             (["pope", pope(tmp_path / "pope"), "--out", tmp_path / "pope" / "data" / "test-00000-of-00001.parquet"],
+              "cannot write into ")]
     for args, message in cases:
-        result = run_cli("probes", "from", *args, "--out", tmp_path / "out")
+        if "--out" not in args:
+            args = [*args, "--out", tmp_path / "out"]
+        result = run_cli("probes", "from", *args)
         assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-800:]
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
@@ -258,6 +262,9 @@ def test_probes_from_runs_end_to_end_and_locate_reads_its_output(tmp_path, tiny_
     made = run_cli("probes", "from", "pope", folder, "--out", tmp_path / "probes", "--seed", "0")
     assert made.returncode == 0, made.stderr[-1500:]
     assert "1 pair" in made.stdout and "3 rows left out" in made.stdout
+    again = run_cli("probes", "from", "pope", folder, "--out", tmp_path / "probes")  # a second run on one --out
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == \
+        f"vfl: error: {tmp_path / 'probes' / 'probes.jsonl'} exists; give another --out or remove it"
     run = run_cli("locate", "--model", tiny_llava_dir, "--probes", tmp_path / "probes" / "probes.jsonl",
                   "--out", tmp_path / "run", "--max-new-tokens", "3")
     assert run.returncode == 0, run.stderr[-1500:]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -421,6 +422,9 @@ def probes_from(name: str, path: str | None = None, out: str | Path = "probes", 
     out = Path(out)
     if (out / "probes.jsonl").exists():
         raise VflError(f"{out / 'probes.jsonl'} exists; give another --out or remove it")
+    existing = next(p for p in (out, *out.parents) if p.exists())  # nothing is written before the rows are read
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise VflError(f"cannot write into {out}: {existing} is {'a file' if not existing.is_dir() else 'not writable'}")
     data, source = open_rows(benchmark, path, split, config, download, seed)
     pairer, probes, rows, resized = benchmark.pairer(), [], 0, 0
     with tqdm(desc=f"probes from {name}", unit="row", dynamic_ncols=True) as bar:
