@@ -87,7 +87,9 @@ def page(title: str, parts: list[str]) -> str:
 
 def _probe_table(rows: list[dict], columns: list[str], functions: list[str], outcomes: list[str]) -> str:
     """The per-probe table: each row a dict with id, function, outcome, question, images and answer cells."""
-    options = lambda values: "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)  # noqa: E731
+    def options(values):
+        return "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
+
     controls = (f'<div class="controls">function <select id="fn" onchange="filter()"><option value="">all</option>'
                 f'{options(functions)}</select> outcome <select id="out" onchange="filter()"><option value="">all'
                 f'</option>{options(outcomes)}</select> <span id="shown">{len(rows)}</span> shown</div>')
