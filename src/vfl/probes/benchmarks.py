@@ -365,12 +365,21 @@ def open_rows(benchmark: Benchmark, path: str, split: str, config: str | None, d
         source.update(files=[str(f.relative_to(folder)) for f in files], fingerprint=digest(files), license=None)
     elif download:
         data = datasets.load_dataset(path, config, split=split, streaming=True)
-        source.update(revision=getattr(data.info, "version", None) and str(data.info.version),
-                      fingerprint=getattr(data, "_fingerprint", None), license=data.info.license or None)
+        source.update(revision=_hub_revision(path), license=data.info.license or None)
     else:
         raise VflError(f"{path} does not exist; give a local copy of {benchmark.dataset_id}, or pass --download to "
                        "read it from the Hugging Face hub")
     return (data if benchmark.ordered else shuffled(data, seed)), source
+
+
+def _hub_revision(dataset_id: str) -> str | None:
+    """The commit of the hub dataset read, where the hub says (metadata only: a failure here stops nothing)."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(dataset_id).sha
+    except Exception:  # noqa: BLE001 - offline, gated or renamed: the rows were read all the same
+        return None
 
 
 def shuffled(rows, seed: int, buffer: int = 64):
