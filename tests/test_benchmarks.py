@@ -286,14 +286,14 @@ def test_boxes_are_read_in_each_familys_convention(adapters):
     image = Image.new("RGB", (100, 70))
     probe = Probe("p", "ground", "Where?", "a.png", "b.png", "it", "it", [10, 7, 50, 35], [10, 7, 50, 35])
     qwen25 = adapters("qwen2_5_vl")
-    width, height = qwen25.model_image_size(image)
+    width, height = qwen25.model_image_size(image.size)
     unit = qwen25.processor.image_processor.patch_size * qwen25.processor.image_processor.merge_size
     assert (width, height) != (100, 70) and width % unit == height % unit == 0  # resized to whole merged patches
     said = f"[{10 * width / 100}, {7 * height / 70}, {50 * width / 100}, {35 * height / 70}]"
     assert qwen25.box_format == "pixel" and credit(qwen25, probe, "a", said, image) == 1.0
     assert credit(qwen25, probe, "a", "[10, 7, 50, 35]", image) == 0.0  # the image's own pixels are not its
     qwen2 = adapters("qwen2_vl")
-    assert qwen2.box_format == "thousand" and qwen2.model_image_size(image) is None
+    assert qwen2.box_format == "thousand" and qwen2.model_image_size(image.size) is None
     assert credit(qwen2, probe, "a", "[100, 100, 500, 500]", image) == 1.0
     assert credit(adapters("llava"), probe, "a", "[0.1, 0.1, 0.5, 0.5]", image) == 1.0
 
@@ -310,13 +310,13 @@ def test_eval_records_take_the_benchmark_scorers_and_report_soft_and_pope_number
     items = load_items(tmp_path / "eval.jsonl")
     assert [(i.function, i.metric) for i in items] == [("ocr", "vqa-soft"), ("recog", "choice"), ("recog", "yes-no")]
     assert items[0].accepted[-1] == "pepsi" and items[1].choices == ["Open", "Shut"]
-    records = [{"function": "ocr", "metric": "vqa-soft", "answer": "coke", "target": "coke", "credit": 2 / 3,
+    records = [{"function": "ocr", "scorer": "vqa-soft", "answer": "coke", "target": "coke", "credit": 2 / 3,
                 "correct": True},
-               {"function": "ocr", "metric": "vqa-soft", "answer": "fanta", "target": "coke", "credit": 0.0,
+               {"function": "ocr", "scorer": "vqa-soft", "answer": "fanta", "target": "coke", "credit": 0.0,
                 "correct": False},
-               {"function": "recog", "metric": "yes-no", "answer": "yes", "target": "yes", "credit": 1.0,
+               {"function": "recog", "scorer": "yes-no", "answer": "yes", "target": "yes", "credit": 1.0,
                 "correct": True},
-               {"function": "recog", "metric": "yes-no", "answer": "yes", "target": "no", "credit": 0.0,
+               {"function": "recog", "scorer": "yes-no", "answer": "yes", "target": "no", "credit": 0.0,
                 "correct": False}]
     summary = summarise(records)
     assert summary["ocr"]["accuracy"] == pytest.approx(1 / 3) and summary["ocr"]["ci"] is None

@@ -25,7 +25,6 @@ from vfl.errors import VflError
 from vfl.interventions import (Intervention, check_layers, check_pair, controls, custom_interventions, drop_sweep,
                                last_layers, narrowed,
                                prefill_pair, swap_answers, swap_sweep, sweep_interventions)
-from vfl.metrics import score
 from vfl.models import Adapter, adapter_for
 from vfl.probes.schema import Probe, check_probe_images, load_pair, load_probes
 
@@ -242,14 +241,12 @@ def locate(model, processor=None, probes=None, *, window: int = 1, sweep: str = 
 
 
 def credit(adapter: Adapter, probe: Probe, which: str, answer: str, image, box=None) -> float:
-    """The credit (0-1, `vfl.metrics.score`) ``answer`` earns as side ``which``'s answer to ``probe``, boxes read
-    in the model's own convention on ``image`` (``box``: the side's box where its image was resized)."""
+    """The credit (0-1, `Adapter.credit`) ``answer`` earns as side ``which``'s answer to ``probe`` on ``image``
+    (``box``: the side's box where its image was resized)."""
     target = probe.target(which)
     if box is not None:
         target["box"] = box
-    model_size = adapter.model_image_size(image) if target["scorer"] == "box-iou" else None
-    return score(answer=answer, box_format=adapter.box_format, image_size=image.size, model_size=model_size,
-                 **target)
+    return adapter.credit(answer, image.size, **target)
 
 
 def _score(logprobs: list[list[float]], row: int) -> dict:

@@ -187,6 +187,19 @@ def load_vfls(summary_path: Path, margin: int = 0) -> dict[str, list[int]]:
     return vfls
 
 
+def accuracy(records: list[dict]) -> dict:
+    """n, accuracy (the mean credit: TextVQA's soft accuracy where scored so; records from before credits count
+    1 where correct) and its 95% Wilson interval (none for soft credit); POPE's numbers where every record is
+    scored yes/no. Shared by `vfl drop`'s curve and `vfl eval`'s table."""
+    n, hits = len(records), sum(bool(r["correct"]) for r in records)
+    credits = [r.get("credit", float(bool(r["correct"]))) for r in records]
+    soft = any(c not in (0, 1) for c in credits)
+    row = {"n": n, "accuracy": sum(credits) / n if n else 0.0, "ci": None if soft else list(wilson(hits, n))}
+    if records and all(r.get("scorer") == "yes-no" for r in records):
+        row["yes_no"] = yes_no_stats([r["answer"] for r in records], [r["target"] for r in records])
+    return row
+
+
 def drop_summary(records: list[dict], model: str, num_layers: int) -> dict:
     by_function = defaultdict(lambda: defaultdict(list))
     for record in records:
@@ -195,13 +208,6 @@ def drop_summary(records: list[dict], model: str, num_layers: int) -> dict:
     for function in [f for f in FUNCTIONS if f in by_function]:
         curve = []
         for n in range(num_layers + 1):
-            mine = by_function[function].get(n, [])
-            rate = _rate(mine, "correct")
-            point = {"dropped": n, "n": rate["n"], "accuracy": rate["rate"], "ci": rate["ci"]}
-            if mine and any(r.get("credit", r["correct"]) not in (0, 1) for r in mine):  # soft credit (TextVQA)
-                point.update(accuracy=sum(r["credit"] for r in mine) / len(mine), ci=None)
-            if mine and all(r.get("scorer") == "yes-no" for r in mine):
-                point["yes_no"] = yes_no_stats([r["answer"] for r in mine], [r["target"] for r in mine])
-            curve.append(point)
+            curve.append({"dropped": n, **accuracy(by_function[function].get(n, []))})
         functions[function] = {"curve": curve}
     return {"model": model, "num_layers": num_layers, "functions": functions}

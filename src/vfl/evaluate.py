@@ -22,7 +22,8 @@ from vfl.errors import VflError
 from vfl.images import read_image
 from vfl.jsonl import json_objects
 from vfl.interventions import greedy_decode, prefill
-from vfl.metrics import SCORER_OF, score, wilson, yes_no_stats
+from vfl.decision import accuracy
+from vfl.metrics import SCORER_OF
 from vfl.models import Adapter
 from vfl.probes.schema import FUNCTIONS, check_fields, check_string_lists, parse_function
 
@@ -124,31 +125,18 @@ def evaluate(adapter: Adapter, items: list[Item], max_new_tokens: int = 32, batc
             bar.update(len(chunk))
     records = []
     for item, text in zip(items, said):
-        metric = item.metric or SCORER_OF[item.function]
-        model_size = adapter.model_image_size(item.image) if metric == "box-iou" else None
-        given = score(metric, text, item.answer, item.box, accepted=item.accepted, choices=item.choices,
-                      box_format=adapter.box_format, image_size=item.image.size, model_size=model_size)
-        records.append({"id": item.id, "function": item.function, "metric": metric, "question": item.question,
+        scorer = item.metric or SCORER_OF[item.function]
+        given = adapter.credit(text, item.image.size, scorer, item.answer, item.box, accepted=item.accepted,
+                               choices=item.choices)
+        records.append({"id": item.id, "function": item.function, "scorer": scorer, "question": item.question,
                         "answer": text, "target": item.answer, "credit": given, "correct": given >= 0.5})
     return summarise(records), records
 
 
 def summarise(records: list[dict]) -> dict:
-    """Per function: accuracy (the mean credit; TextVQA's soft accuracy where scored so), n and a 95% interval
-    (Wilson's of the answers with credit >= 0.5, where every credit is 0 or 1); POPE's numbers where every
-    answer is a yes or no."""
-    summary = {}
-    for function in FUNCTIONS:
-        mine = [r for r in records if r["function"] == function]
-        if not mine:
-            continue
-        hits, n = sum(r["correct"] for r in mine), len(mine)
-        row = {"accuracy": sum(r["credit"] for r in mine) / n, "n": n}
-        row["ci"] = list(wilson(hits, n)) if all(r["credit"] in (0, 1) for r in mine) else None
-        if all(r["metric"] == "yes-no" for r in mine):
-            row["yes_no"] = yes_no_stats([r["answer"] for r in mine], [r["target"] for r in mine])
-        summary[function] = row
-    return summary
+    """Per function: `vfl.decision.accuracy` of its records."""
+    return {function: accuracy(mine) for function in FUNCTIONS
+            if (mine := [r for r in records if r["function"] == function])}
 
 
 def table(summary: dict) -> str:

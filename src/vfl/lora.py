@@ -21,7 +21,7 @@ import torch
 from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.decision import load_vfls
-from vfl.runner import fresh_folder, swap_in
+from vfl.runner import fresh_folder, swap_in, swapped_in
 from vfl.training import step_samples
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
@@ -361,10 +361,10 @@ def save_checkpoint(accelerator, out: Path, progress: str) -> None:
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint (one killed between the two renames is still found under its old name)."""
-    for folder in (out / "checkpoint", out / "checkpoint.old"):
-        if (folder / "progress.json").exists():
-            return folder
+    """The newest complete checkpoint (`vfl.runner.swapped_in`: one killed between the renames is found too)."""
+    folder = swapped_in(out / "checkpoint")
+    if (folder / "progress.json").exists():
+        return folder
     if (out / "checkpoint").is_dir() and (out / "progress.json").exists():  # a run from before this layout
         shutil.copy2(out / "progress.json", out / "checkpoint" / "progress.json")
         return out / "checkpoint"

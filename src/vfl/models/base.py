@@ -118,10 +118,19 @@ class Adapter:
             raise VflError(f"the processor of this {self.family} model has no chat template")
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def model_image_size(self, image: Image.Image) -> tuple[int, int] | None:
-        """The (width, height) the processor resizes ``image`` to, where the family writes boxes in those pixels
-        ("pixel"); None where its boxes are relative (then the image's own size is what matters)."""
+    def model_image_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """The (width, height) the processor resizes an image of ``size`` to, where the family writes boxes in
+        those pixels ("pixel"); None where its boxes are relative (then the image's own size is what matters)."""
         return None
+
+    def credit(self, answer: str, image_size: tuple[int, int], scorer: str, target: str, box=None, **rest) -> float:
+        """`vfl.metrics.score` of ``answer`` (credit 0-1), boxes read in this family's convention on an image of
+        ``image_size``; ``rest``: the scorer's other arguments (other, accepted, choices)."""
+        from vfl.metrics import score
+
+        model_size = self.model_image_size(image_size) if scorer == "box-iou" else None
+        return score(scorer, answer, target, box, box_format=self.box_format, image_size=image_size,
+                     model_size=model_size, **rest)
 
     def build_prompt(self, image: Image.Image, question: str) -> Prompt:
         return self.prompt(self.processor(images=[image], text=[self.chat_text(question)], return_tensors="pt"))

@@ -7,6 +7,7 @@ the image as its processor resized it (a multiple of 28 px on each side), so tho
 """
 
 import torch
+from PIL import Image
 
 from vfl.models.base import Adapter
 
@@ -19,12 +20,15 @@ class Qwen2VLAdapter(Adapter):
     def box_format(self) -> str:
         return "thousand" if self.model.config.model_type == "qwen2_vl" else "pixel"
 
-    def model_image_size(self, image) -> tuple[int, int] | None:
+    def model_image_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
         if self.box_format != "pixel":
             return None
-        processor = self.processor.image_processor
-        grid = processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
-        return int(grid[2]) * processor.patch_size, int(grid[1]) * processor.patch_size
+        resized = self.__dict__.setdefault("_resized", {})  # by image size alone: once per size, not per answer
+        if size not in resized:
+            processor = self.processor.image_processor
+            grid = processor(images=[Image.new("RGB", size)], return_tensors="pt")["image_grid_thw"][0]
+            resized[size] = int(grid[2]) * processor.patch_size, int(grid[1]) * processor.patch_size
+        return resized[size]
 
     def positions(self, inputs) -> torch.Tensor:
         positions, _ = self.model.model.get_rope_index(
