@@ -134,15 +134,6 @@ def score(scorer: str, answer: str, target: str, box: list[float] | None = None,
     raise ValueError(f"unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
 
 
-def matches(function: str, answer: str, target: str, box: list[float] | None = None, *,
-            other: str | None = None, box_format: str = "unit", image_size: tuple[int, int] = (1, 1)) -> bool:
-    """Does ``answer`` give ``target`` by the function's own scorer (`SCORER_OF`; see `score`)?"""
-    if function not in SCORER_OF:
-        raise ValueError(f"unknown function {function!r}")
-    return score(SCORER_OF[function], answer, target, box, other=other, box_format=box_format,
-                 image_size=image_size) >= 0.5
-
-
 def yes_no_stats(said: list[str], truth: list[str]) -> dict:
     """POPE's numbers for yes/no answers: accuracy, precision, recall and F1 of "yes", and the share of yes."""
     picked = [parse_yes_no(s) for s in said]
