@@ -48,3 +48,21 @@ def test_bad_inputs_are_one_sentence(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = run_cli("compare", tmp_path / "x.json", "--names", "a,b", "--out", tmp_path / "out")
     assert result.returncode == 2 and "gives 2 names for 1 runs" in result.stderr
+
+
+def test_the_papers_reported_positions_come_first_marked_as_reported(tmp_path):
+    run = tmp_path / "a.json"
+    run.write_text(json.dumps(summary(30, 3, {"recog": [3, 4, 5], "count": [], "ground": [21, 22, 23]},
+                                          {"count": "distributed"})))
+    first, mine = compare([run], ["nano"], paper=True)["runs"]
+    assert first["reported"] and first["num_layers"] == 28 and "reported" not in mine
+    assert first["functions"]["count"]["depth"] == [12 / 28, 13 / 28] and first["functions"]["recog"]["vfl"][-1] == 10
+    assert first["order"] == ["recog", "count", "ground", "ocr"] and first["paper_order"] == "matches"
+    out = tmp_path / "out"
+    cli = run_cli("compare", run, "--names", "nano", "--paper", "--out", out)
+    assert cli.returncode == 0, cli.stderr
+    text = (out / "compare.md").read_text()
+    assert "| Qwen2.5-VL-7B (paper, reported) | 28 | – | layers 0-10 (0.00-0.39) |" in text and "not measured here" in text
+    assert "| nano | 30 | 3 | layers 3-5 (0.10-0.20) | distributed |" in text
+    plain = run_cli("compare", run, "--out", tmp_path / "plain")
+    assert "not measured here" not in (tmp_path / "plain" / "compare.md").read_text() and plain.returncode == 0

@@ -278,6 +278,9 @@ def _compare_command(commands) -> None:
     compare.add_argument("runs", type=Path, nargs="+", help="locate run folders or summary.json files")
     compare.add_argument("--names", default=None, help="comma-separated labels, one per run (None: model and window)")
     compare.add_argument("--out", type=Path, required=True, help="folder for compare.json, compare.md, compare.png")
+    compare.add_argument("--paper", action="store_true",
+                         help="add the paper's reported Qwen2.5-VL-7B positions as a reference row (approximate: "
+                              "recognition over layers 0-10, counting 12, grounding 18, OCR 22 of 28)")
 
 
 def _make_tiny_command(commands) -> None:
@@ -589,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             from vfl.compare import compare, table, write
 
-            result = compare(args.runs, args.names.split(",") if args.names else None)
+            result = compare(args.runs, args.names.split(",") if args.names else None, paper=args.paper)
             write(result, args.out)
             print(table(result))
             print(f"table: {args.out / 'compare.md'}\nplot: {args.out / 'compare.png'}")
