@@ -1,6 +1,6 @@
 """Benchmark: nano v2's training recipes, compared by measurement on the same streamed data.
 
-Each recipe trains on suite v2 (`vfl nano train --data stream --suite v2`) with the same steps, batch,
+Each recipe trains on one suite (`vfl nano train --data stream --suite v2`, or ``--suite v1``: nano v2's data) with the same steps, batch,
 seed and loss (``--loss-weights``), so every run sees the same samples; then each run's weights are scored, where they lie
 (`nano:RUN`), on held-out items of both suites (seed 1, ``--n`` per function, greedy), with 95% intervals.
 
@@ -53,12 +53,11 @@ from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.models import load
 from vfl.nano.data import held_out_items
-from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
+from vfl.nano.sample import FUNCTIONS
 from vfl.nano import parts
 from vfl.nano.config import NanoSpec
-from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig
+from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig, training_functions
 from vfl.nano.train import check_resumable, train, training_time
-from vfl.probes.schema import parse_functions
 
 RECIPES = {
     "projector": dict(lora_rank=0),
@@ -77,10 +76,11 @@ def recipe_config(name: str, args) -> TrainConfig:
     rank, layers = recipe.pop("lora_rank"), recipe.pop("vision_layers", args.vision_layers)
     spec = NanoSpec(vision_layers=layers, shuffle=recipe.pop("shuffle", 2), lora_rank=rank, lora_alpha=2 * rank)
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, save_every=args.save_every,
-                       spec=spec, data="stream", workers=args.workers, device=args.device, suite="v2",
+                       spec=spec, data="stream", workers=args.workers, device=args.device, suite=args.suite,
                        precision=args.precision, loss_weights=args.loss_weights, ocr_answers=args.ocr_answers,
-                       pseudo_words=args.pseudo_words, functions=parse_functions(args.functions, TRAINING_FUNCTIONS),
-                       loose_recognition=args.loose_recognition, align_words=args.align_words, **recipe)
+                       pseudo_words=args.pseudo_words, functions=training_functions(args.functions),
+                       loose_recognition=args.loose_recognition, align_words=args.align_words,
+                       align_functions=args.align_functions, **recipe)
 
 
 def _train_or_exit(run: Path, config: TrainConfig, threads: int) -> None:
@@ -192,13 +192,17 @@ def run() -> None:
     parser.add_argument("--align-words", type=float, default=1.0, metavar="WEIGHT",
                         help="weight of the image tokens' word alignment (vfl.nano.align): at 1, recognition alone "
                              "went from 0.45 to 0.93 on CPU (research/nano_v2/results/align_contrast_cpu.json); 0: none")
+    parser.add_argument("--suite", default="v2", choices=("v1", "v2"),
+                        help="the training data, and the probes of the locate runs (v1: nano v2's data)")
+    parser.add_argument("--align-functions", type=training_functions,
+                        default=None, help="with --align-words: align only these functions' samples (nano v2: recog)")
     parser.add_argument("--vision-layers", default="6,9,12", help="DINOv2 layers fed to the projector (but lora-579)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
     parser.add_argument("--eval-batch", type=int, default=64, help="items answered together (generate, left-padded)")
     parser.add_argument("--locate", type=int, default=40,
-                        help="v2 probes per function for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
+                        help="probes per function (of --suite) for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
     parser.add_argument("--window", type=int, default=3, help="the locate window")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="the longest answer eval and locate decode")
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))
@@ -265,11 +269,11 @@ def run() -> None:
     # a full fine-tune's language model is too large to copy off a lent GPU, so it is located there first
     for name in sorted(configs, key=lambda n: not configs[n].full):
         if not located(name):
-            probes = make_probes(FUNCTIONS, n=args.locate, suite="v2", out=args.out / "probes-v2")
+            probes = make_probes(FUNCTIONS, n=args.locate, suite=args.suite, out=args.out / f"probes-{args.suite}")
             locate(adapter(name), probes=probes, window=args.window, out=args.out / name / "locate",
                    max_new_tokens=args.max_new_tokens)
     if args.locate:
-        compared = compare([args.out / name / "locate" for name in configs], list(configs))
+        compared = compare([args.out / name / "locate" for name in configs], list(configs), paper=True)
         write_comparison(compared, args.out / "compare")
         print(comparison_table(compared))
     print("| recipe | suite | " + " | ".join(FUNCTIONS) + " | mean | train s | trained params |")

@@ -62,7 +62,8 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
         assert row["token_px"] == 28 and row["align_letters"] is False
     summary = json.loads((tmp_path / "projector" / "locate" / "summary.json").read_text())
     assert summary["window"] == 27 and set(summary["functions"]) == {"recog", "count", "ground", "ocr"}
-    assert json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"][0]["name"] == "projector"
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"]
+    assert [r["name"] for r in compared] == ["Qwen2.5-VL-7B (paper, reported)", "projector"]
     again = run_python(*command)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
@@ -75,11 +76,30 @@ def test_the_letters14_recipe_is_lora_on_256_tokens_of_14_px_with_letters_aligne
 
     args = Namespace(steps=1, batch_size=2, seed=0, save_every=1, workers=0, device="cpu", precision="fp32",
                      loss_weights=None, ocr_answers="letters", pseudo_words=0.5, functions="recog,count,ground,ocr",
-                     loose_recognition=0.0, align_words=1.0, vision_layers=[6, 9, 12])
+                     loose_recognition=0.0, align_words=1.0, vision_layers=[6, 9, 12], suite="v2",
+                     align_functions=None)
     lora, letters = recipe_config("lora", args), recipe_config("lora-letters14", args)
     assert (lora.spec.shuffle, lora.align_letters) == (2, False)
     assert (letters.spec.shuffle, letters.align_letters, letters.spec.lora_rank) == (1, True, 64)
     letters.check()
+
+
+def test_the_regimes_can_train_on_nano_v2s_data():
+    """Issue 15's regime study trains projector-only, LoRA and full fine-tuning on the data nano v2 was trained on:
+    suite v1, recognition twice, only recognition's objects aligned to their words."""
+    from argparse import Namespace
+
+    from nano_recipes import recipe_config
+
+    args = Namespace(steps=1, batch_size=2, seed=0, save_every=1, workers=0, device="cpu", precision="fp32",
+                     loss_weights=None, ocr_answers="tokens", pseudo_words=0.0, functions="recog,recog,count,ground,ocr",
+                     loose_recognition=0.0, align_words=1.0, vision_layers=[6, 9, 12], suite="v1",
+                     align_functions=["recog"])
+    for name in ("projector", "lora", "full"):
+        config = recipe_config(name, args)
+        config.check()
+        assert (config.suite, config.align_functions, config.functions) == ("v1", ["recog"], ["recog", "recog", "count", "ground", "ocr"])
+    assert recipe_config("full", args).full and not recipe_config("projector", args).spec.lora_rank
 
 
 def test_the_budget_is_the_slowest_recipes_median_step_and_is_kept(tmp_path, monkeypatch):
