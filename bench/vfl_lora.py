@@ -1,15 +1,20 @@
 """Benchmark: VFL-LoRA against full, reversed and random LoRA on nano (the paper's forgetting table).
 
-The in-domain skill is one nano is weak at but its counting function covers: counting 7 to 10
-objects (nano was trained on 1 to 6). Every variant trains with the same recipe, steps and seed
-on the same LLaVA-format data; only the decoder layers that carry LoRA differ:
+The in-domain skill (``--skill``) is one nano lacks but one of its functions covers:
 
-  vfl       the counting VFL from a `vfl locate` summary of nano
+  count-7-10     counting 7 to 10 objects (nano was trained on 1 to 6): the counting VFL
+  ocr-new-words  reading, in the style nano reads (suite v1: one word), the 35 words of suite v2's held-out
+                 vocabulary that nano's 60 training words do not include: the OCR VFL
+
+Every variant trains with the same recipe, steps and seed on the same LLaVA-format data; only the decoder
+layers that carry LoRA differ:
+
+  vfl       the skill's function's VFL from a `vfl locate` summary of nano
   all       every decoder layer (full LoRA)
   reversed  as many layers, the VFL mirrored in depth
   random    as many layers, random outside the VFL (seeded)
 
-Each variant is then measured on: in-domain (count 7-10, held-out seed), every function of nano's
+Each variant is then measured on: in-domain (the skill, held-out seed), every function of nano's
 own held-out suite (out of domain: what was forgotten), and a text-only set of short questions (the
 language model's own skills: greedy accuracy and the mean loss of the reference answers). Accuracies
 carry 95% Wilson intervals; `--seeds 0,1,2` repeats the whole comparison. Rows go to
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,10 +40,25 @@ from vfl.models import load
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS
 from vfl.nano.suite_v1 import make_sample
+from vfl.probes.questions import HELD_OUT
+from vfl.probes.render import WORDS
 from vfl.report import mean_sd
 
 RULES = ("vfl", "all", "reversed", "random")
-IN_DOMAIN = (7, 10)
+NEW_WORDS = tuple(w for w in HELD_OUT if w not in WORDS)
+
+
+@dataclass(frozen=True)
+class Skill:
+    """What the LoRA is taught: the function whose VFL it targets, and the options of suite v1's samples that
+    make the skill (training images from seed 100, in-domain evaluation from seed 101)."""
+    function: str
+    label: str
+    options: dict
+
+
+SKILLS = {"count-7-10": Skill("count", "count 7-10", {"counts": (7, 10)}),
+          "ocr-new-words": Skill("ocr", f"OCR of {len(NEW_WORDS)} new words", {"words": NEW_WORDS})}
 
 # The language model's own skills, asked without an image; answers SmolLM2-135M-Instruct gives untouched.
 TEXT_QA = [
@@ -63,17 +85,17 @@ TEXT_QA = [
 ]
 
 
-def write_training_set(folder: Path, n: int, seed: int) -> Path:
-    """``n`` counting samples of 7-10 objects as LLaVA conversation data (train.json + images/)."""
+def write_training_set(folder: Path, n: int, seed: int, skill: Skill) -> Path:
+    """``n`` samples of the skill as LLaVA conversation data (train.json + images/)."""
     path = folder / "train.json"
     if path.exists():
         return path
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        sample = make_sample("count", i, seed, counts=IN_DOMAIN)
+        sample = make_sample(skill.function, i, seed, **skill.options)
         sample.image.save(folder / "images" / f"{i:05d}.png")
-        records.append({"id": f"count-{i}", "image": f"images/{i:05d}.png", "conversations": [
+        records.append({"id": f"{skill.function}-{i}", "image": f"images/{i:05d}.png", "conversations": [
             {"from": "human", "value": "<image>\n" + sample.question}, {"from": "gpt", "value": sample.answer}]})
     path.write_text(json.dumps(records) + "\n")
     return path
@@ -102,9 +124,10 @@ def text_skills(adapter) -> dict:
 
 def measure(adapter, args) -> dict:
     adapter.model.eval()
-    in_domain, _ = evaluate(adapter, held_out_items(["count"], args.eval_n, 101, counts=IN_DOMAIN))
+    skill = SKILLS[args.skill]
+    in_domain, _ = evaluate(adapter, held_out_items([skill.function], args.eval_n, 101, **skill.options))
     ood, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.ood_n, 1))
-    return {"in_domain": in_domain["count"], "ood": ood, "text": text_skills(adapter)}
+    return {"in_domain": in_domain[skill.function], "ood": ood, "text": text_skills(adapter)}
 
 
 def cell(row: dict) -> str:
@@ -115,8 +138,8 @@ def ood_mean(row: dict) -> float:
     return sum(row["ood"][f]["accuracy"] for f in FUNCTIONS) / len(FUNCTIONS)
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| variant | seed | layers | trainable (share) | train s | in-domain count 7-10 | "
+def table(rows: list[dict], skill: Skill) -> str:
+    head = (f"| variant | seed | layers | trainable (share) | train s | in-domain {skill.label} | "
             + " | ".join(f"{f} (ood)" for f in FUNCTIONS) + " | ood mean | text acc | text loss |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -127,11 +150,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary(rows: list[dict]) -> str:
+def summary(rows: list[dict], skill: Skill) -> str:
     """The paper's shape: one line per variant, mean ± sd over seeds; forgetting is the fall of the
     out-of-domain mean from the untouched model's; then each seed's in-domain gap of VFL over full LoRA."""
     base = next((ood_mean(r) for r in rows if r["variant"] == "none"), None)
-    head = ("| variant | seeds | trainable (share) | in-domain count 7-10 | "
+    head = (f"| variant | seeds | trainable (share) | in-domain {skill.label} | "
             + " | ".join(f"{f} (ood)" for f in FUNCTIONS) + " | ood mean | forgetting | text acc |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for variant in ("none", *RULES):
@@ -156,7 +179,7 @@ def summary(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vfl", type=Path, required=True, help="summary.json of `vfl locate` on nano")
-    parser.add_argument("--function", default="count")
+    parser.add_argument("--skill", default="count-7-10", choices=SKILLS, help="what the LoRA is taught (see above)")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--train-n", type=int, default=400)
     parser.add_argument("--steps", type=int, default=60)
@@ -164,20 +187,26 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (raise it on a GPU)")
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
-    parser.add_argument("--out", type=Path, default=Path("runs/vfl-lora"))
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: runs/vfl-lora-SKILL)")
     parser.add_argument("--model", default="nano",
                         help="the base model: nano, or a trained run's weights as nano:DIR (`vfl nano train`)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    skill = SKILLS[args.skill]
+    args.out = args.out or Path(f"runs/vfl-lora-{args.skill}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
     rows = [r for _, r in json_objects(results, "results")] if results.exists() else []
+    other = {r.get("skill", "count-7-10") for r in rows} - {args.skill}
+    if other:
+        sys.exit(f"vfl_lora.py: error: {args.out} holds results of --skill {other.pop()}; use another --out")
     done = {(r["variant"], r["seed"]) for r in rows}
-    vfl = lora.vfl_layers(args.vfl, args.function)
-    samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, seed=100))
+    vfl = lora.vfl_layers(args.vfl, skill.function)
+    samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, 100, skill))
 
     def record(row: dict) -> None:
+        row = {"skill": args.skill, **row}
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -200,7 +229,7 @@ def main() -> None:
             record({"variant": rule, "seed": seed, "layers": ",".join(map(str, layers)),
                     "trainable": trainable["trainable"], "share": trainable["share"], "train_s": trainable["train_s"],
                     **measure(merged, args)})
-    text = table(rows) + "\n\n" + summary(rows)
+    text = table(rows, skill) + "\n\n" + summary(rows, skill)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 

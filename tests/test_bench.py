@@ -178,3 +178,23 @@ def test_scripts_outside_the_package_use_only_its_public_or_shared_names():
                     offending.append(f"{path.relative_to(ROOT)}: {node.value.id}.{node.attr}")
     assert len(list((ROOT / "research").rglob("*.py"))) >= 6
     assert not offending, offending
+
+
+def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_before(tmp_path):
+    """Counting 7-10 objects and reading 35 words nano never trained on, in suite v1's style; the saved H100 rows
+    (written before skills existed) summarise to the README's line for VFL-LoRA."""
+    import json
+
+    from vfl.probes.render import WORDS
+    from vfl_lora import NEW_WORDS, SKILLS, summary, write_training_set
+
+    assert len(NEW_WORDS) == 35 and not set(NEW_WORDS) & set(WORDS)
+    for name, expected in (("count-7-10", {str(n) for n in range(7, 11)}), ("ocr-new-words", set(NEW_WORDS))):
+        records = json.loads(write_training_set(tmp_path / name, 24, 100, SKILLS[name]).read_text())
+        answers = [r["conversations"][1]["value"] for r in records]
+        assert set(answers) <= expected and len(set(answers)) > 3
+        assert all((tmp_path / name / r["image"]).is_file() for r in records)
+    rows = [json.loads(line) for line in (ROOT / "bench" / "results" / "vfl_lora_h100_seeds012.jsonl").open()]
+    text = summary(rows, SKILLS["count-7-10"])
+    assert "| vfl | 3 | 3,907,584 (2.39%) | 0.518 ± 0.003 |" in text and "in-domain count 7-10" in text
+    assert "per seed: -0.115, -0.055, -0.070" in text

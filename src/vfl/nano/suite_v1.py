@@ -18,8 +18,9 @@ from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_b
 
 
 def make_sample(function: str, index: int, seed: int, size: int = 224,
-                counts: tuple[int, int] = (1, MAX_COUNT)) -> Sample:
-    """One sample; ``counts`` bounds the number of objects of a counting sample."""
+                counts: tuple[int, int] = (1, MAX_COUNT), words: tuple[str, ...] = WORDS) -> Sample:
+    """One sample; ``counts`` bounds the number of objects of a counting sample, ``words`` an OCR sample's
+    vocabulary (another one: a reading skill nano was not trained on, in the style it reads)."""
     rng = random.Random(f"nano:{function}:{seed}:{index}")
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 6)
@@ -41,7 +42,7 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
         return Sample(function, render_scene(things, size),
                       f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box, things)
     if function == "ocr":
-        word = rng.choice(WORDS)
+        word = rng.choice(words)
         font = int(size // 5 * rng.uniform(0.8, 1.2))
         offset = (rng.randint(-size // 10, size // 10), rng.randint(-size // 8, size // 8))
         ink = tuple(rng.randint(0, 80) for _ in range(3))
