@@ -47,3 +47,47 @@ def test_a_study_writes_its_table_and_skips_finished_variants_when_run_again(tmp
         f"vfl: error: {tmp_path / 'study'} holds a study with other settings (n_eval); "
         "use another --out, or delete the folder to start over")
     assert json.loads((tmp_path / "study" / "study.json").read_text()) == study
+
+
+@pytest.mark.slow  # three streamed variants trained and evaluated: 1-3 minutes on 2 cores
+
+def test_a_recipe_trains_every_variant_as_its_run_was_trained_but_for_the_encoder_layers(tmp_path):
+    """--recipe RUN: streamed data, word alignment of recognition alone and the LoRA come from the run's train.json;
+    each variant changes only the layers feeding the projector (and --steps)."""
+    from dataclasses import asdict
+
+    from conftest import CPU_PRECISION
+    from vfl.nano.config import NanoSpec, TrainConfig
+
+    recipe = TrainConfig(steps=500, batch_size=2, data="stream", suite="v1", functions=["recog", "count"],
+                         align_words=1.0, align_functions=["recog"], lm_start=0.5, precision=CPU_PRECISION,
+                         spec=NanoSpec(lora_rank=2, lora_alpha=4))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text(json.dumps({**asdict(recipe), "command": "vfl nano train ..."}))
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"representatives": {"shallow": 3, "deep": 12}}))
+    args = ["nano", "study", "--groups", groups, "--recipe", run, "--steps", 2, "--n", 1, "--out", tmp_path / "s"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name, layers in (("shallow-3", [3]), ("deep-12", [12]), ("fusion-3-12", [3, 12])):
+        trained = json.loads((tmp_path / "s" / name / "train.json").read_text())
+        assert trained["spec"] == {**asdict(recipe.spec), "vision_layers": layers}
+        assert {k: trained[k] for k in ("steps", "data", "align_functions", "functions", "lm_start")} == {
+            "steps": 2, "data": "stream", "align_functions": ["recog"], "functions": ["recog", "count"],
+            "lm_start": 0.5}
+        assert (tmp_path / "s" / name / "weights" / "lora.safetensors").is_file()
+    assert not (tmp_path / "s" / "features.pt").exists()  # streamed: no shared feature cache
+    refused = run_cli(*args, "--lora-rank", 4)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "vfl: error: --recipe sets the training data and model; drop --lora-rank")
+
+
+def test_the_shipped_nanos_train_json_reads_as_its_recipe():
+    from vfl.nano.config import recorded_config
+    from vfl.nano.model import WEIGHTS
+
+    recipe = recorded_config(WEIGHTS / "train.json")
+    recipe.check()
+    assert recipe.steps == json.loads((WEIGHTS / "train.json").read_text())["steps"]
+    assert recipe.spec.lora_rank == json.loads((WEIGHTS / "spec.json").read_text())["lora_rank"]

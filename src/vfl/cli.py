@@ -197,11 +197,14 @@ def _nano_command(commands) -> None:
                                     "the last layer and their fusion (resumes from --out)")
     study.add_argument("--groups", type=Path, required=True, help="groups.json from vfl vision-layers")
     study.add_argument("--out", type=Path, required=True, help="study folder (rerun to resume)")
-    study.add_argument("--steps", type=int, default=80, help="optimizer steps per variant")
-    study.add_argument("--per-function", type=int, default=320, help="training images per function")
+    study.add_argument("--recipe", type=Path, default=None,
+                       help="train every variant as this run was trained (its train.json, or a run folder; e.g. the "
+                            "shipped nano's src/vfl/nano/weights), but for the encoder layers (and --steps if given)")
+    study.add_argument("--steps", type=int, default=None, help="optimizer steps per variant (default 80, or the recipe's)")
+    study.add_argument("--per-function", type=int, default=None, help="training images per function (default 320)")
     study.add_argument("--n", type=int, default=40, help="held-out samples per function")
-    study.add_argument("--lora-rank", type=int, default=0, help="0: train the projector only")
-    study.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    study.add_argument("--lora-rank", type=int, default=None, help="0 (the default): train the projector only")
+    study.add_argument("--seed", type=int, default=None, help="data and initialisation seed (default 0)")
 
 
 def _eval_command(commands) -> None:
@@ -436,15 +439,31 @@ def _nano(args) -> None:
         summary, records = evaluate(load(spec, args.dtype, args.device), items, 32, args.batch_size)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":
-        from vfl.nano.study import StudyConfig, run_study, study_table
+        from vfl.nano.study import run_study, study_table
 
         for name in ("steps", "per_function", "n"):
-            if getattr(args, name) < 1:
+            if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-        config = StudyConfig(steps=args.steps, per_function=args.per_function, n_eval=args.n,
-                             lora_rank=args.lora_rank, seed=args.seed)
+        config = _study_config(args)
         print(study_table(run_study(args.groups, args.out, config)))
         print(f"table: {args.out / 'study.md'}\nplot: {args.out / 'study.png'}")
+
+
+def _study_config(args):
+    """`vfl nano study`'s settings: the default small recipe, or a run's own (--recipe)."""
+    from vfl.nano.config import recorded_config
+    from vfl.nano.study import StudyConfig
+
+    if args.recipe is None:
+        return StudyConfig(steps=args.steps or 80, per_function=args.per_function or 320, n_eval=args.n,
+                           lora_rank=args.lora_rank or 0, seed=args.seed or 0)
+    given = [f"--{n.replace('_', '-')}" for n in ("per_function", "lora_rank", "seed") if getattr(args, n) is not None]
+    if given:
+        raise VflError(f"--recipe sets the training data and model; drop {', '.join(given)}")
+    path = args.recipe / "train.json" if args.recipe.is_dir() else args.recipe
+    if not path.is_file():
+        raise VflError(f"--recipe {args.recipe}: no train.json there (give a `vfl nano train` run or its train.json)")
+    return StudyConfig.following(recorded_config(path), args.steps, args.n)
 
 
 def _lora(args) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vfl.errors import VflError
@@ -173,3 +173,12 @@ def saved_settings(path: Path) -> dict:
     at the defaults that reproduce the run."""
     recorded = {LEGACY.get(k, k): v for k, v in read_settings(path).items()}
     return {**json.loads(json.dumps(asdict(TrainConfig()))), **recorded}
+
+
+def recorded_config(path: Path) -> TrainConfig:
+    """The settings a run trained with (its train.json, e.g. the shipped nano's) as a TrainConfig, so that other
+    variants can be trained the same way; what only says how it was carried out (its command line) is left."""
+    settings = saved_settings(path)
+    spec = NanoSpec(**settings.pop("spec"))
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in settings.items() if k in known}, spec=spec)

@@ -3,15 +3,17 @@
 One nano variant per similarity group (its representative layer, from `vfl vision-layers`), one fed
 from the last layer, and one from a fusion of the representatives (their features concatenated into
 the projector: LLaVA's own multi-layer `vision_feature_layer`). Every variant gets the same data,
-recipe, seed and steps, then is evaluated per function on the same held-out samples. The encoder
-is frozen, so its features are computed once for all variants. Finished variants are skipped when
-the command runs again.
+recipe, seed and steps, then is evaluated per function on the same held-out samples. The recipe is a
+small projector-only one by default, or a run's own (``recipe``: the settings of its train.json, e.g. the
+shipped nano's, streamed data included), changed only in the encoder layers. The encoder is frozen, so
+cached features are computed once for all variants. Finished variants are skipped when the command runs
+again.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +39,23 @@ class StudyConfig:
     lora_rank: int = 0  # 0: projector only, so the variants differ only in what the projector reads
     seed: int = 0
     eval_seed: int = 1
+    recipe: dict | None = None  # a run's TrainConfig (asdict): each variant trains so, but for its layers and steps
+
+    def variant(self, layers: list[int]) -> TrainConfig:
+        """How the variant fed from ``layers`` trains."""
+        if self.recipe is not None:
+            recipe = TrainConfig(**{**self.recipe, "spec": NanoSpec(**self.recipe["spec"])})
+            return replace(recipe, steps=self.steps, spec=replace(recipe.spec, vision_layers=layers))
+        spec = NanoSpec(vision_layers=layers, lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank)
+        return TrainConfig(per_function=self.per_function, steps=self.steps, batch_size=self.batch_size,
+                           seed=self.seed, spec=spec)
+
+    @classmethod
+    def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int) -> StudyConfig:
+        """A study whose variants train as ``recipe`` does (for ``steps``, or the recipe's own)."""
+        return cls(steps=steps or recipe.steps, per_function=recipe.per_function, n_eval=n_eval,
+                   batch_size=recipe.batch_size, lora_rank=recipe.spec.lora_rank, seed=recipe.seed,
+                   recipe=json.loads(json.dumps(asdict(recipe))))
 
 
 def read_groups(path: Path) -> dict[str, int]:
@@ -91,21 +110,20 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})
-    data = _training_data(out, config, needed)
+    streamed = config.variant(needed).data == "stream"
+    data = None if streamed else _training_data(out, config, needed)
     items = held_out_items(FUNCTIONS, config.n_eval, config.eval_seed)
     results = {}
     for name, layers in chosen.items():
         folder = out / name
         result_file = folder / "eval.json"
         if not result_file.exists():
-            spec = NanoSpec(vision_layers=layers, lora_rank=config.lora_rank, lora_alpha=2 * config.lora_rank)
-            train_config = TrainConfig(per_function=config.per_function, steps=config.steps,
-                                       batch_size=config.batch_size, seed=config.seed, spec=spec)
-            variant_data = {"ids": data["ids"], "labels": data["labels"],
-                            "features": torch.cat([data["layers"][k] for k in layers], dim=-1)}
+            train_config = config.variant(layers)
+            variant_data = None if streamed else {"ids": data["ids"], "labels": data["labels"],
+                                                  "features": torch.cat([data["layers"][k] for k in layers], dim=-1)}
             print(f"training variant {name}: encoder layers {layers}")
             weights = train(folder, train_config, variant_data)
-            summary, records = _evaluate(spec, weights, items)
+            summary, records = _evaluate(train_config.spec, weights, items)
             with (folder / "eval.records.jsonl").open("w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
             result_file.write_text(json.dumps({"layers": layers, "functions": summary}, indent=2) + "\n")
