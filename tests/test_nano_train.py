@@ -465,3 +465,29 @@ def test_nano_train_flags_are_the_config_fields_with_their_help_and_defaults():
                                  loss_weights={"recog": 2.0}, spec=NanoSpec(vision_layers=[5, 7], lora_alpha=32))
     assert from_options(parser.parse_args(["nano", "train", "--out", "x"]), TrainConfig, spec=NanoSpec()) == \
         TrainConfig()  # the command's defaults are the config's
+
+
+def test_a_run_can_start_from_a_finished_runs_weights(tmp_path):
+    """--init: the projector and LoRA start as the named run's (so a step at a vanishing rate leaves them bit for
+    bit), train.json records their digest, and weights of another model are refused in one sentence."""
+    common = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION]
+    made = run_cli(*common, "--steps", 2, "--lora-rank", 4, "--out", tmp_path / "first")
+    assert made.returncode == 0, made.stderr[-2000:]
+    frozen = [*common, "--steps", 1, "--lm-start", 0, "--lr-projector", 1e-30, "--lr-lm", 1e-30]
+    again = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "first", "--out", tmp_path / "second")
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in ("projector.safetensors", "lora.safetensors"):
+        before, after = load_file(tmp_path / "first" / "weights" / name), load_file(tmp_path / "second" / "weights" / name)
+        assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    recorded = json.loads((tmp_path / "second" / "train.json").read_text())
+    assert recorded["init"] == str(tmp_path / "first") and len(recorded["init_sha256"]) == 16
+    fresh = run_cli(*frozen, "--lora-rank", 4, "--out", tmp_path / "fresh")  # without --init: starts elsewhere
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert not (load_file(tmp_path / "fresh" / "weights" / "projector.safetensors")["linear_1.weight"]
+                == load_file(tmp_path / "second" / "weights" / "projector.safetensors")["linear_1.weight"]).all()
+    other = run_cli(*frozen, "--lora-rank", 8, "--init", tmp_path / "first", "--out", tmp_path / "x")
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1] == (
+        f"vfl: error: --init {tmp_path / 'first'} holds another model: lora_alpha 8 there, 16 here, "
+        "lora_rank 4 there, 8 here")
+    missing = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "nowhere", "--out", tmp_path / "y")
+    assert missing.returncode == 2 and "no trained nano weights there" in missing.stderr

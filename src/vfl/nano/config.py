@@ -110,6 +110,10 @@ class TrainConfig:
     align_functions: list[str] | None = option(
         None, read=training_functions, help="with --align-words: align only these functions' samples (e.g. recog); "
                                             "none: every sample whose image shows objects or words")
+    init: str | None = option(None, read=str,
+                              help="start from these trained weights (a `vfl nano train` run, its weights/, or "
+                                   "src/vfl/nano/weights) instead of a fresh projector and LoRA: to keep training a "
+                                   "finished run on a new schedule (their model must be this one)")
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -162,10 +166,27 @@ class TrainConfig:
                            f"{sorted(set(self.align_functions) - set(self.functions))}")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
+        if self.init is not None:
+            init_weights(self.init, self.spec)
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
         if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
             raise VflError(f"--loss-weights takes non-negative weights of {', '.join(TRAINING_FUNCTIONS)}, "
                            f"got {self.loss_weights}")
+
+
+def init_weights(path: str | Path, spec: NanoSpec) -> Path:
+    """The weights folder ``--init`` names (a run folder or its weights/), refused unless trained for ``spec``."""
+    folder = Path(path) / "weights" if (Path(path) / "weights" / "spec.json").is_file() else Path(path)
+    if not (folder / "spec.json").is_file() or not (folder / "projector.safetensors").is_file():
+        raise VflError(f"--init {path}: no trained nano weights there (spec.json and projector.safetensors)")
+    trained = NanoSpec(**json.loads((folder / "spec.json").read_text()))
+    if trained != spec:
+        differ = sorted(k for k, v in asdict(trained).items() if asdict(spec)[k] != v)
+        raise VflError(f"--init {path} holds another model: " + ", ".join(
+            f"{k} {getattr(trained, k)} there, {getattr(spec, k)} here" for k in differ))
+    if (folder / "language_model.safetensors").exists():
+        raise VflError(f"--init {path} is a full fine-tune; --init continues a projector or LoRA run")
+    return folder
 
 
 def saved_settings(path: Path) -> dict:

@@ -93,6 +93,14 @@ def add_lora(model, spec: NanoSpec):
 
 def apply_trained(model, spec: NanoSpec, weights: Path):
     """Load the trained projector and merge the trained LoRA into the language model."""
+    peft_model = add_lora(model, spec) if (weights / "lora.safetensors").exists() else None
+    load_trained(model, peft_model, weights)
+    return (peft_model.merge_and_unload() if peft_model is not None else model).eval()
+
+
+def load_trained(model, peft_model, weights: Path) -> None:
+    """A run's trained weights, unmerged: the projector and a full fine-tune's language model into ``model``, the
+    LoRA into ``peft_model`` (``model`` wrapped by `add_lora`)."""
     from peft import set_peft_model_state_dict
 
     model.model.multi_modal_projector.load_state_dict(load_file(str(weights / "projector.safetensors")))
@@ -101,12 +109,11 @@ def apply_trained(model, spec: NanoSpec, weights: Path):
         model.model.language_model.load_state_dict(load_file(str(language_file)))
     lora_file = weights / "lora.safetensors"
     if lora_file.exists():
-        peft_model = add_lora(model, spec)
+        if peft_model is None:
+            raise VflError(f"{weights} holds a LoRA, but the model it is loaded into has none (--lora-rank 0)")
         result = set_peft_model_state_dict(peft_model, load_file(str(lora_file)))
         if result.unexpected_keys:
             raise VflError(f"{lora_file} does not fit nano's LoRA ({result.unexpected_keys[:3]} ...)")
-        model = peft_model.merge_and_unload()
-    return model.eval()
 
 
 def load_nano(weights: Path = WEIGHTS, dtype=torch.float32, device: str = "cpu"):

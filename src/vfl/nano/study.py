@@ -52,7 +52,9 @@ class StudyConfig:
 
     @classmethod
     def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int) -> StudyConfig:
-        """A study whose variants train as ``recipe`` does (for ``steps``, or the recipe's own)."""
+        """A study whose variants train as ``recipe`` does (for ``steps``, or the recipe's own), each from fresh
+        weights: a variant reads other encoder layers, so no run's projector (``--init``) fits it."""
+        recipe = replace(recipe, init=None)
         return cls(steps=steps or recipe.steps, per_function=recipe.per_function, n_eval=n_eval,
                    batch_size=recipe.batch_size, lora_rank=recipe.spec.lora_rank, seed=recipe.seed,
                    recipe=json.loads(json.dumps(asdict(recipe))))

@@ -23,9 +23,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vfl.errors import VflError
+from vfl.fingerprint import digest
 from vfl.nano.align import word_vectors
-from vfl.nano.config import TrainConfig, saved_settings
-from vfl.nano.model import add_lora, build_untrained
+from vfl.nano.config import TrainConfig, init_weights, saved_settings
+from vfl.nano.model import add_lora, build_untrained, load_trained
 from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.plots import plot_losses
 from vfl.runner import fresh_folder, read_settings, refuse_other_settings, swap_in
@@ -76,7 +77,7 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
 
 
 # how a run is carried out or was started, not what it trains: a resume may change them
-RESUME_FREE = ("save_every", "workers", "command", "calibration")
+RESUME_FREE = ("save_every", "workers", "command", "calibration", "init_sha256")
 
 
 def check_resumable(run: Path, config: TrainConfig) -> None:
@@ -104,6 +105,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
         data = data if data is not None else _data(run, base, processor, config)
         data.setdefault("per_function", config.per_function)
     peft_model, projector, language = _trainable(base, config, device)
+    if config.init is not None:  # where the run starts; a checkpoint, if any, replaces it below
+        load_trained(base, peft_model, init_weights(config.init, config.spec))
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
                                    {"params": list(language.values()), "lr": config.lr_lm}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
@@ -154,7 +157,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
 
 def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, torch.device]:
     """The settings checked against the device and any run already in ``run``, and recorded in its train.json
-    (a resume keeps the precision calibration it began with)."""
+    (a resume keeps the precision calibration it began with, and the digest of the --init weights it began from)."""
     from vfl.models import check_device
 
     config.check()
@@ -163,7 +166,11 @@ def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, t
     check_resumable(run, config)
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
-    kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items() if k == "calibration"}
+    kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items()
+            if k in ("calibration", "init_sha256")}
+    if config.init is not None and "init_sha256" not in kept:
+        folder = init_weights(config.init, config.spec)  # which weights it began from, by content
+        kept["init_sha256"] = digest(sorted(folder.glob("*.safetensors")) + [folder / "spec.json"])
     settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
                                    indent=2) + "\n")
     device = torch.device(config.device)
