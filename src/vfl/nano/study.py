@@ -4,10 +4,10 @@ One nano variant per similarity group (its representative layer, from `vfl visio
 from the last layer, and one from a fusion of the representatives (their features concatenated into
 the projector: LLaVA's own multi-layer `vision_feature_layer`). Every variant gets the same data,
 recipe, seed and steps, then is evaluated per function on the same held-out samples. The recipe is a
-small projector-only one by default, or a run's own (``recipe``: the settings of its train.json, e.g. the
-shipped nano's, streamed data included), changed only in the encoder layers. The encoder is frozen, so
-cached features are computed once for all variants. Finished variants are skipped when the command runs
-again.
+small projector-only one by default, whose variants share encoder features computed once (the encoder is
+frozen), or a run's own (``recipe``: the settings of its train.json, e.g. the shipped nano's), changed only
+in the encoder layers, each variant trained as `vfl nano train` trains it. Finished variants are skipped
+when the command runs again.
 """
 
 from __future__ import annotations
@@ -112,8 +112,10 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})
-    streamed = config.variant(needed).data == "stream"
-    data = None if streamed else _training_data(out, config, needed)
+    # the default recipe's variants share one feature cache; a run's recipe (its suite, functions, answers,
+    # streamed or cached data) is trained by `train` itself, variant by variant
+    shared = config.recipe is None
+    data = _training_data(out, config, needed) if shared else None
     items = held_out_items(FUNCTIONS, config.n_eval, config.eval_seed)
     results = {}
     for name, layers in chosen.items():
@@ -121,8 +123,8 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
         result_file = folder / "eval.json"
         if not result_file.exists():
             train_config = config.variant(layers)
-            variant_data = None if streamed else {"ids": data["ids"], "labels": data["labels"],
-                                                  "features": torch.cat([data["layers"][k] for k in layers], dim=-1)}
+            variant_data = {"ids": data["ids"], "labels": data["labels"],
+                            "features": torch.cat([data["layers"][k] for k in layers], dim=-1)} if shared else None
             print(f"training variant {name}: encoder layers {layers}")
             weights = train(folder, train_config, variant_data)
             summary, records = _evaluate(train_config.spec, weights, items)
