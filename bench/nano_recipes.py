@@ -1,6 +1,7 @@
 """Benchmark: nano v2's training recipes, compared by measurement on the same streamed data.
 
-Each recipe trains on one suite (`vfl nano train --data stream --suite v2`, or ``--suite v1``: nano v2's data) with the same steps, batch,
+Each recipe trains on one suite (`vfl nano train --data stream --suite v2`, or ``--suite v1``: nano v2's data)
+with the same steps, batch,
 seed and loss (``--loss-weights``), so every run sees the same samples; then each run's weights are scored, where they lie
 (`nano:RUN`), on held-out items of both suites (seed 1, ``--n`` per function, greedy), with 95% intervals.
 
@@ -202,7 +203,8 @@ def run() -> None:
     parser.add_argument("--n", type=int, default=200, help="held-out items per function and suite")
     parser.add_argument("--eval-batch", type=int, default=64, help="items answered together (generate, left-padded)")
     parser.add_argument("--locate", type=int, default=40,
-                        help="probes per function (of --suite) for `vfl locate` on each recipe, then `vfl compare` (0: skip)")
+                        help="probes per function (of --suite) for `vfl locate` on each recipe, then `vfl compare` "
+                             "(0: skip)")
     parser.add_argument("--window", type=int, default=3, help="the locate window")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="the longest answer eval and locate decode")
     parser.add_argument("--out", type=Path, default=Path("runs/recipes"))

@@ -477,7 +477,8 @@ def test_a_run_can_start_from_a_finished_runs_weights(tmp_path):
     again = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "first", "--out", tmp_path / "second")
     assert again.returncode == 0, again.stderr[-2000:]
     for name in ("projector.safetensors", "lora.safetensors"):
-        before, after = load_file(tmp_path / "first" / "weights" / name), load_file(tmp_path / "second" / "weights" / name)
+        before = load_file(tmp_path / "first" / "weights" / name)
+        after = load_file(tmp_path / "second" / "weights" / name)
         assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
     recorded = json.loads((tmp_path / "second" / "train.json").read_text())
     assert recorded["init"] == str(tmp_path / "first") and len(recorded["init_sha256"]) == 16

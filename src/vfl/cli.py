@@ -200,7 +200,8 @@ def _nano_command(commands) -> None:
     study.add_argument("--recipe", type=Path, default=None,
                        help="train every variant as this run was trained (its train.json, or a run folder; e.g. the "
                             "shipped nano's src/vfl/nano/weights), but for the encoder layers (and --steps if given)")
-    study.add_argument("--steps", type=int, default=None, help="optimizer steps per variant (default 80, or the recipe's)")
+    study.add_argument("--steps", type=int, default=None,
+                       help="optimizer steps per variant (default 80, or the recipe's)")
     study.add_argument("--per-function", type=int, default=None, help="training images per function (default 320)")
     study.add_argument("--n", type=int, default=40, help="held-out samples per function")
     study.add_argument("--lora-rank", type=int, default=None, help="0 (the default): train the projector only")
