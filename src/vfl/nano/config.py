@@ -199,7 +199,10 @@ def saved_settings(path: Path) -> dict:
 def recorded_config(path: Path) -> TrainConfig:
     """The settings a run trained with (its train.json, e.g. the shipped nano's) as a TrainConfig, so that other
     variants can be trained the same way; what only says how it was carried out (its command line) is left."""
-    settings = saved_settings(path)
-    spec = NanoSpec(**settings.pop("spec"))
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in settings.items() if k in known}, spec=spec)
+    return config_from(saved_settings(path))
+
+
+def config_from(settings: dict) -> TrainConfig:
+    """A TrainConfig from its settings as JSON holds them (``asdict``): the spec rebuilt, other keys left out."""
+    known = {f.name for f in fields(TrainConfig)} - {"spec"}
+    return TrainConfig(**{k: v for k, v in settings.items() if k in known}, spec=NanoSpec(**settings["spec"]))

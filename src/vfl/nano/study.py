@@ -21,7 +21,7 @@ import torch
 from vfl.errors import VflError
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS
-from vfl.nano.config import NanoSpec
+from vfl.nano.config import NanoSpec, config_from
 from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.config import TrainConfig
@@ -44,7 +44,7 @@ class StudyConfig:
     def variant(self, layers: list[int]) -> TrainConfig:
         """How the variant fed from ``layers`` trains."""
         if self.recipe is not None:
-            recipe = TrainConfig(**{**self.recipe, "spec": NanoSpec(**self.recipe["spec"])})
+            recipe = config_from(self.recipe)
             return replace(recipe, steps=self.steps, spec=replace(recipe.spec, vision_layers=layers))
         spec = NanoSpec(vision_layers=layers, lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank)
         return TrainConfig(per_function=self.per_function, steps=self.steps, batch_size=self.batch_size,
