@@ -225,3 +225,27 @@ def test_align_tokens_scores_letter_tokens_by_glyph_letter_and_ink():
     assert scores["tokens"] == 2 and scores["nearest_is_glyph"] == 0.5  # the second is blue b, read as red b
     assert scores["nearest_has_letter"] == 1.0 and scores["nearest_has_ink"] == 0.5
     assert scores["chance_glyph"] == round(1 / len(GLYPHS), 3)
+
+
+def test_compare_evals_applies_the_ship_rule_per_function_on_the_same_items(tmp_path, capsys):
+    """The candidate beats only where its Wilson interval lies wholly above the shipped one's; the paired counts
+    see item by item; files with other items are refused in one sentence."""
+    import json
+
+    import compare_evals
+
+    def records(rights: dict[str, int], n: int = 100) -> list[dict]:
+        return [{"id": f"{f}-{i}", "function": f, "correct": i < rights[f]} for f in rights for i in range(n)]
+
+    candidate = records({"recog": 90, "count": 55, "ground": 90, "ocr": 90})
+    shipped = records({"recog": 50, "count": 50, "ground": 50, "ocr": 50})
+    result = compare_evals.compare(candidate, shipped)
+    assert {f: r["beats"] for f, r in result["functions"].items()} == {
+        "recog": True, "count": False, "ground": True, "ocr": True}
+    assert result["beats_all"] is False
+    assert (result["functions"]["recog"]["gains"], result["functions"]["recog"]["losses"]) == (40, 0)
+    assert compare_evals.compare(records({f: 90 for f in "recog count ground ocr".split()}), shipped)["beats_all"]
+    for path, rows in (("a.jsonl", candidate), ("b.jsonl", shipped[:-1])):
+        (tmp_path / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert compare_evals.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 2
+    assert "different items" in capsys.readouterr().err
