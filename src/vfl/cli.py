@@ -167,6 +167,7 @@ def _drop_command(commands) -> None:
 def _nano_command(commands) -> None:
     """`vfl nano` and its actions."""
     from vfl.nano.config import NanoSpec, TrainConfig
+    from vfl.nano.sample import HELD_OUT_SEED
     from vfl.nano.suite_v2 import SPLITS
 
     nano = _command(commands, "nano", "the offline reference model").add_subparsers(dest="action", required=True)
@@ -180,7 +181,8 @@ def _nano_command(commands) -> None:
     nano_ship.add_argument("run", type=Path, help="the run folder (weights/, train.json, losses.json)")
     nano_eval = _command(nano, "eval", "nano's held-out accuracy per function")
     nano_eval.add_argument("--n", type=int, default=200, help="held-out samples per function")
-    nano_eval.add_argument("--seed", type=int, default=1, help="held-out seed (training uses 0)")
+    nano_eval.add_argument("--seed", type=int, default=HELD_OUT_SEED,
+                           help="held-out seed (training refuses it; it uses 0 unless told)")
     nano_eval.add_argument("--out", type=Path, help="write the accuracies as JSON here")
     nano_eval.add_argument("--suite", default="v1", choices=("v1", "v2"),
                            help="held-out items of this suite (v2: OCR of words never trained on)")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from vfl.errors import VflError
-from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
+from vfl.nano.sample import FUNCTIONS, HELD_OUT_SEED, TRAINING_FUNCTIONS
 from vfl.options import function_weights, int_list, option
 from vfl.probes.generate import SUITES, check_suite
 from vfl.runner import read_settings
@@ -168,6 +168,8 @@ class TrainConfig:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
         if self.init is not None:
             init_weights(self.init, self.spec)
+        if self.seed == HELD_OUT_SEED:
+            raise VflError(f"--seed {HELD_OUT_SEED} draws the held-out items `vfl nano eval` scores; train with another seed")
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
         if unknown or any(w < 0 for w in (self.loss_weights or {}).values()):
             raise VflError(f"--loss-weights takes non-negative weights of {', '.join(TRAINING_FUNCTIONS)}, "

@@ -11,6 +11,8 @@ FUNCTIONS = ("recog", "count", "ground", "ocr")
 # a dense lesson in binding that a yes/no answer gives one bit of (`vfl.nano.suite_v2.describe_sample`), and
 # lookups by content, the shapes of one colour or the colours of one shape (`vfl.nano.suite_v2.which_sample`)
 TRAINING_FUNCTIONS = FUNCTIONS + ("describe", "which")
+# the seed whose samples `vfl nano eval` scores: training on it would train on the test items
+HELD_OUT_SEED = 1
 
 
 @dataclass

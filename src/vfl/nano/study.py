@@ -20,7 +20,7 @@ import torch
 
 from vfl.errors import VflError
 from vfl.nano.data import held_out_items
-from vfl.nano.sample import FUNCTIONS
+from vfl.nano.sample import FUNCTIONS, HELD_OUT_SEED
 from vfl.nano.config import NanoSpec, config_from
 from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
@@ -38,7 +38,7 @@ class StudyConfig:
     batch_size: int = 16
     lora_rank: int = 0  # 0: projector only, so the variants differ only in what the projector reads
     seed: int = 0
-    eval_seed: int = 1
+    eval_seed: int = HELD_OUT_SEED
     recipe: dict | None = None  # a run's TrainConfig (asdict): each variant trains so, but for its layers and steps
 
     def variant(self, layers: list[int]) -> TrainConfig:
