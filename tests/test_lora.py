@@ -192,3 +192,20 @@ def test_a_step_holds_the_next_slots_of_the_seeded_epochs_laid_end_to_end():
     assert step_samples(0, 4, 10, 3) == first[:4] and step_samples(1, 4, 10, 3) == first[4:8]
     assert step_samples(2, 4, 10, 3) == first[8:] + second[:2]  # a step straddles two epochs
     assert step_samples(7, 4, 10, 3) == epoch_order(3, 2, 10)[8:] + epoch_order(3, 3, 10)[:2]
+
+
+def test_both_trainers_warm_up_from_the_first_step_then_fall_by_a_cosine_to_zero():
+    """`vfl lora` and `vfl nano train` share one schedule; nano's language model joins it at --lm-start."""
+    import math
+
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.train import _schedules
+    from vfl.training import warmup_cosine
+
+    factor = warmup_cosine(0.1, 100)  # 10 steps up, 90 down
+    assert [factor(s) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]  # the first step already moves
+    assert factor(10) == 1.0 and math.isclose(factor(55), 0.5) and factor(99) < 1e-3
+    assert warmup_cosine(0.0, 5)(0) == 1.0  # no warm-up asked: one step of it all the same
+    projector, language = _schedules(TrainConfig(steps=100, warmup=0.1, lm_start=0.3))
+    assert [projector(s) for s in range(100)] == [factor(s) for s in range(100)]
+    assert all(language(s) == 0 for s in range(30)) and all(language(s) == factor(s) for s in range(30, 100))

@@ -22,7 +22,7 @@ from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.decision import load_vfls
 from vfl.runner import fresh_folder, swap_in, swapped_in
-from vfl.training import step_samples
+from vfl.training import step_samples, warmup_cosine
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
 from vfl.probes.schema import check_record
@@ -278,14 +278,13 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
 def _train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun, out: Path) -> Path | None:
     from accelerate import Accelerator
     from tqdm import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(run.seed)
     model = add_vfl_lora(adapter, layers, run.rank, run.alpha, run.dropout)
     count, share = trainable_share(model)
     accelerator = Accelerator(cpu=adapter.device.type == "cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=0.0)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(run.warmup * run.steps)), run.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(run.warmup, run.steps))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if accelerator.is_main_process:
         print(f"LoRA on layers {layers}: {count:,} trainable parameters ({100 * share:.2f}% of {count / share:,.0f})")

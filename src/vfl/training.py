@@ -1,5 +1,5 @@
-"""What nano's training and `vfl lora` share: which samples each optimizer step holds, and checkpoint files
-written whole.
+"""What nano's training and `vfl lora` share: which samples each optimizer step holds, the learning-rate
+schedule, and checkpoint files written whole.
 
 Both draw a step's samples from epoch-wise seeded shuffles, so a resumed run sees the same samples in the same
 steps as one that was never stopped, and a step may straddle two epochs.
@@ -7,8 +7,10 @@ steps as one that was never stopped, and a step may straddle two epochs.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
+from typing import Callable
 
 from vfl.runner import replace_file
 
@@ -25,6 +27,19 @@ def step_samples(step: int, batch_size: int, n: int, seed: int) -> list[int]:
     slots = range(step * batch_size, (step + 1) * batch_size)
     orders = {epoch: epoch_order(seed, epoch, n) for epoch in {slot // n for slot in slots}}
     return [orders[slot // n][slot % n] for slot in slots]
+
+
+def warmup_cosine(warmup: float, steps: int) -> Callable[[int], float]:
+    """The rate's factor at each step (for `torch.optim.lr_scheduler.LambdaLR`): a linear rise over the first
+    ``warmup`` share of the steps (at least one; the first step already moves), then a cosine fall to zero."""
+    rising = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < rising:
+            return (step + 1) / rising
+        return 0.5 * (1 + math.cos(math.pi * (step - rising) / max(1, steps - rising)))
+
+    return factor
 
 
 def torch_save_atomically(obj, path: Path) -> None:

@@ -10,7 +10,6 @@ timed calibration). A checkpoint, the weights as they stand and the loss curve a
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import sys
@@ -33,7 +32,7 @@ from vfl.runner import fresh_folder, read_settings, refuse_other_settings, swap_
 from vfl.nano.batches import batch_of, cached, stream_batches, training_set
 from vfl.nano.loss import autocast_context, batch_loss
 from vfl.nano.precision import calibration_batch, chosen_precision, cpu_has_bf16
-from vfl.training import step_samples, torch_save_atomically
+from vfl.training import step_samples, torch_save_atomically, warmup_cosine
 
 
 SHIP_LIMIT = 50 * 2 ** 20  # bytes of weights the package may carry
@@ -51,14 +50,8 @@ def _schedules(config: TrainConfig):
     """Learning-rate factors of the projector and the LoRA: warmup then cosine; the LoRA is held at zero
     for the first `lm_start` share of the steps, so the language model cannot learn to answer from
     priors alone before the projector carries the image."""
-    warmup = max(1, int(config.warmup * config.steps))
+    projector = warmup_cosine(config.warmup, config.steps)
     lora_from = int(config.lm_start * config.steps)
-
-    def projector(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
 
     def lora(step: int) -> float:
         return 0.0 if step < lora_from else projector(step)
