@@ -22,7 +22,7 @@ from vfl.errors import VflError
 from vfl.jsonl import check_file, json_kind, json_objects, read_json
 from vfl.decision import load_vfls
 from vfl.runner import fresh_folder, swap_in, swapped_in
-from vfl.training import step_samples, warmup_cosine
+from vfl.training import answer_cross_entropy, step_samples, warmup_cosine
 from vfl.models import Adapter
 from vfl.models.base import TEXT_KEYS
 from vfl.probes.schema import check_record
@@ -228,11 +228,7 @@ def collate(examples: list[tuple[dict, torch.Tensor]], pad_id: int) -> list[tupl
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss over each row's answer tokens (labels != -100), one value per row."""
-    targets = labels[:, 1:]
-    logits = logits[:, :-1].transpose(1, 2)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision is summed in float32
-    losses = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
-    return losses.sum(1) / (targets != -100).sum(1).clamp(min=1)
+    return answer_cross_entropy(labels, lambda chosen: logits[:, :-1][chosen])[1]
 
 
 # -- training --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from vfl.nano.align import alignment_loss
 from vfl.nano.batches import encoded
 from vfl.nano.config import TrainConfig
 from vfl.nano.sample import TRAINING_FUNCTIONS
+from vfl.training import answer_cross_entropy
 
 
 def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor | None = None, alignment=None):
@@ -24,13 +25,7 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
     mask = (ids == model.config.image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]).to(embeds.dtype))
     hidden = inner.language_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
-    targets = labels[:, 1:]
-    chosen = targets != -100
-    logits = model.lm_head(hidden[:, :-1][chosen])
-    per_token = torch.nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="none")
-    rows = chosen.nonzero()[:, 0]
-    per_sample = torch.zeros(ids.shape[0], device=per_token.device).index_add_(0, rows, per_token)
-    per_sample = per_sample / chosen.sum(1).clamp(min=1)
+    per_token, per_sample = answer_cross_entropy(labels, lambda chosen: model.lm_head(hidden[:, :-1][chosen]))
     if weights is None:
         loss = per_token.mean()
     else:
