@@ -468,9 +468,12 @@ def test_nano_train_flags_are_the_config_fields_with_their_help_and_defaults():
         TrainConfig()  # the command's defaults are the config's
 
 
-def test_a_run_can_start_from_a_finished_runs_weights(tmp_path):
+def test_a_run_can_start_from_a_finished_runs_weights(tmp_path, capsys):
     """--init: the projector and LoRA start as the named run's (so a step at a vanishing rate leaves them bit for
-    bit), train.json records their digest, and weights of another model are refused in one sentence."""
+    bit), train.json records their digest and the earlier run's settings (shipping says both commands), and
+    weights of another model are refused in one sentence."""
+    from vfl.nano.train import ship
+
     common = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION]
     made = run_cli(*common, "--steps", 2, "--lora-rank", 4, "--out", tmp_path / "first")
     assert made.returncode == 0, made.stderr[-2000:]
@@ -483,6 +486,12 @@ def test_a_run_can_start_from_a_finished_runs_weights(tmp_path):
         assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
     recorded = json.loads((tmp_path / "second" / "train.json").read_text())
     assert recorded["init"] == str(tmp_path / "first") and len(recorded["init_sha256"]) == 16
+    first = json.loads((tmp_path / "first" / "train.json").read_text())
+    assert recorded["init_run"] == {**first, "steps_trained": 2}  # the stage before, command and all
+    ship(tmp_path / "second" / "weights", tmp_path / "shipped")
+    said = capsys.readouterr().out.splitlines()
+    assert said[1:] == ["  " + first["command"], "  " + recorded["command"]]  # how to train it again, stage by stage
+    assert "--out " + str(tmp_path / "first") in said[1] and "--init " + str(tmp_path / "first") in said[2]
     fresh = run_cli(*frozen, "--lora-rank", 4, "--out", tmp_path / "fresh")  # without --init: starts elsewhere
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert not (load_file(tmp_path / "fresh" / "weights" / "projector.safetensors")["linear_1.weight"]

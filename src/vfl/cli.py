@@ -412,13 +412,11 @@ def _nano(args) -> None:
         weights = train(args.out, config, command=shlex.join(["vfl", *sys.argv[1:]]))
         if args.ship:
             ship(weights, WEIGHTS)
-            print(f"shipped into {WEIGHTS}")
     elif args.action == "ship":
         from vfl.nano.model import WEIGHTS
         from vfl.nano.train import ship
 
         ship(args.run / "weights", WEIGHTS)  # refuses a folder that is no finished run
-        print(f"shipped {args.run} into {WEIGHTS}")
     elif args.action == "eval":
         from vfl.evaluate import check_batch_size, evaluate
         from vfl.models import check_device, load, nano_weights

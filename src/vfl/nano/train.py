@@ -70,7 +70,23 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
 
 
 # how a run is carried out or was started, not what it trains: a resume may change them
-RESUME_FREE = ("save_every", "workers", "command", "calibration", "init_sha256")
+RESUME_FREE = ("save_every", "workers", "command", "calibration", "init_sha256", "init_run")
+
+
+def init_run(weights: Path) -> dict | None:
+    """The train.json of the run whose ``weights`` a run starts from (with ``steps_trained``), so that a run
+    trained in stages records every stage's command: its own ``init_run`` holds the stage before it."""
+    for folder in (weights, weights.parent):
+        if (folder / "train.json").is_file() and (folder / "losses.json").is_file():
+            steps = len(json.loads((folder / "losses.json").read_text()))
+            return {**read_settings(folder / "train.json"), "steps_trained": steps}
+    return None
+
+
+def retrain_commands(settings: dict) -> list[str]:
+    """The recorded commands that trained a run (its train.json's settings), first stage to last."""
+    earlier = retrain_commands(settings["init_run"]) if settings.get("init_run") else []
+    return earlier + ([settings["command"]] if settings.get("command") else [])
 
 
 def check_resumable(run: Path, config: TrainConfig) -> None:
@@ -150,7 +166,7 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
 
 def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, torch.device]:
     """The settings checked against the device and any run already in ``run``, and recorded in its train.json
-    (a resume keeps the precision calibration it began with, and the digest of the --init weights it began from)."""
+    (a resume keeps the precision calibration it began with, and what the --init weights it began from were)."""
     from vfl.models import check_device
 
     config.check()
@@ -160,10 +176,12 @@ def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, t
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
     kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items()
-            if k in ("calibration", "init_sha256")}
+            if k in ("calibration", "init_sha256", "init_run")}
     if config.init is not None and "init_sha256" not in kept:
         folder = init_weights(config.init, config.spec)  # which weights it began from, by content
         kept["init_sha256"] = digest(sorted(folder.glob("*.safetensors")) + [folder / "spec.json"])
+        if (earlier := init_run(folder)) is not None:
+            kept["init_run"] = earlier
     settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
                                    indent=2) + "\n")
     device = torch.device(config.device)
@@ -280,3 +298,6 @@ def ship(weights: Path, target: Path) -> None:
                                                         "losses.png", "timing.json"))):
         if source.exists():
             shutil.copy2(source, target / source.name)
+    commands = retrain_commands(read_settings(target / "train.json"))
+    print(f"shipped {weights.parent} into {target}; trained by:" if commands else
+          f"shipped {weights.parent} into {target}", *commands, sep="\n  ")
