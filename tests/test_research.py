@@ -249,3 +249,9 @@ def test_compare_evals_applies_the_ship_rule_per_function_on_the_same_items(tmp_
         (tmp_path / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert compare_evals.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 2
     assert "different items" in capsys.readouterr().err
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shipped))
+    assert compare_evals.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 0  # counting does not beat
+    assert compare_evals.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--check"]) == 1
+    assert compare_evals.main([str(tmp_path / "b.jsonl"), str(tmp_path / "b.jsonl"), "--check",
+                               "--out", str(tmp_path / "same.json")]) == 1
+    assert json.loads((tmp_path / "same.json").read_text())["functions"]["ocr"]["p_paired"] == 1.0

@@ -4,7 +4,9 @@ seed); per function this prints each accuracy with its 95% Wilson interval, whet
 wholly above the shipped one's (the rule), and the exact paired test over the items the two answer differently
 (a finer view the rule does not use). Writes the rows as JSON with --out.
 
-    python research/nano_v2/compare_evals.py RUN.records.jsonl SHIPPED.records.jsonl [--out beats.json]
+    python research/nano_v2/compare_evals.py RUN.records.jsonl SHIPPED.records.jsonl [--out beats.json] [--check]
+
+`ship_check.sh RUN` runs both evaluations, this comparison, and ships RUN only where it beats.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("candidate", type=Path, help="the run's `vfl nano eval` records (.records.jsonl)")
     parser.add_argument("shipped", type=Path, help="the shipped nano's records on the same items")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--check", action="store_true", help="exit 1 unless the candidate beats it on all four")
     args = parser.parse_args(argv)
     try:
         result = compare(*([record for _, record in json_objects(path, what)]
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return 1 if args.check and not result["beats_all"] else 0
 
 
 if __name__ == "__main__":
