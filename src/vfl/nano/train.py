@@ -299,5 +299,4 @@ def ship(weights: Path, target: Path) -> None:
         if source.exists():
             shutil.copy2(source, target / source.name)
     commands = retrain_commands(read_settings(target / "train.json"))
-    print(f"shipped {weights.parent} into {target}; trained by:" if commands else
-          f"shipped {weights.parent} into {target}", *commands, sep="\n  ")
+    print("\n  ".join([f"shipped {weights.parent} into {target}" + ("; trained by:" if commands else ""), *commands]))
