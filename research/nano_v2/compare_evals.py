@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from vfl.decision import NAMES
+from vfl.decision import NAMES, accuracy
 from vfl.errors import VflError
 from vfl.jsonl import json_objects
-from vfl.metrics import paired_p_value, wilson
+from vfl.metrics import paired_p_value
 from vfl.probes.schema import FUNCTIONS
 
 
@@ -33,13 +33,11 @@ def compare(candidate: list[dict], shipped: list[dict]) -> dict:
         ids = [i for i, r in ours.items() if r["function"] == function]
         if not ids:
             continue
-        a = sum(bool(ours[i]["correct"]) for i in ids)
-        b = sum(bool(theirs[i]["correct"]) for i in ids)
+        a, b = (accuracy([records[i] for i in ids]) for records in (ours, theirs))  # as `vfl nano eval` scores
         gains = sum(bool(ours[i]["correct"]) and not theirs[i]["correct"] for i in ids)
         losses = sum(bool(theirs[i]["correct"]) and not ours[i]["correct"] for i in ids)
-        ci_a, ci_b = wilson(a, len(ids)), wilson(b, len(ids))
-        rows[function] = {"n": len(ids), "candidate": a / len(ids), "candidate_ci": list(ci_a),
-                          "shipped": b / len(ids), "shipped_ci": list(ci_b), "beats": ci_a[0] > ci_b[1],
+        rows[function] = {"n": len(ids), "candidate": a["accuracy"], "candidate_ci": a["ci"],
+                          "shipped": b["accuracy"], "shipped_ci": b["ci"], "beats": a["ci"][0] > b["ci"][1],
                           "gains": gains, "losses": losses, "p_paired": paired_p_value(gains, losses)}
     return {"functions": rows, "beats_all": len(rows) == len(FUNCTIONS) and all(r["beats"] for r in rows.values())}
 
