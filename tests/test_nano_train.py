@@ -502,3 +502,15 @@ def test_a_run_can_start_from_a_finished_runs_weights(tmp_path, capsys):
         "lora_rank 4 there, 8 here")
     missing = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "nowhere", "--out", tmp_path / "y")
     assert missing.returncode == 2 and "no trained nano weights there" in missing.stderr
+
+
+def test_the_commands_of_a_staged_run_come_first_to_last_and_say_where_a_stage_was_cut():
+    from vfl.nano.train import retrain_commands
+
+    first = {"command": "vfl nano train --out a", "steps": 100, "steps_trained": 60}
+    second = {"command": "vfl nano train --out b --init a", "steps": 50, "steps_trained": 50, "init_run": first}
+    third = {"command": "vfl nano train --out c --init b", "steps": 10, "init_run": second}
+    assert retrain_commands(third) == [
+        "vfl nano train --out a  # the next stage began from its weights at step 60 of 100",
+        "vfl nano train --out b --init a", "vfl nano train --out c --init b"]
+    assert retrain_commands({"steps": 320}) == []  # the shipped v1 nano's train.json predates recorded commands

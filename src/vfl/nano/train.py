@@ -84,9 +84,15 @@ def init_run(weights: Path) -> dict | None:
 
 
 def retrain_commands(settings: dict) -> list[str]:
-    """The recorded commands that trained a run (its train.json's settings), first stage to last."""
+    """The recorded commands that trained a run (its train.json's settings), first stage to last; a stage the
+    next one began from before it finished says at which step."""
     earlier = retrain_commands(settings["init_run"]) if settings.get("init_run") else []
-    return earlier + ([settings["command"]] if settings.get("command") else [])
+    if not settings.get("command"):
+        return earlier
+    stopped = settings.get("steps_trained", settings["steps"])
+    note = f"  # the next stage began from its weights at step {stopped} of {settings['steps']}" \
+        if stopped < settings["steps"] else ""
+    return earlier + [settings["command"] + note]
 
 
 def check_resumable(run: Path, config: TrainConfig) -> None:
