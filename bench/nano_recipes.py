@@ -52,7 +52,7 @@ from vfl.compare import compare, write as write_comparison, table as comparison_
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
-from vfl.models import load
+from vfl.models import device_name, load
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS
 from vfl.nano import parts
@@ -151,12 +151,6 @@ def trained_parameters(weights: Path) -> int:
         with safe_open(str(path), "pt") as handle:
             total += sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys())
     return total
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{device} ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 
 import torch
-from nano_recipes import device_name
 
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
-from vfl.models import load
+from vfl.models import device_name, load
 from vfl.nano.data import held_out_items
 from vfl.nano.config import NanoSpec
 from vfl.nano.config import OCR_ANSWERS, PRECISIONS, TrainConfig

@@ -38,6 +38,13 @@ def adapter_for(model, processor) -> Adapter:
     raise VflError(f"{type(model).__name__} is not supported; supported classes: {', '.join(SUPPORTED)}")
 
 
+def device_name(device: str) -> str:
+    """What a result records of the device it was measured on: the GPU's name, or the CPU threads used."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
 def check_device(device: str) -> None:
     """Refuse a device this torch build cannot use, in one sentence."""
     try:
