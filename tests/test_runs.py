@@ -188,6 +188,14 @@ def test_an_unknown_hub_id_is_looked_up_in_the_local_cache_only(tmp_path):
     one_error_line(result, "not a hub id in the local cache (pass --download to fetch it)")
 
 
+@pytest.mark.parametrize("spec", ["missing-model-dir/", "./missing", "runs/llava/missing"])
+def test_a_model_path_that_does_not_exist_is_told_so_not_sent_to_the_hub(tmp_path, spec):
+    result = run_cli("locate", "--model", tmp_path / spec if spec.startswith("missing") else spec, "--n", 1,
+                     "--size", 32, "--out", tmp_path / "out")
+    one_error_line(result, "there is no such directory")
+    assert "--download" not in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_a_folder_swapped_in_whole_is_found_even_when_a_kill_falls_between_the_renames(tmp_path):
     import os
 

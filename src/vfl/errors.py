@@ -1,6 +1,7 @@
 """One exception type for everything a user can get wrong; the CLI prints its message and exits 2."""
 
 import functools
+import os
 import re
 
 
@@ -22,3 +23,13 @@ def in_python_terms(function):
             raise VflError(_FLAG.sub(lambda m: m.group(1).replace("-", "_") + "=", str(err))) from None
 
     return wrapper
+
+
+def model_not_found(spec: str, download: bool, detail: str = "") -> VflError:
+    """The one sentence for a model spec that names nothing loadable: a path (``/x``, ``./x``, ``a/b/c``) is
+    told it does not exist, where the hub-cache advice (``--download``) would send its user the wrong way."""
+    if os.path.isabs(spec) or spec.startswith((".", "~")) or spec.count("/") > 1:
+        return VflError(f"cannot load model {spec!r}: there is no such directory")
+    where = "a hub id" if download else "a hub id in the local cache (pass --download to fetch it)"
+    return VflError(f"cannot load model {spec!r}: it is not {where}, nor a local directory"
+                    + (f" ({detail})" if detail else ""))

@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-from vfl.errors import VflError
+from vfl.errors import VflError, model_not_found
 
 def digest(files, extra: str = "") -> str:
     """sha256 (hex, 16 digits) over ``extra`` and each file's name and bytes, in the order given."""
@@ -80,8 +80,7 @@ def _hub_snapshot(spec: str, download: bool) -> Path | None:
     except (OSError, ValueError):
         config = None
     if config is None and not download:
-        raise VflError(f"cannot load model {spec!r}: it is not a local model directory or a hub id in the local "
-                       "cache (pass --download to fetch it)")
+        raise model_not_found(spec, download)
     return None if config is None else Path(config).parent
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vfl.errors import VflError
+from vfl.errors import VflError, model_not_found
 from vfl.runner import swapped_in
 from vfl.models.base import Adapter, Prompt
 from vfl.models.gemma3 import Gemma3Adapter
@@ -85,9 +85,10 @@ def _config(spec: str, download: bool = False):
         raise VflError(f"cannot load model {spec!r}: its config.json is not valid "
                        f"({' '.join(str(err).split())[:300]})") from None
     except (OSError, ValueError) as err:
-        where = "a local model directory" if local else (
-            "a hub id" if download else "a hub id in the local cache (pass --download to fetch it)")
-        raise VflError(f"cannot load model {spec!r}: it is not {where} ({str(err).splitlines()[0]})") from None
+        if not local:
+            raise model_not_found(spec, download, str(err).splitlines()[0] if download else "") from None
+        raise VflError(f"cannot load model {spec!r}: it is not a local model directory "
+                       f"({str(err).splitlines()[0]})") from None
 
 
 def nano_weights(spec: str) -> Path | None:
