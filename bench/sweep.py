@@ -31,7 +31,7 @@ import time
 import torch
 
 from vfl.interventions import controls, layer_windows, swap_answers, swap_logprobs, swap_sweep
-from vfl.models import DTYPES, adapter_for, check_device
+from vfl.models import DTYPES, adapter_for, check_device, device_name
 from vfl.probes.generate import make_pair
 
 IMAGE_SIZE = {"nano-256": 224, "llava-7b": 336, "tiny": 32}
@@ -123,10 +123,8 @@ def main() -> None:
     visual = prompt_a.visual_span[1] - prompt_a.visual_span[0]
     interventions = controls(adapter.num_layers) + layer_windows(adapter.num_layers)
     new = args.new_tokens
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"model: {name}, {adapter.num_layers} layers, {visual} visual tokens, {prompt_a.input_ids.shape[1]} prompt "
-          f"tokens, {new} new tokens, {str(dtype).removeprefix('torch.')}, {device_name}{threads}")
+          f"tokens, {new} new tokens, {str(dtype).removeprefix('torch.')}, {device_name(args.device)}")
 
     def plain():
         for prompt in (prompt_a, prompt_b):

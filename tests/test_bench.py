@@ -23,6 +23,7 @@ def test_the_benchmark_prints_its_timings_and_ratios_at_a_tiny_shape():
     assert re.search(r"\(d\) 2-probe sweep: \d+\.\d\d probes/s", result.stdout)
     assert re.search(r"^scoring: two passes/together=\d+\.\d\d together/unscored sweep=\d+\.\d\d$", result.stdout, re.M)
     assert "peak memory:" in result.stdout and "8 variants" in result.stdout
+    assert re.search(r"^model: .*, float32, cpu \(\d+ threads\)$", result.stdout, re.M), result.stdout  # device recorded
 
 
 def test_the_llava_7b_shape_has_its_parameters_and_576_visual_tokens():
