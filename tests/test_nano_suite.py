@@ -136,6 +136,25 @@ def test_pseudo_words_are_random_letters_no_vocabulary_word_and_a_share_of_train
     assert not {item.answer for item in tested} & (set(VOCABULARY) | set(answers))
 
 
+def test_suite_v1_draws_pseudo_words_in_its_own_style_and_leaves_its_words_as_they_were():
+    from vfl.nano.suite_v1 import make_sample
+    from vfl.probes.render import WORDS
+
+    pseudo = [make_sample("ocr", i, 0, split="pseudo") for i in range(40)]
+    words = [make_sample("ocr", i, 0) for i in range(40)]
+    assert all(s.answer.isalpha() and 3 <= len(s.answer) <= 7 and s.answer not in WORDS for s in pseudo)
+    assert len({s.answer for s in pseudo}) == 40 and all(s.answer in WORDS for s in words)
+    assert all(s.question == w.question for s, w in zip(pseudo, words))
+    assert all(s.scene[0].text == s.answer for s in pseudo)  # the image writes its answer
+    again = make_sample("ocr", 7, 0, split="pseudo")
+    assert again.answer == pseudo[7].answer and np.array_equal(np.asarray(again.image), np.asarray(pseudo[7].image))
+    assert make_sample("count", 3, 0, split="pseudo").answer == make_sample("count", 3, 0).answer  # OCR's alone
+    with pytest.raises(ValueError, match="suite v1's split must be one of"):
+        make_sample("ocr", 0, 0, split="held_out")
+    tested = held_out_items(["ocr"], 20, 1, split="pseudo")  # `vfl nano eval --words pseudo` (suite v1)
+    assert not {item.answer for item in tested} & set(WORDS)
+
+
 def test_loose_recognition_drops_the_binding_distractors_of_a_share_of_training_samples():
     """Loose scenes: any other kinds, as many objects on both sides and one object changed, as in binding pairs;
     a share of training indices (from seed and index alone) is drawn so, the rest as before."""

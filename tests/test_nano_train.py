@@ -222,7 +222,6 @@ def test_spelled_ocr_answers_are_single_letter_tokens_that_decode_to_the_word():
     (["--seed", "1"], "--seed 1 draws the held-out items `vfl nano eval` scores; train with another seed"),
     (["--functions", "ocr,smell"], "unknown function 'smell'; choose from recog, count, ground, ocr, describe, which"),
     (["--functions", "recog,describe"], "--functions describe trains on suite v2's scenes; pass --suite v2 with it"),
-    (["--pseudo-words", "0.5"], "--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it"),
     (["--suite", "v2", "--pseudo-words", "2"], "--pseudo-words is a share of the OCR samples, in [0, 1]"),
     (["--loose-recognition", "0.5"], "--loose-recognition draws suite v2's recognition samples; pass --suite v2"),
     (["--suite", "v2", "--loose-recognition", "-1"], "--loose-recognition is a share of the recognition samples"),

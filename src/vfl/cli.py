@@ -187,9 +187,10 @@ def _nano_command(commands) -> None:
     nano_eval.add_argument("--suite", default="v1", choices=("v1", "v2"),
                            help="held-out items of this suite (v2: OCR of words never trained on)")
     nano_eval.add_argument("--words", default="held_out", choices=SPLITS,
-                           help="v2 OCR's words: held out (never trained on: does it read?), the training words "
-                                "in new images (does it recognise the word images it saw?), or pseudo-words "
-                                "(random letters: does it read letter by letter?)")
+                           help="OCR's words: in v2 held out (never trained on: does it read?) or the training "
+                                "words in new images (does it recognise the word images it saw?); in either suite "
+                                "pseudo-words (random letters: does it read letter by letter?); v1's default is "
+                                "its own vocabulary in new images")
     nano_eval.add_argument("--weights", default=None, type=Path,
                            help="a `vfl nano train` run folder to evaluate (None: the shipped weights)")
     nano_eval.add_argument("--batch-size", type=int, default=1, help=EVAL_BATCH_HELP)
@@ -433,10 +434,10 @@ def _nano(args) -> None:
         if trained and trained[0] < trained[1]:
             print(f"{args.weights} is still training: these are its weights at step {trained[0]} of {trained[1]}",
                   file=sys.stderr)
-        if args.words != "held_out" and args.suite != "v2":
+        if args.words == "train" and args.suite != "v2":
             raise VflError("--words picks suite v2's OCR vocabulary; pass --suite v2 with it")
-        items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite,
-                               **({"split": args.words} if args.suite == "v2" else {}))
+        split = args.words if args.suite == "v2" else {"held_out": "train", "pseudo": "pseudo"}[args.words]
+        items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite, split=split)
         summary, records = evaluate(load(spec, args.dtype, args.device), items, 32, args.batch_size)
         _report_eval((summary, records), args.out, flat=True)
     elif args.action == "study":

@@ -96,8 +96,8 @@ class TrainConfig:
                               help="OCR answers as the tokenizer splits them, or spelled one letter token at a time "
                                    "(every held-out word is then made of output tokens trained on)")
     pseudo_words: float = option(0.0, metavar="SHARE",
-                                 help="suite v2: this share of the OCR samples shows random letter strings instead "
-                                      "of training words, so reading cannot lean on a memorised word list")
+                                 help="this share of the OCR samples shows random letter strings instead of "
+                                      "training words, so reading cannot lean on a memorised word list")
     loose_recognition: float = option(0.0, metavar="SHARE",
                                       help="suite v2: this share of the recognition samples has distractors of any "
                                            "other kind instead of ones sharing the colour or shape")
@@ -146,8 +146,6 @@ class TrainConfig:
             raise VflError(f"--functions {extra[0]} trains on suite v2's scenes; pass --suite v2 with it")
         if not 0 <= self.pseudo_words <= 1:
             raise VflError(f"--pseudo-words is a share of the OCR samples, in [0, 1]; got {self.pseudo_words}")
-        if self.pseudo_words and self.suite != "v2":
-            raise VflError("--pseudo-words draws suite v2's OCR samples; pass --suite v2 with it")
         if not 0 <= self.loose_recognition <= 1:
             raise VflError(f"--loose-recognition is a share of the recognition samples, in [0, 1]; "
                            f"got {self.loose_recognition}")

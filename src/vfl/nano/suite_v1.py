@@ -12,15 +12,21 @@ from __future__ import annotations
 import random
 
 from vfl.nano.sample import Sample, unit_box
+from vfl.nano.suite_v2 import pseudo_words
 from vfl.probes.questions import question_pair
 from vfl.probes.render import (COLOURS, MAX_COUNT, SHAPES, WORDS, Thing, place_boxes, render_scene, render_word,
                                word_ink)
 
+V1_SPLITS = ("train", "pseudo")  # v1 has one vocabulary: its words, or pseudo-words in their place
 
-def make_sample(function: str, index: int, seed: int, size: int = 224,
-                counts: tuple[int, int] = (1, MAX_COUNT), words: tuple[str, ...] = WORDS) -> Sample:
+
+def make_sample(function: str, index: int, seed: int, size: int = 224, counts: tuple[int, int] = (1, MAX_COUNT),
+                words: tuple[str, ...] = WORDS, split: str = "train") -> Sample:
     """One sample; ``counts`` bounds the number of objects of a counting sample, ``words`` an OCR sample's
-    vocabulary (another one: a reading skill nano was not trained on, in the style it reads)."""
+    vocabulary (another one: a reading skill nano was not trained on, in the style it reads); ``split="pseudo"``
+    writes a random string of 3-7 letters instead, no vocabulary word (as suite v2's pseudo-words)."""
+    if split not in V1_SPLITS:
+        raise ValueError(f"suite v1's split must be one of {V1_SPLITS}, got {split!r}")
     rng = random.Random(f"nano:{function}:{seed}:{index}")
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 6)
@@ -42,7 +48,7 @@ def make_sample(function: str, index: int, seed: int, size: int = 224,
         return Sample(function, render_scene(things, size),
                       f"Where is the {colour} {shape}? Answer with its bounding box.", unit_box(box, size), box, things)
     if function == "ocr":
-        word = rng.choice(words)
+        word = rng.choice(words) if split == "train" else pseudo_words(rng, 1, words)[0]
         font = int(size // 5 * rng.uniform(0.8, 1.2))
         offset = (rng.randint(-size // 10, size // 10), rng.randint(-size // 8, size // 8))
         ink = tuple(rng.randint(0, 80) for _ in range(3))

@@ -20,12 +20,12 @@ DESCRIBE_QUESTION = "Name every object in the image, row by row."
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-def pseudo_words(rng: random.Random, n: int) -> tuple[str, ...]:
-    """``n`` distinct random strings of 3-7 letters (the vocabulary's lengths), none of them a vocabulary word."""
+def pseudo_words(rng: random.Random, n: int, vocabulary=VOCABULARY) -> tuple[str, ...]:
+    """``n`` distinct random strings of 3-7 letters (the vocabulary's lengths), none of them a ``vocabulary`` word."""
     words: list[str] = []
     while len(words) < n:
         word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 7)))
-        if word not in VOCABULARY and word not in words:
+        if word not in vocabulary and word not in words:
             words.append(word)
     return tuple(words)
 
