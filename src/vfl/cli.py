@@ -436,7 +436,7 @@ def _nano(args) -> None:
                   file=sys.stderr)
         if args.words == "train" and args.suite != "v2":
             raise VflError("--words picks suite v2's OCR vocabulary; pass --suite v2 with it")
-        split = args.words if args.suite == "v2" else {"held_out": "train", "pseudo": "pseudo"}[args.words]
+        split = args.words if args.suite == "v2" or args.words == "pseudo" else "train"  # v1: its one vocabulary
         items = held_out_items(FUNCTIONS, args.n, args.seed, args.suite, split=split)
         summary, records = evaluate(load(spec, args.dtype, args.device), items, 32, args.batch_size)
         _report_eval((summary, records), args.out, flat=True)
