@@ -255,3 +255,22 @@ def test_compare_evals_applies_the_ship_rule_per_function_on_the_same_items(tmp_
     assert compare_evals.main([str(tmp_path / "b.jsonl"), str(tmp_path / "b.jsonl"), "--check",
                                "--out", str(tmp_path / "same.json")]) == 1
     assert json.loads((tmp_path / "same.json").read_text())["functions"]["ocr"]["p_paired"] == 1.0
+
+
+def test_the_blind_floor_is_what_the_answers_prior_gives_away(tmp_path):
+    import json
+    import math
+
+    from blind_floor import blind_floor
+
+    end = 9
+    assert blind_floor([[1, end], [2, end]]) == pytest.approx(math.log(2) / 2)  # a coin, then a sure <|im_end|>
+    # a shared first token costs nothing and is averaged in: (0 + ln 2 + 0) / 3
+    assert blind_floor([[1, 3, end], [1, 4, end]]) == pytest.approx(math.log(2) / 3)
+    assert blind_floor([[1, end]]) == 0
+    out = tmp_path / "floor.json"
+    result = run_python(str(RESEARCH / "blind_floor.py"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    floors = json.loads(out.read_text())["floors"]
+    assert floors["recog"] == pytest.approx(math.log(2) / 2, abs=1e-4)  # "yes" and "no" are one token each
+    assert math.log(60) / 3 < floors["ocr"] < math.log(60)  # 60 words, each one to three tokens before the end

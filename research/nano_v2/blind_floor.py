@@ -1,0 +1,60 @@
+"""Benchmark: the answer loss of a model that does not look at the image, per function (suite v1).
+
+A function's training loss (`function_losses.json`, each sample's token mean over its answer and <|im_end|>)
+means nothing until it is set against what the answers' own distribution gives away: the best image-blind
+predictor knows each answer's prior and, token by token, the answers that share the prefix written so far.
+A loss at this floor says the model reads nothing of the image for that function, however low it looks:
+run b's OCR loss ended at 1.88 a token, and the floor for v1's 60 words is 1.89.
+
+Recognition answers yes or no (half each), counting 1 to MAX_COUNT (uniform), OCR one of v1's `WORDS`
+(uniform), as suite v1 draws them; grounding's boxes have no closed answer list and are left out.
+
+  python research/nano_v2/blind_floor.py [--out floor.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from vfl.probes.render import MAX_COUNT, WORDS
+
+ANSWERS = {"recog": ["yes", "no"], "count": [str(n) for n in range(1, MAX_COUNT + 1)], "ocr": list(WORDS)}
+
+
+def blind_floor(sequences: list[list[int]]) -> float:
+    """The mean over equally likely answers (token ids) of each answer's token-mean loss under the best blind
+    predictor: p(token | prefix) = the share of the answers with that prefix that continue with that token."""
+    total = 0.0
+    for answer in sequences:
+        losses = []
+        for t, token in enumerate(answer):
+            sharing = [s for s in sequences if s[:t] == answer[:t]]
+            losses.append(-math.log(sum(len(s) > t and s[t] == token for s in sharing) / len(sharing)))
+        total += sum(losses) / len(losses)
+    return total / len(sequences)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the floors as JSON")
+    args = parser.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from vfl.nano.parts import smollm2_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    floors = {function: round(blind_floor([tokenizer(a + "<|im_end|>", add_special_tokens=False).input_ids
+                                           for a in answers]), 4)
+              for function, answers in ANSWERS.items()}
+    for function, floor in floors.items():
+        print(f"{function:6s} {floor:.4f} a token ({len(ANSWERS[function])} answers)")
+    if args.out:
+        args.out.write_text(json.dumps({"floors": floors, "answers": {f: len(a) for f, a in ANSWERS.items()}},
+                                       indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
