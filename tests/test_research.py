@@ -274,3 +274,20 @@ def test_the_blind_floor_is_what_the_answers_prior_gives_away(tmp_path):
     floors = json.loads(out.read_text())["floors"]
     assert floors["recog"] == pytest.approx(math.log(2) / 2, abs=1e-4)  # "yes" and "no" are one token each
     assert math.log(60) / 3 < floors["ocr"] < math.log(60)  # 60 words, each one to three tokens before the end
+
+
+def test_a_runs_curve_is_set_against_the_floor_block_by_block(tmp_path):
+    import json
+
+    from blind_floor import below_floor
+
+    rows = below_floor([2.0, 2.2, None, 1.0, 1.2, 1.1], 1.9, 3)
+    assert [r["from_step"] for r in rows] == [1, 4] and rows[0]["mean"] == 2.1 and rows[1]["mean"] == 1.1
+    assert rows[0]["se_below"] == -2.0  # (1.9 - 2.1) / (0.1414 / sqrt 2)
+    assert rows[1]["se_below"] == 13.86  # (1.9 - 1.1) / (0.1 / sqrt 3)
+    assert below_floor([None, 1.5], 1.9, 2) == [{"from_step": 1, "mean": 1.5, "se_below": None}]
+    (tmp_path / "function_losses.json").write_text(json.dumps({"ocr": [2.0, 2.2, 1.0, 1.2], "recog": [0.3, 0.3]}))
+    result = run_python(str(RESEARCH / "blind_floor.py"), "--run", str(tmp_path), "--block", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ocr = [line.split() for line in result.stdout.splitlines() if line.startswith("ocr") and "steps" in line]
+    assert [row[2] for row in ocr] == ["1+", "3+"] and ocr[1][3] == "1.100"

@@ -8,8 +8,10 @@ run b's OCR loss ended at 1.88 a token, and the floor for v1's 60 words is 1.89.
 
 Recognition answers yes or no (half each), counting 1 to MAX_COUNT (uniform), OCR one of v1's `WORDS`
 (uniform), as suite v1 draws them; grounding's boxes have no closed answer list and are left out.
+``--run FOLDER`` sets a `vfl nano train` run's per-function losses (suite v1, the tokenizer's answers) against
+them: each block of ``--block`` steps, its mean and how many standard errors (of its steps' means) below the floor.
 
-  python research/nano_v2/blind_floor.py [--out floor.json]
+  python research/nano_v2/blind_floor.py [--out floor.json] [--run $HOME/vfl-runs/nano-v2d --block 50]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 from vfl.probes.render import MAX_COUNT, WORDS
@@ -37,9 +40,25 @@ def blind_floor(sequences: list[list[int]]) -> float:
     return total / len(sequences)
 
 
+def below_floor(losses: list, floor: float, block: int) -> list[dict]:
+    """Per block of ``block`` steps of one function's curve (None: a step without the function): the first
+    step, the mean, and (floor - mean) in standard errors of the block's step means (None under two steps)."""
+    rows = []
+    for start in range(0, len(losses), block):
+        values = [v for v in losses[start:start + block] if v is not None]
+        if values:
+            mean = statistics.fmean(values)
+            spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+            rows.append({"from_step": start + 1, "mean": round(mean, 4),
+                         "se_below": round((floor - mean) / spread, 2) if spread else None})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the floors as JSON")
+    parser.add_argument("--run", type=Path, help="a run folder whose function_losses.json to set against the floors")
+    parser.add_argument("--block", type=int, default=50, help="steps a block (--run)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -51,6 +70,12 @@ def main(argv: list[str] | None = None) -> None:
               for function, answers in ANSWERS.items()}
     for function, floor in floors.items():
         print(f"{function:6s} {floor:.4f} a token ({len(ANSWERS[function])} answers)")
+    if args.run:
+        curves = json.loads((args.run / "function_losses.json").read_text())
+        for function in floors:
+            for row in below_floor(curves.get(function, []), floors[function], args.block):
+                print(f"{function:6s} steps {row['from_step']:5d}+  {row['mean']:.3f}  "
+                      f"{row['se_below'] if row['se_below'] is not None else '-'} se below {floors[function]:.3f}")
     if args.out:
         args.out.write_text(json.dumps({"floors": floors, "answers": {f: len(a) for f, a in ANSWERS.items()}},
                                        indent=1) + "\n")
