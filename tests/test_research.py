@@ -291,3 +291,5 @@ def test_a_runs_curve_is_set_against_the_floor_block_by_block(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     ocr = [line.split() for line in result.stdout.splitlines() if line.startswith("ocr") and "steps" in line]
     assert [row[2] for row in ocr] == ["1+", "3+"] and ocr[1][3] == "1.100"
+    refused = run_python(str(RESEARCH / "blind_floor.py"), "--run", str(tmp_path / "nothing"))
+    assert refused.returncode == 2 and "no function_losses.json there" in refused.stderr

@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, help="a run folder whose function_losses.json to set against the floors")
     parser.add_argument("--block", type=int, default=50, help="steps a block (--run)")
     args = parser.parse_args(argv)
+    if args.run and not (args.run / "function_losses.json").is_file():
+        parser.error(f"--run {args.run}: no function_losses.json there (not a `vfl nano train` run, or before its "
+                     "first save)")
     from transformers import AutoTokenizer
 
     from vfl.nano.parts import smollm2_dir
