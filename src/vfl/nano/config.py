@@ -113,7 +113,8 @@ class TrainConfig:
     init: str | None = option(None, read=str,
                               help="start from these trained weights (a `vfl nano train` run, its weights/, or "
                                    "src/vfl/nano/weights) instead of a fresh projector and LoRA: to keep training a "
-                                   "finished run on a new schedule (their model must be this one)")
+                                   "finished run on a new schedule (their model must be this one), best at lower "
+                                   "peak rates than its own, whose warm-up undoes what it learnt last")
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
