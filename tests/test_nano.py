@@ -71,8 +71,9 @@ def test_nano_answers_held_out_probes(nano):
     from vfl.probes.render import WORDS
 
     summary, records = evaluate(nano, held_out_items(FUNCTIONS, 8, 7), 32, batch_size=8)  # = one row at a time
-    # The shipped weights answer 6/8, 7/8, 5/8 here (README: 0.68 / 0.81 / 0.68 on 200 each); a retrained
-    # nano that falls below these has regressed.
+    # The shipped weights answer 6/8, 7/8, 5/8 here (README: 0.530 / 0.805 / 0.680 on 200 each; 7 of these 8
+    # recognition items are "yes", which the shipped nano nearly always answers); a retrained nano that falls
+    # below these has regressed.
     assert summary["recog"]["accuracy"] >= 0.75, records
     assert summary["count"]["accuracy"] >= 0.75, records
     assert summary["ground"]["accuracy"] >= 0.5, records
