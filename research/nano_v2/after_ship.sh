@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What issue 44 asks of newly shipped nano weights, measured in one go (about 40 min on 2 CPU cores, nothing
 # else on them): v2-suite accuracy (held-out words, recognition with binding distractors), open-vocabulary and
-# pseudo-word OCR, `make demo`'s wall time as a newcomer runs it (a fresh clone of HEAD, set-up included), `vfl locate --n 40 --window 3` and its comparison
-# with the paper's Qwen2.5-VL-7B order. v1's n-200 table is ship_check.sh's (runs/ship-check-<run>/run-v1.json).
+# pseudo-word OCR, `make demo`'s wall time as a newcomer runs it (a fresh clone of HEAD, set-up included),
+# `vfl locate --n 40 --window 3` and its comparison with the paper's Qwen2.5-VL-7B order. v1's n-200 table is ship_check.sh's (runs/ship-check-<run>/run-v1.json).
 # Run it from the repository root with the venv active, after `vfl nano ship` and its commit.
 #   bash research/nano_v2/after_ship.sh [OUT]     (OUT defaults to runs/nano-v2)
 set -euo pipefail

@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> None:
                      "first save)")
     from transformers import AutoTokenizer
 
+    from vfl.nano.batches import answer_ids
     from vfl.nano.parts import smollm2_dir
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
-    floors = {function: round(blind_floor([tokenizer(a + "<|im_end|>", add_special_tokens=False).input_ids
-                                           for a in answers]), 4)
+    floors = {function: round(blind_floor([answer_ids(tokenizer, a) for a in answers]), 4)
               for function, answers in ANSWERS.items()}
     for function, floor in floors.items():
         print(f"{function:6s} {floor:.4f} a token ({len(ANSWERS[function])} answers)")

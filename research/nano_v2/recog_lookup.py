@@ -32,6 +32,7 @@ import torch
 from vfl.metrics import wilson
 from vfl.nano import parts
 from vfl.nano.align import KINDS, NO_KIND, cell_kinds
+from vfl.nano.batches import answer_ids
 from vfl.nano.model import CHAT_TEMPLATE
 from vfl.nano.suite_v2 import describe_caption, in_rows, make_question_sample
 
@@ -102,7 +103,7 @@ def answer_loss(model, table, tokenizer, batch: list, scene: str) -> torch.Tenso
     rows = []
     for sample in batch:
         ids, kinds = prompt_ids(tokenizer, sample, scene)
-        answer = tokenizer(sample.answer + "<|im_end|>", add_special_tokens=False).input_ids
+        answer = answer_ids(tokenizer, sample.answer)
         rows.append((ids + answer, kinds + [-1] * len(answer), [-100] * len(ids) + answer))
     ids, kinds, labels, mask = padded(rows, tokenizer.pad_token_id or 0)
     hidden = hidden_states(model, table, ids, kinds, mask)

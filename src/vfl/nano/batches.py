@@ -32,6 +32,13 @@ def spelled(tokenizer, text: str) -> list[int]:
         raise VflError(f"{text!r} has characters without a token of their own; only plain letters can be spelled")
     return ids
 
+def answer_ids(tokenizer, answer: str, spell: bool = False) -> list[int]:
+    """The tokens a training sample's answer is scored on: the answer (``spell``: letter by letter), then
+    <|im_end|>."""
+    if spell:
+        return spelled(tokenizer, answer) + tokenizer("<|im_end|>", add_special_tokens=False).input_ids
+    return tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids
+
 def token_ids(processor, question: str, answer: str, image_tokens: int,
               spell: bool = False) -> tuple[list[int], list[int]]:
     """The prompt exactly as the processor lays it out at inference, then the answer (``spell``: letter by
@@ -41,10 +48,8 @@ def token_ids(processor, question: str, answer: str, image_tokens: int,
     prompt = prompt.replace("<image>", "<image>" * image_tokens)
     tokenizer = processor.tokenizer
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    end = tokenizer("<|im_end|>", add_special_tokens=False).input_ids
-    answer_ids = (spelled(tokenizer, answer) + end if spell
-                  else tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids)
-    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+    answer = answer_ids(tokenizer, answer, spell)
+    return prompt_ids + answer, [-100] * len(prompt_ids) + answer
 
 @torch.inference_mode()
 def vision_features(model, processor, images, layers: list[int], batch: int = 32,
