@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # nano v2's run d trained again from scratch, as it was trained (issue 44): three stages of `vfl nano train`, each
 # from the last one's finished weights (--init), with the commands its train.json records (`vfl nano ship` prints
-# them; research/nano_v2/cpu-runs/ has them as run, with the code each was frozen at). About 11 h on 2 CPU cores (fp32: 4.4 + 3.6 + 3.0 h); each stage resumes from its checkpoint when this
-# is run again, and a finished stage is not trained again. With this code stage b's first losses equal run b's to the
+# them; research/nano_v2/cpu-runs/ has them as run, with the code each was frozen at). About 11.3 h on 2 CPU cores
+# (fp32: 4.4 + 3.6 + 3.3 h); each stage resumes from its checkpoint when this is run again, and a finished stage is
+# not trained again. With this code stage b's first losses equal run b's to the
 # last digit (18.6454, 18.3275). Run it from the repository root with the venv active; ship with `vfl nano ship OUT/d`.
 #   bash research/nano_v2/retrain.sh [OUT]     (OUT defaults to $HOME/vfl-runs/nano-v2-again: outside the work tree)
 set -euo pipefail
