@@ -17,5 +17,5 @@ start=$(date +%s)
 echo "make demo: $(( $(date +%s) - start )) s" | tee "$OUT/demo-seconds.txt"
 mkdir -p "$OUT/demo" && cp "$clone/main/runs/demo/"{curves.png,summary.json,report.md} "$OUT/demo/"   # the README's figure
 vfl locate --model nano --n 40 --window 3 --out "$OUT/locate-n40-w3"
-vfl compare "$OUT/locate-n40-w3" --names "nano v2 (n 40, window 3)" --paper --out "$OUT/vs-paper"
+vfl compare "$OUT/locate-n40-w3" --names "nano v2 n40 w3" --paper --out "$OUT/vs-paper"
 echo "done: $OUT (evals, demo.log, demo/, locate-n40-w3/, vs-paper/)"
