@@ -5,6 +5,8 @@ The in-domain skill (``--skill``) is one nano lacks but one of its functions cov
   count-7-10     counting 7 to 10 objects (nano was trained on 1 to 6): the counting VFL
   ocr-new-words  reading, in the style nano reads (suite v1: one word), the 35 words of suite v2's held-out
                  vocabulary that nano's 60 training words do not include: the OCR VFL
+  ground-among   grounding the asked object among 1-3 distractors of other kinds (suite v2's grounding; nano
+                 was trained on scenes of one object): the grounding VFL
 
 Every variant trains with the same recipe, steps and seed on the same LLaVA-format data; only the decoder
 layers that carry LoRA differ:
@@ -37,9 +39,8 @@ from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
 from vfl.metrics import wilson
 from vfl.models import load
-from vfl.nano.data import held_out_items
+from vfl.nano.data import held_out_items, sample_maker
 from vfl.nano.sample import FUNCTIONS
-from vfl.nano.suite_v1 import make_sample
 from vfl.probes.questions import HELD_OUT
 from vfl.probes.render import WORDS
 from vfl.report import mean_sd
@@ -50,15 +51,17 @@ NEW_WORDS = tuple(w for w in HELD_OUT if w not in WORDS)
 
 @dataclass(frozen=True)
 class Skill:
-    """What the LoRA is taught: the function whose VFL it targets, and the options of suite v1's samples that
-    make the skill (training images from seed 100, in-domain evaluation from seed 101)."""
+    """What the LoRA is taught: the function whose VFL it targets, the suite and the options of its samples
+    that make the skill (training images from seed 100, in-domain evaluation from seed 101)."""
     function: str
     label: str
     options: dict
+    suite: str = "v1"
 
 
 SKILLS = {"count-7-10": Skill("count", "count 7-10", {"counts": (7, 10)}),
-          "ocr-new-words": Skill("ocr", f"OCR of {len(NEW_WORDS)} new words", {"words": NEW_WORDS})}
+          "ocr-new-words": Skill("ocr", f"OCR of {len(NEW_WORDS)} new words", {"words": NEW_WORDS}),
+          "ground-among": Skill("ground", "ground among distractors", {}, suite="v2")}
 
 # The language model's own skills, asked without an image; answers SmolLM2-135M-Instruct gives untouched.
 TEXT_QA = [
@@ -93,7 +96,7 @@ def write_training_set(folder: Path, n: int, seed: int, skill: Skill) -> Path:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        sample = make_sample(skill.function, i, seed, **skill.options)
+        sample = sample_maker(skill.suite)(skill.function, i, seed, **skill.options)
         sample.image.save(folder / "images" / f"{i:05d}.png")
         records.append({"id": f"{skill.function}-{i}", "image": f"images/{i:05d}.png", "conversations": [
             {"from": "human", "value": "<image>\n" + sample.question}, {"from": "gpt", "value": sample.answer}]})
@@ -125,8 +128,9 @@ def text_skills(adapter) -> dict:
 def measure(adapter, args) -> dict:
     adapter.model.eval()
     skill = SKILLS[args.skill]
-    in_domain, _ = evaluate(adapter, held_out_items([skill.function], args.eval_n, 101, **skill.options))
-    ood, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.ood_n, 1))
+    in_domain, _ = evaluate(adapter, held_out_items([skill.function], args.eval_n, 101, skill.suite, **skill.options),
+                            batch_size=args.eval_batch)
+    ood, _ = evaluate(adapter, held_out_items(FUNCTIONS, args.ood_n, 1), batch_size=args.eval_batch)
     return {"in_domain": in_domain[skill.function], "ood": ood, "text": text_skills(adapter)}
 
 
@@ -187,6 +191,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (raise it on a GPU)")
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
+    parser.add_argument("--eval-batch", type=int, default=16,
+                        help="items answered together (greedy generate, left-padded; 1 answers one at a time)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: runs/vfl-lora-SKILL)")
     parser.add_argument("--model", default="nano",
                         help="the base model: nano, or a trained run's weights as nano:DIR (`vfl nano train`)")
@@ -206,7 +212,7 @@ def main() -> None:
     samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, 100, skill))
 
     def record(row: dict) -> None:
-        row = {"skill": args.skill, **row}
+        row = {"skill": args.skill, "eval_batch": args.eval_batch, **row}
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")

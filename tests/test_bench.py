@@ -184,8 +184,8 @@ def test_scripts_outside_the_package_use_only_its_public_or_shared_names():
 
 
 def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_before(tmp_path):
-    """Counting 7-10 objects and reading 35 words nano never trained on, in suite v1's style; the saved H100 rows
-    (written before skills existed) summarise to the README's line for VFL-LoRA."""
+    """Counting 7-10 objects and reading 35 words nano never trained on (suite v1), grounding among distractors
+    (suite v2); the saved H100 rows (written before skills existed) summarise to docs/results.md's line."""
     import json
 
     from vfl.probes.render import WORDS
@@ -197,6 +197,11 @@ def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_b
         answers = [r["conversations"][1]["value"] for r in records]
         assert set(answers) <= expected and len(set(answers)) > 3
         assert all((tmp_path / name / r["image"]).is_file() for r in records)
+    # Grounding among distractors (suite v2): the asked object's box, in a scene of two to four objects.
+    records = json.loads(write_training_set(tmp_path / "ground", 8, 100, SKILLS["ground-among"]).read_text())
+    assert all(r["conversations"][0]["value"].startswith("<image>\nWhere is the ") for r in records)
+    assert all(r["conversations"][1]["value"].startswith("[") for r in records)
+    assert len({r["conversations"][1]["value"] for r in records}) == 8
     rows = [json.loads(line) for line in (ROOT / "bench" / "results" / "vfl_lora_h100_seeds012.jsonl").open()]
     text = summary(rows, SKILLS["count-7-10"])
     assert "| vfl | 3 | 3,907,584 (2.39%) | 0.518 ± 0.003 |" in text and "in-domain count 7-10" in text
