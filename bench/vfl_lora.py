@@ -7,6 +7,8 @@ The in-domain skill (``--skill``) is one nano lacks but one of its functions cov
                  vocabulary that nano's 60 training words do not include: the OCR VFL
   ground-among   grounding the asked object among 1-3 distractors of other kinds (suite v2's grounding; nano
                  was trained on scenes of one object): the grounding VFL
+  recog-crowd    recognition with binding distractors in scenes of 7-9 objects (suite v2's recognition with
+                 4 more distractors; nano was trained on 3-5): the recognition VFL
 
 Every variant trains with the same recipe, steps and seed on the same LLaVA-format data; only the decoder
 layers that carry LoRA differ:
@@ -61,7 +63,8 @@ class Skill:
 
 SKILLS = {"count-7-10": Skill("count", "count 7-10", {"counts": (7, 10)}),
           "ocr-new-words": Skill("ocr", f"OCR of {len(NEW_WORDS)} new words", {"words": NEW_WORDS}),
-          "ground-among": Skill("ground", "ground among distractors", {}, suite="v2")}
+          "ground-among": Skill("ground", "ground among distractors", {}, suite="v2"),
+          "recog-crowd": Skill("recog", "recog among 7-9 objects", {"crowd": 4}, suite="v2")}
 
 # The language model's own skills, asked without an image; answers SmolLM2-135M-Instruct gives untouched.
 TEXT_QA = [

@@ -202,6 +202,12 @@ def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_b
     assert all(r["conversations"][0]["value"].startswith("<image>\nWhere is the ") for r in records)
     assert all(r["conversations"][1]["value"].startswith("[") for r in records)
     assert len({r["conversations"][1]["value"] for r in records}) == 8
+    # Recognition in crowded scenes: 4 more distractors than nano trained on (3-5 objects), the rest unchanged.
+    from vfl.nano.suite_v2 import make_question_sample
+
+    sizes = [len(make_question_sample("recog", i, 100, **SKILLS["recog-crowd"].options).scene) for i in range(40)]
+    assert set(sizes) == {7, 8, 9}
+    assert {len(make_question_sample("recog", i, 100).scene) for i in range(40)} == {3, 4, 5}
     rows = [json.loads(line) for line in (ROOT / "bench" / "results" / "vfl_lora_h100_seeds012.jsonl").open()]
     text = summary(rows, SKILLS["count-7-10"])
     assert "| vfl | 3 | 3,907,584 (2.39%) | 0.518 ± 0.003 |" in text and "in-domain count 7-10" in text

@@ -46,9 +46,9 @@ def loose_recognition(index: int, seed: int, share: float) -> bool:
 
 
 def make_question_sample(function: str, index: int, seed: int, size: int = 224, split: str = "train",
-                         counts: tuple[int, int] = (1, MAX_COUNT), binding: bool = True) -> Sample:
+                         counts: tuple[int, int] = (1, MAX_COUNT), binding: bool = True, crowd: int = 0) -> Sample:
     """One sample of the suite: side A or B of a pair, at random (so the asked kind is present half the time,
-    and counts and places are uniform); ``binding`` as in `question_pair`."""
+    and counts and places are uniform); ``binding`` and ``crowd`` as in `question_pair`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"nano-v2:{function}:{seed}:{index}:{split}")
@@ -57,7 +57,7 @@ def make_question_sample(function: str, index: int, seed: int, size: int = 224, 
     if function == "which":
         return which_sample(rng, size)
     words = {"train": TRAIN_WORDS, "held_out": HELD_OUT}.get(split) or pseudo_words(rng, 3)
-    pair = question_pair(function, rng, size, words, counts, binding)
+    pair = question_pair(function, rng, size, words, counts, binding, crowd)
     if rng.random() < 0.5:
         image, answer, box, scene = pair.image_a, pair.answer_a, pair.box_a, pair.scene_a
     else:

@@ -96,11 +96,12 @@ def _other_kinds(rng: random.Random, shape: str, colour: str, count: int) -> lis
 
 
 def question_pair(function: str, rng: random.Random, size: int = 224, words: tuple[str, ...] = TRAIN_WORDS,
-                  counts: tuple[int, int] = (1, MAX_COUNT), binding: bool = True) -> ScenePair:
+                  counts: tuple[int, int] = (1, MAX_COUNT), binding: bool = True, crowd: int = 0) -> ScenePair:
     """One pair drawn from ``rng``: count (two counts from ``counts`` of the asked kind, same distractors),
     ground (the asked object in two places, same distractors), recog (the asked kind, then in its place
     a kind that shares its colour or its shape, among binding distractors; ``binding`` False: any other kinds,
-    in its place too, an easier lesson), ocr (the asked word changed; the other word, inks and places kept)."""
+    in its place too, an easier lesson; ``crowd`` more distractors, a scene nano was not trained on), ocr (the
+    asked word changed; the other word, inks and places kept)."""
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     side = max(4, size // 7)
     if function == "count":
@@ -136,8 +137,8 @@ def question_pair(function: str, rng: random.Random, size: int = 224, words: tup
         def same_shape():
             return shape, rng.choice([c for c in COLOURS if c != colour])
 
-        kinds = ([same_colour(), same_shape()] + _other_kinds(rng, shape, colour, rng.randint(0, 2)) if binding
-                 else _other_kinds(rng, shape, colour, rng.randint(2, 4)))
+        kinds = ([same_colour(), same_shape()] + _other_kinds(rng, shape, colour, rng.randint(0, 2) + crowd) if binding
+                 else _other_kinds(rng, shape, colour, rng.randint(2, 4) + crowd))
         boxes = place_boxes(rng, len(kinds) + 1, size, side)
         scene = [Thing(s, c, b) for (s, c), b in zip(kinds, boxes[1:])]
         in_place = rng.choice([same_colour, same_shape])() if binding else _other_kinds(rng, shape, colour, 1)[0]
