@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval-n", type=int, default=30, help="held-out items per function")
+    parser.add_argument("--eval-batch", type=int, default=16,
+                        help="items answered together (greedy generate, left-padded; 1 answers one at a time)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", type=Path, default=Path("runs/vfl-select"))
     parser.add_argument("--model", default="nano",
@@ -220,9 +222,9 @@ def main() -> None:
             handle.write(json.dumps(row) + "\n")
 
     def scored(adapter) -> dict:
-        summary, _ = evaluate(adapter, items)
+        summary, _ = evaluate(adapter, items, batch_size=args.eval_batch)
         accuracy = {f: summary[f]["accuracy"] for f in FUNCTIONS}
-        return {"accuracy": accuracy, "mean": statistics.mean(accuracy.values())}
+        return {"eval_batch": args.eval_batch, "accuracy": accuracy, "mean": statistics.mean(accuracy.values())}
 
     if ("none", 0) not in done:
         record({"arm": "none", "seed": 0, "samples": 0, "steps": 0, "train_s": 0.0, "share_of_full": None,
