@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--train-n", type=int, default=400)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate (the paper's 2e-4 by default)")
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (raise it on a GPU)")
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
@@ -210,12 +211,17 @@ def main() -> None:
     other = {r.get("skill", "count-7-10") for r in rows} - {args.skill}
     if other:
         sys.exit(f"vfl_lora.py: error: {args.out} holds results of --skill {other.pop()}; use another --out")
+    recipes = {(r.get("steps", args.steps), r.get("lr", 2e-4)) for r in rows if r["variant"] != "none"}
+    if recipes - {(args.steps, args.lr)}:
+        steps, lr = (recipes - {(args.steps, args.lr)}).pop()
+        sys.exit(f"vfl_lora.py: error: {args.out} holds rows trained with --steps {steps} --lr {lr}; "
+                 "use another --out for another recipe")
     done = {(r["variant"], r["seed"]) for r in rows}
     vfl = lora.vfl_layers(args.vfl, skill.function)
     samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, 100, skill))
 
     def record(row: dict) -> None:
-        row = {"skill": args.skill, "eval_batch": args.eval_batch, **row}
+        row = {"skill": args.skill, "eval_batch": args.eval_batch, "steps": args.steps, "lr": args.lr, **row}
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -230,7 +236,7 @@ def main() -> None:
             adapter = load(args.model, device=args.device)
             layers = lora.choose_layers(rule, adapter.num_layers, vfl, seed)
             run = lora.LoraRun(steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, seed=seed,
-                               save_every=10)
+                               lr=args.lr, save_every=10)
             adapter_dir = lora.train(adapter, samples, layers, run, args.out / f"{rule}-s{seed}",
                                      {"model": args.model, "rule": rule, "vfl": vfl})
             trainable = json.loads((args.out / f"{rule}-s{seed}" / "trainable.json").read_text())

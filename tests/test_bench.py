@@ -212,3 +212,18 @@ def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_b
     text = summary(rows, SKILLS["count-7-10"])
     assert "| vfl | 3 | 3,907,584 (2.39%) | 0.518 ± 0.003 |" in text and "in-domain count 7-10" in text
     assert "per seed: -0.115, -0.055, -0.070" in text
+
+
+def test_vfl_lora_refuses_to_mix_recipes_in_one_results_folder(tmp_path, monkeypatch, capsys):
+    """A row trained with another --lr or --steps would be averaged as a seed of this recipe; the run stops first."""
+    import json
+
+    import vfl_lora
+
+    row = {"skill": "recog-crowd", "variant": "vfl", "seed": 0, "steps": 60, "lr": 2e-4}
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setattr("sys.argv", ["vfl_lora.py", "--vfl", str(tmp_path / "summary.json"), "--skill", "recog-crowd",
+                                     "--steps", "120", "--lr", "1e-3", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        vfl_lora.main()
+    assert "trained with --steps 60 --lr 0.0002" in str(stop.value) and "another --out" in str(stop.value)
