@@ -48,6 +48,9 @@ from vfl.probes.render import WORDS
 from vfl.report import mean_sd
 
 RULES = ("vfl", "all", "reversed", "random")
+# rows without "labels" were written before 2026-12-07, when vfl.lora.encode also labelled the template's newline
+# after the end of turn: they must not be averaged with newer seeds
+OLD_LABELS = "past end of turn"
 NEW_WORDS = tuple(w for w in HELD_OUT if w not in WORDS)
 
 
@@ -211,17 +214,19 @@ def main() -> None:
     other = {r.get("skill", "count-7-10") for r in rows} - {args.skill}
     if other:
         sys.exit(f"vfl_lora.py: error: {args.out} holds results of --skill {other.pop()}; use another --out")
-    recipes = {(r.get("steps", args.steps), r.get("lr", 2e-4)) for r in rows if r["variant"] != "none"}
-    if recipes - {(args.steps, args.lr)}:
-        steps, lr = (recipes - {(args.steps, args.lr)}).pop()
-        sys.exit(f"vfl_lora.py: error: {args.out} holds rows trained with --steps {steps} --lr {lr}; "
+    recipes = {(r.get("steps", args.steps), r.get("lr", 2e-4), r.get("labels", OLD_LABELS))
+               for r in rows if r["variant"] != "none"}
+    if recipes - {(args.steps, args.lr, lora.LABELS)}:
+        steps, lr, labels = (recipes - {(args.steps, args.lr, lora.LABELS)}).pop()
+        sys.exit(f"vfl_lora.py: error: {args.out} holds rows trained with --steps {steps} --lr {lr}, labels {labels}; "
                  "use another --out for another recipe")
     done = {(r["variant"], r["seed"]) for r in rows}
     vfl = lora.vfl_layers(args.vfl, skill.function)
     samples = lora.load_conversations(write_training_set(args.out / "data", args.train_n, 100, skill))
 
     def record(row: dict) -> None:
-        row = {"skill": args.skill, "eval_batch": args.eval_batch, "steps": args.steps, "lr": args.lr, **row}
+        row = {"skill": args.skill, "eval_batch": args.eval_batch, "steps": args.steps, "lr": args.lr,
+               "labels": lora.LABELS, **row}
         rows.append(row)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -215,15 +215,21 @@ def test_the_vfl_lora_skills_teach_what_nano_lacks_and_the_h100_table_reads_as_b
 
 
 def test_vfl_lora_refuses_to_mix_recipes_in_one_results_folder(tmp_path, monkeypatch, capsys):
-    """A row trained with another --lr or --steps would be averaged as a seed of this recipe; the run stops first."""
+    """A row trained with another --lr, --steps or answer labels would be averaged as a seed of this recipe; the
+    run stops first."""
     import json
 
     import vfl_lora
 
-    row = {"skill": "recog-crowd", "variant": "vfl", "seed": 0, "steps": 60, "lr": 2e-4}
+    row = {"skill": "recog-crowd", "variant": "vfl", "seed": 0, "steps": 120, "lr": 1e-3}  # labels: the old ones
     (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
     monkeypatch.setattr("sys.argv", ["vfl_lora.py", "--vfl", str(tmp_path / "summary.json"), "--skill", "recog-crowd",
                                      "--steps", "120", "--lr", "1e-3", "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as stop:
         vfl_lora.main()
-    assert "trained with --steps 60 --lr 0.0002" in str(stop.value) and "another --out" in str(stop.value)
+    assert "trained with --steps 120 --lr 0.001, labels past end of turn" in str(stop.value)
+    row.update(labels=vfl_lora.lora.LABELS, lr=2e-4)
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        vfl_lora.main()
+    assert "trained with --steps 120 --lr 0.0002, labels through end of turn" in str(stop.value)

@@ -209,3 +209,18 @@ def test_both_trainers_warm_up_from_the_first_step_then_fall_by_a_cosine_to_zero
     projector, language = _schedules(TrainConfig(steps=100, warmup=0.1, lm_start=0.3))
     assert [projector(s) for s in range(100)] == [factor(s) for s in range(100)]
     assert all(language(s) == 0 for s in range(30)) and all(language(s) == factor(s) for s in range(30, 100))
+
+
+def test_the_labels_end_at_the_end_of_turn_token(adapters):
+    """Every answer is trained through its end-of-turn token and no further: the newline some templates write after
+    it is never generated (on nano its loss was 7-18 nats, moving under VFL ablations as much as the answer's)."""
+    from vfl.lora import encode
+
+    for family, end in (("llava", "</s>"), ("qwen2_vl", "<|im_end|>"), ("idefics3", "<end_of_utterance>")):
+        adapter = adapters(family)
+        tokenizer = adapter.processor.tokenizer
+        inputs, labels = encode(adapter, None, [("What is 2 plus 2?", "4"), ("And 3 plus 3?", "6")])
+        labelled = tokenizer.decode(labels[0][labels[0] != -100].tolist())
+        assert labelled.replace(" ", "") == f"4{end}6{end}", family
+        if family != "llava":  # these templates end the turn with a newline, which stays unlabelled
+            assert tokenizer.decode(inputs["input_ids"][0].tolist()).endswith(end + "\n")

@@ -147,3 +147,17 @@ def test_select_command_writes_profiles_selection_and_plot_and_resumes(tiny_llav
     trained = run_cli("lora", "--model", tiny_llava_dir, "--data", pool, "--subset", out / "selection.json",
                       "--rank", 4, "--alpha", 8, "--steps", 2, "--batch-size", 2, "--out", tmp_path / "lora")
     assert trained.returncode == 0, trained.stderr[-2000:]
+
+
+def test_a_folder_measured_with_the_old_answer_labels_is_not_resumed(adapters, tmp_path):
+    """Losses measured when the template's newline after the end of turn was labelled too (run.json without
+    "labels") would be mixed with new ones: the folder is refused, naming the setting."""
+    adapter = adapters("llava")
+    samples = load_conversations(write_pool(tmp_path, n=2))
+    measure(adapter, samples, VFLS, tmp_path / "old", {"run": 1})
+    run_json = tmp_path / "old" / "run.json"
+    recorded = json.loads(run_json.read_text())
+    assert recorded["labels"] == "through end of turn"
+    run_json.write_text(json.dumps({k: v for k, v in recorded.items() if k != "labels"}))
+    with pytest.raises(VflError, match=r"other settings \(labels\)"):
+        measure(adapter, samples, VFLS, tmp_path / "old", {"run": 1})

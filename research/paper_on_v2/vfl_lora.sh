@@ -3,7 +3,9 @@
 # 20-23) and recognition in crowded scenes (recognition's VFL, 16-20); nano v2 localizes no other function.
 # Each variant is about 9-13 min on 2 cores (60 steps of 8, then 400 evaluation items and 20 text questions).
 # Grounding trains at the paper's lr 2e-4; recognition at 1e-3, since at 2e-4 no variant learnt it (seed 0:
-# every variant 0.77-0.79 against the untouched 0.785; those rows: bench/results/vfl_lora_v2_cpu_recog-crowd_lr2e-4.jsonl). Resumable: run it again with the same OUT; the rows finished
+# every variant 0.77-0.79 against the untouched 0.785; those rows: bench/results/vfl_lora_v2_cpu_recog-crowd_lr2e-4_newline-labels.jsonl).
+# Rows *_newline-labels.jsonl were trained when vfl.lora.encode also labelled the chat template's newline after
+# the end of turn (fixed 2026-12-07); bench/vfl_lora.py refuses to mix them with new seeds. Resumable: run it again with the same OUT; the rows finished
 # so far are committed in bench/results/vfl_lora_v2_cpu_SKILL.jsonl and seed a new machine's run folder.
 #   nice bash research/paper_on_v2/vfl_lora.sh [OUT]      (OUT defaults to $HOME/vfl-runs)
 set -euo pipefail

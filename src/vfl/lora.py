@@ -177,9 +177,17 @@ def open_image(sample: dict):
     return None if sample["image"] is None else read_image(sample["image"], f"sample {sample['id']}")
 
 
+# What `encode` labels, recorded in every run folder that trains or scores on it: a folder written when the
+# template's newline after the end of turn was labelled too (before 2026-12-07) refuses to resume.
+LABELS = "through end of turn"
+
+
 def encode(adapter: Adapter, image, turns: list[tuple[str, str]]) -> tuple[dict, torch.Tensor]:
-    """Model inputs for a conversation (``image`` None: text only) and labels that cover the assistant's
-    tokens only."""
+    """Model inputs for a conversation (``image`` None: text only) and labels that cover each assistant
+    answer through its end-of-turn token, not the whitespace a chat template writes after it: generation
+    stops at the end of turn, so that token is never produced, and a model not trained on it (nano: 7-18 nats)
+    would spend its first steps on it and, in VFL-select, let its swings under an ablation outweigh the
+    answer's own."""
     messages, spans = [], []
     for i, (question, answer) in enumerate(turns):
         content = [{"type": "image"}] if i == 0 and image is not None else []
@@ -194,7 +202,7 @@ def encode(adapter: Adapter, image, turns: list[tuple[str, str]]) -> tuple[dict,
     labels = torch.full_like(ids, -100)
     for before, through in spans:
         start = adapter.processor(images=images, text=[before], return_tensors="pt")["input_ids"].shape[1]
-        end = adapter.processor(images=images, text=[through], return_tensors="pt")["input_ids"].shape[1]
+        end = adapter.processor(images=images, text=[through.rstrip()], return_tensors="pt")["input_ids"].shape[1]
         labels[start:end] = ids[start:end]
     return dict(full), labels.unsqueeze(0)
 
@@ -267,7 +275,7 @@ def train(adapter: Adapter, samples: list[dict], layers: list[int], run: LoraRun
     optimizer steps, summed over resumed runs, so a resumed run reports its whole training time."""
     from vfl.runner import claim
 
-    with claim(out, {**(settings or {}), "layers": layers, **asdict(run)}) as folder:
+    with claim(out, {**(settings or {}), "layers": layers, **asdict(run), "labels": LABELS}) as folder:
         return _train(adapter, samples, layers, run, folder)
 
 

@@ -22,7 +22,7 @@ import torch
 from vfl import runner
 from vfl.errors import VflError
 from vfl.interventions import Intervention, check_layers, prefill, repeat_cache, suffix_inputs, visual_kv_dropped
-from vfl.lora import answer_loss, encode, open_image
+from vfl.lora import LABELS, answer_loss, encode, open_image
 from vfl.models import Adapter
 
 NONE = "none"
@@ -65,7 +65,7 @@ def measure(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], o
         yield {"id": sample["id"], "intervention": "profile", "image": sample["image"] is not None,
                "loss": losses[0], "ablated": dict(zip(vfls, losses[1:]))}
 
-    with runner.claim(out, settings) as folder:
+    with runner.claim(out, {**settings, "labels": LABELS}) as folder:
         return runner.run(folder, "losses.jsonl", samples, lambda s: s["id"], ["profile"], work, "select")
 
 
