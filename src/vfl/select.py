@@ -170,6 +170,7 @@ def select(adapter: Adapter, samples: list[dict], vfls: dict[str, list[int]], ou
     """Measure the pool (resumable) and write its profiles, plot and selection; None on ranks other than 0.
     A rerun with another budget, strategy or target reuses the measured losses."""
     check_choice(budget, strategy, targets, vfls)
+    settings = {**settings, "labels": LABELS}  # as measure records them: one claim, one set of settings
     with runner.claim(out, settings) as folder:
         records = measure(adapter, samples, vfls, folder, settings)
         if records is None:
