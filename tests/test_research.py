@@ -293,3 +293,25 @@ def test_a_runs_curve_is_set_against_the_floor_block_by_block(tmp_path):
     assert [row[2] for row in ocr] == ["1+", "3+"] and ocr[1][3] == "1.100"
     refused = run_python(str(RESEARCH / "blind_floor.py"), "--run", str(tmp_path / "nothing"))
     assert refused.returncode == 2 and "no function_losses.json there" in refused.stderr
+
+
+def test_label_newline_labels_a_pool_both_ways(tmp_path):
+    """research/paper_on_v2/label_newline.py: VFL-select labels from one set of forward passes, with and without
+    the template's newline labelled, on a tiny version of bench/vfl_select.py's pool."""
+    import json
+
+    sys.path.insert(0, str(RESEARCH.parents[1] / "bench"))
+    from vfl_select import build_pool
+
+    build_pool(tmp_path / "pool", 12)
+    summary = RESEARCH / "results" / "v2_locate" / "locate-n40-w3" / "summary.json"
+    out = tmp_path / "labels.json"
+    result = run_python(str(RESEARCH.parent / "paper_on_v2" / "label_newline.py"), "--pool", str(tmp_path / "pool"),
+                        "--vfl", str(summary), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = json.loads(out.read_text())
+    assert set(table["vfl"]) == {"recog", "ground"} and table["n_clean"] > 0
+    for key in ("now", "before"):
+        assert 0 <= table[key]["accuracy"] <= 1
+        assert sum(sum(row.values()) for row in table[key]["confusion"].values()) == 12
+        assert table[key]["confusion"].get("text", {}).get("none", 0) == sum(table[key]["confusion"].get("text", {}).values())
