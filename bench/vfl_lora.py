@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--train-n", type=int, default=400)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate (the paper's 2e-4 by default)")
+    parser.add_argument("--lr", type=float, default=lora.LoraRun.lr, help="LoRA learning rate (the paper's by default)")
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass (raise it on a GPU)")
     parser.add_argument("--eval-n", type=int, default=200, help="in-domain evaluation samples")
     parser.add_argument("--ood-n", type=int, default=50, help="evaluation samples per nano function")
@@ -214,7 +214,7 @@ def main() -> None:
     other = {r.get("skill", "count-7-10") for r in rows} - {args.skill}
     if other:
         sys.exit(f"vfl_lora.py: error: {args.out} holds results of --skill {other.pop()}; use another --out")
-    recipes = {(r.get("steps", args.steps), r.get("lr", 2e-4), r.get("labels", OLD_LABELS))
+    recipes = {(r.get("steps", args.steps), r.get("lr", lora.LoraRun.lr), r.get("labels", OLD_LABELS))
                for r in rows if r["variant"] != "none"}
     if recipes - {(args.steps, args.lr, lora.LABELS)}:
         steps, lr, labels = (recipes - {(args.steps, args.lr, lora.LABELS)}).pop()
