@@ -315,3 +315,32 @@ def test_label_newline_labels_a_pool_both_ways(tmp_path):
         assert 0 <= table[key]["accuracy"] <= 1
         assert sum(sum(row.values()) for row in table[key]["confusion"].values()) == 12
         assert table[key]["confusion"].get("text", {}).get("none", 0) == sum(table[key]["confusion"].get("text", {}).values())
+
+
+def test_paper_on_v2_figures_draw_from_rows_and_refuse_a_folder_without_them(tmp_path):
+    """research/paper_on_v2/figures.py: the VFL-LoRA trade-off and VFL-select's bars from rows of the benchmarks'
+    shape; a folder holding neither is refused in one sentence."""
+    import json
+
+    from vfl.nano.sample import FUNCTIONS
+
+    def lora_row(variant, seed, layers, in_domain, ood):
+        return {"variant": variant, "seed": seed, "layers": layers, "share": 0.02 * (variant != "none"),
+                "in_domain": {"accuracy": in_domain}, "ood": {f: {"accuracy": ood} for f in FUNCTIONS}}
+
+    rows = [lora_row("none", 0, "-", 0.25, 0.75)] + [
+        lora_row(variant, seed, layers, 0.3 + 0.01 * seed, 0.7 - 0.02 * seed)
+        for seed in (0, 1) for variant, layers in (("vfl", "20,21,22,23"), ("all", ",".join(map(str, range(30)))),
+                                                    ("random", "1,5,8,13"))]
+    (tmp_path / "vfl_lora_v2_cpu_ground-among.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    select = [{"arm": arm, "seed": seed, "samples": 40, "mean": 0.6, "accuracy": {f: 0.6 for f in FUNCTIONS}}
+              for arm in ("none", "full", "vfl") for seed in ((0,) if arm == "none" else (0, 1))]
+    (tmp_path / "vfl_select_v2_cpu.jsonl").write_text("\n".join(json.dumps(r) for r in select) + "\n")
+    script = str(RESEARCH.parent / "paper_on_v2" / "figures.py")
+    result = run_python(script, "--results", str(tmp_path), "--out", str(tmp_path / "docs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("vfl-lora-v2.png", "vfl-select-v2.png"):
+        assert (tmp_path / "docs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    refused = run_python(script, "--results", str(tmp_path / "docs"), "--out", str(tmp_path / "none"))
+    assert refused.returncode != 0 and "no nano v2 VFL-LoRA or VFL-select rows" in refused.stderr
+    assert "Traceback" not in refused.stderr
