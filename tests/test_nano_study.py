@@ -97,3 +97,31 @@ def test_the_shipped_nanos_train_json_reads_as_its_recipe():
     config_from(following.recipe).check()
     assert recipe.steps == json.loads((WEIGHTS / "train.json").read_text())["steps"]
     assert recipe.spec.lora_rank == json.loads((WEIGHTS / "spec.json").read_text())["lora_rank"]
+
+
+def test_with_lm_from_every_variant_reads_through_that_runs_language_model_and_trains_a_fresh_projector(tmp_path):
+    """--lm-from RUN: the variants keep their recipe but take RUN's LoRA (its size, frozen), whatever the recipe's
+    own rank; --lora-rank beside it is refused in one sentence."""
+    from dataclasses import asdict
+
+    from vfl.nano.config import NanoSpec, TrainConfig
+    from vfl.nano.study import StudyConfig
+
+    run = tmp_path / "run" / "weights"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text(json.dumps(asdict(NanoSpec(lora_rank=64, lora_alpha=128))))
+    (run / "projector.safetensors").write_bytes(b"")
+    default = StudyConfig(lm_from=str(tmp_path / "run")).variant([2])
+    assert default.lm_from == str(tmp_path / "run") and default.spec == NanoSpec([2], lora_rank=64, lora_alpha=128)
+    assert StudyConfig().variant([2]).lm_from is None and StudyConfig().variant([2]).spec.lora_rank == 0
+    recipe = TrainConfig(data="stream", lr_projector=5e-4, full=True, spec=NanoSpec(lora_rank=0, lora_alpha=0))
+    following = StudyConfig.following(recipe, 30, 8, str(tmp_path / "run")).variant([7, 11])
+    assert (following.lm_from, following.full, following.data, following.lr_projector, following.steps) == (
+        str(tmp_path / "run"), False, "stream", 5e-4, 30)
+    assert following.spec == NanoSpec([7, 11], lora_rank=64, lora_alpha=128)
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"representatives": {"shallow": 2}}))
+    refused = run_cli("nano", "study", "--groups", groups, "--lm-from", tmp_path / "run", "--lora-rank", 4,
+                      "--out", tmp_path / "s")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "vfl: error: --lm-from takes the LoRA of the run it names; drop --lora-rank")

@@ -513,3 +513,73 @@ def test_the_commands_of_a_staged_run_come_first_to_last_and_say_where_a_stage_w
         "vfl nano train --out a  # the next stage began from its weights at step 60 of 100",
         "vfl nano train --out b --init a", "vfl nano train --out c --init b"]
     assert retrain_commands({"steps": 320}) == []  # the shipped v1 nano's train.json predates recorded commands
+
+
+
+def trained_lora_run(folder, *extra):
+    """A 2-step streamed LoRA (rank 4) run into ``folder``; returns the arguments that trained it, less --out."""
+    args = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION,
+            "--lora-rank", 4, *extra]
+    made = run_cli(*args, "--steps", 2, "--out", folder)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return args
+
+
+def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path):
+    """--lm-from: the LoRA is the named run's and stays so, bit for bit, while a fresh projector fed from other
+    encoder layers trains; train.json records the LoRA's digest; weights without a LoRA of this size, and --init
+    with it, are refused in one sentence."""
+    from vfl.errors import VflError
+    from vfl.nano.config import NanoSpec, TrainConfig
+
+    common = trained_lora_run(tmp_path / "first")
+    reader = run_cli(*common, "--steps", 2, "--vision-layers", 7, "--lm-from", tmp_path / "first",
+                     "--out", tmp_path / "reader")
+    assert reader.returncode == 0, reader.stderr[-2000:]
+    first = {name: load_file(tmp_path / "first" / "weights" / name)
+             for name in ("projector.safetensors", "lora.safetensors")}
+    lora = load_file(tmp_path / "reader" / "weights" / "lora.safetensors")
+    assert lora.keys() == first["lora.safetensors"].keys()
+    assert all((lora[k] == first["lora.safetensors"][k]).all() for k in lora)  # read through, never trained
+    projector = load_file(tmp_path / "reader" / "weights" / "projector.safetensors")["linear_1.weight"]
+    assert projector.shape[1] * 3 == first["projector.safetensors"]["linear_1.weight"].shape[1]  # one layer, not 3
+    recorded = json.loads((tmp_path / "reader" / "train.json").read_text())
+    assert recorded["lm_from"] == str(tmp_path / "first") and len(recorded["lm_from_sha256"]) == 16
+    (tmp_path / "projector").mkdir()  # a projector-only run's weights
+    (tmp_path / "projector" / "projector.safetensors").write_bytes(b"")
+    (tmp_path / "projector" / "spec.json").write_text(json.dumps({"vision_layers": [7], "lora_rank": 0}))
+    rank4 = NanoSpec(vision_layers=[7], lora_rank=4, lora_alpha=8)
+    for config, message in (
+            (TrainConfig(spec=rank4, lm_from=str(tmp_path / "projector")),
+             f"--lm-from {tmp_path / 'projector'} holds no trained LoRA"),
+            (TrainConfig(spec=NanoSpec(lora_rank=8, lora_alpha=16), lm_from=str(tmp_path / "first")),
+             f"--lm-from {tmp_path / 'first'} holds a LoRA of rank 4 (alpha 8); pass --lora-rank 4"),
+            (TrainConfig(spec=rank4, lm_from=str(tmp_path / "first"), init=str(tmp_path / "first")),
+             "--init continues a whole run and --lm-from keeps only its language model; pass one"),
+            (TrainConfig(spec=rank4, lm_from=str(tmp_path / "nowhere")),
+             f"--lm-from {tmp_path / 'nowhere'}: no trained nano weights there")):
+        with pytest.raises(VflError) as refused:
+            config.check()
+        assert str(refused.value).startswith(message)
+
+
+@pytest.mark.slow  # three short runs, one killed: 1-2 minutes on 2 cores
+def test_a_killed_run_reading_through_a_frozen_language_model_resumes_to_the_same_weights(tmp_path):
+    """--lm-from's LoRA is not in the checkpoint (it never changes): a resume reads it from the run again."""
+    common = trained_lora_run(tmp_path / "first")
+    reader = [*common, "--steps", 3, "--save-every", 1, "--vision-layers", 7, "--lm-from", tmp_path / "first"]
+    whole = run_cli(*reader, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    process = start_python("-m", "vfl.cli", *reader, "--out", out)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    process.kill()
+    process.join()
+    assert len(json.loads((out / "losses.json").read_text())) < 3, "the run finished before the kill"
+    again = run_cli(*reader, "--out", out)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in ("projector.safetensors", "lora.safetensors"):
+        ours, reference = load_file(out / "weights" / name), load_file(tmp_path / "whole" / "weights" / name)
+        assert ours.keys() == reference.keys() and all((ours[k] == reference[k]).all() for k in ours), name

@@ -209,6 +209,10 @@ def _nano_command(commands) -> None:
     study.add_argument("--n", type=int, default=40, help="held-out samples per function")
     study.add_argument("--lora-rank", type=int, default=None, help="0 (the default): train the projector only")
     study.add_argument("--seed", type=int, default=None, help="data and initialisation seed (default 0)")
+    study.add_argument("--lm-from", default=None, metavar="RUN",
+                       help="every variant reads through this trained run's language model (its LoRA; e.g. "
+                            "src/vfl/nano/weights), frozen, and trains only a fresh projector: the variants differ "
+                            "in the encoder layers alone")
 
 
 def _eval_command(commands) -> None:
@@ -456,16 +460,18 @@ def _study_config(args):
     from vfl.nano.config import recorded_config
     from vfl.nano.study import StudyConfig
 
+    if args.lm_from is not None and args.lora_rank is not None:
+        raise VflError("--lm-from takes the LoRA of the run it names; drop --lora-rank")
     if args.recipe is None:
         return StudyConfig(steps=args.steps or 80, per_function=args.per_function or 320, n_eval=args.n,
-                           lora_rank=args.lora_rank or 0, seed=args.seed or 0)
+                           lora_rank=args.lora_rank or 0, seed=args.seed or 0, lm_from=args.lm_from)
     given = [f"--{n.replace('_', '-')}" for n in ("per_function", "lora_rank", "seed") if getattr(args, n) is not None]
     if given:
         raise VflError(f"--recipe sets the training data and model; drop {', '.join(given)}")
     path = args.recipe / "train.json" if args.recipe.is_dir() else args.recipe
     if not path.is_file():
         raise VflError(f"--recipe {args.recipe}: no train.json there (give a `vfl nano train` run or its train.json)")
-    return StudyConfig.following(recorded_config(path), args.steps, args.n)
+    return StudyConfig.following(recorded_config(path), args.steps, args.n, args.lm_from)
 
 
 def _lora(args) -> None:

@@ -115,6 +115,11 @@ class TrainConfig:
                                    "src/vfl/nano/weights) instead of a fresh projector and LoRA: to keep training a "
                                    "finished run on a new schedule (their model must be this one), best at lower "
                                    "peak rates than its own, whose warm-up undoes what it learnt last")
+    lm_from: str | None = option(None, read=str,
+                                 help="read through this trained run's language model (its LoRA; a `vfl nano train` "
+                                      "run, its weights/, or src/vfl/nano/weights), kept frozen, and train a fresh "
+                                      "projector alone: e.g. one fed from other encoder layers, under a language "
+                                      "model that already reads")
 
     def check(self) -> None:
         """Refuse settings that cannot train, before anything is built."""
@@ -165,8 +170,14 @@ class TrainConfig:
                            f"{sorted(set(self.align_functions) - set(self.functions))}")
         if self.ocr_answers not in OCR_ANSWERS:
             raise VflError(f"--ocr-answers must be one of {', '.join(OCR_ANSWERS)}, got {self.ocr_answers!r}")
+        if self.init is not None and self.lm_from is not None:
+            raise VflError("--init continues a whole run and --lm-from keeps only its language model; pass one")
         if self.init is not None:
             init_weights(self.init, self.spec)
+        if self.lm_from is not None:
+            if self.full:
+                raise VflError("--lm-from keeps the language model frozen; drop --full")
+            lm_weights(self.lm_from, self.spec)
         if self.seed == HELD_OUT_SEED:
             raise VflError(f"--seed {HELD_OUT_SEED} draws the held-out items `vfl nano eval` scores; train with another seed")
         unknown = set(self.loss_weights or {}) - set(TRAINING_FUNCTIONS)
@@ -175,18 +186,36 @@ class TrainConfig:
                            f"got {self.loss_weights}")
 
 
-def init_weights(path: str | Path, spec: NanoSpec) -> Path:
-    """The weights folder ``--init`` names (a run folder or its weights/), refused unless trained for ``spec``."""
+def weights_folder(path: str | Path, flag: str) -> tuple[Path, NanoSpec]:
+    """The trained weights a flag names (a run folder or its weights/) and the model they were trained for."""
     folder = Path(path) / "weights" if (Path(path) / "weights" / "spec.json").is_file() else Path(path)
     if not (folder / "spec.json").is_file() or not (folder / "projector.safetensors").is_file():
-        raise VflError(f"--init {path}: no trained nano weights there (spec.json and projector.safetensors)")
-    trained = NanoSpec(**json.loads((folder / "spec.json").read_text()))
+        raise VflError(f"{flag} {path}: no trained nano weights there (spec.json and projector.safetensors)")
+    return folder, NanoSpec(**json.loads((folder / "spec.json").read_text()))
+
+
+def init_weights(path: str | Path, spec: NanoSpec) -> Path:
+    """The weights folder ``--init`` names, refused unless trained for ``spec``."""
+    folder, trained = weights_folder(path, "--init")
     if trained != spec:
         differ = sorted(k for k, v in asdict(trained).items() if asdict(spec)[k] != v)
         raise VflError(f"--init {path} holds another model: " + ", ".join(
             f"{k} {getattr(trained, k)} there, {getattr(spec, k)} here" for k in differ))
     if (folder / "language_model.safetensors").exists():
         raise VflError(f"--init {path} is a full fine-tune; --init continues a projector or LoRA run")
+    return folder
+
+
+def lm_weights(path: str | Path, spec: NanoSpec) -> Path:
+    """The weights folder ``--lm-from`` names, refused unless it holds a LoRA of ``spec``'s size (the encoder
+    layers and projector may differ: only the language model is taken)."""
+    folder, trained = weights_folder(path, "--lm-from")
+    if not (folder / "lora.safetensors").is_file():
+        raise VflError(f"--lm-from {path} holds no trained LoRA (a projector-only run or a full fine-tune); "
+                       "--lm-from takes a LoRA run's language model")
+    if (trained.lora_rank, trained.lora_alpha) != (spec.lora_rank, spec.lora_alpha):
+        raise VflError(f"--lm-from {path} holds a LoRA of rank {trained.lora_rank} (alpha {trained.lora_alpha}); "
+                       f"pass --lora-rank {trained.lora_rank}")
     return folder
 
 

@@ -101,8 +101,6 @@ def apply_trained(model, spec: NanoSpec, weights: Path):
 def load_trained(model, peft_model, weights: Path) -> None:
     """A run's trained weights, unmerged: the projector and a full fine-tune's language model into ``model``, the
     LoRA into ``peft_model`` (``model`` wrapped by `add_lora`)."""
-    from peft import set_peft_model_state_dict
-
     model.model.multi_modal_projector.load_state_dict(load_file(str(weights / "projector.safetensors")))
     language_file = weights / "language_model.safetensors"  # a full fine-tune (not shippable, loadable)
     if language_file.exists():
@@ -111,9 +109,16 @@ def load_trained(model, peft_model, weights: Path) -> None:
     if lora_file.exists():
         if peft_model is None:
             raise VflError(f"{weights} holds a LoRA, but the model it is loaded into has none (--lora-rank 0)")
-        result = set_peft_model_state_dict(peft_model, load_file(str(lora_file)))
-        if result.unexpected_keys:
-            raise VflError(f"{lora_file} does not fit nano's LoRA ({result.unexpected_keys[:3]} ...)")
+        load_lora(peft_model, lora_file)
+
+
+def load_lora(peft_model, lora_file: Path) -> None:
+    """A trained LoRA into ``peft_model`` (a model wrapped by `add_lora` with the same rank)."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(peft_model, load_file(str(lora_file)))
+    if result.unexpected_keys:
+        raise VflError(f"{lora_file} does not fit nano's LoRA ({result.unexpected_keys[:3]} ...)")
 
 
 def load_nano(weights: Path = WEIGHTS, dtype=torch.float32, device: str = "cpu"):

@@ -6,8 +6,10 @@ the projector: LLaVA's own multi-layer `vision_feature_layer`). Every variant ge
 recipe, seed and steps, then is evaluated per function on the same held-out samples. The recipe is a
 small projector-only one by default, whose variants share encoder features computed once (the encoder is
 frozen), or a run's own (``recipe``: the settings of its train.json, e.g. the shipped nano's), changed only
-in the encoder layers, each variant trained as `vfl nano train` trains it. Finished variants are skipped
-when the command runs again.
+in the encoder layers, each variant trained as `vfl nano train` trains it. With ``lm_from`` every variant reads
+through one trained run's language model, frozen, and trains only its own fresh projector: the variants then
+differ in the encoder layers alone, and a projector learns to feed a model that already reads far sooner than a
+whole nano learns to read. Finished variants are skipped when the command runs again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from vfl.errors import VflError
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS, HELD_OUT_SEED
-from vfl.nano.config import NanoSpec, config_from
+from vfl.nano.config import NanoSpec, config_from, weights_folder
 from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.config import TrainConfig
@@ -40,24 +42,31 @@ class StudyConfig:
     seed: int = 0
     eval_seed: int = HELD_OUT_SEED
     recipe: dict | None = None  # a run's TrainConfig (asdict): each variant trains so, but for its layers and steps
+    lm_from: str | None = None  # a trained run whose language model every variant reads through, frozen
 
     def variant(self, layers: list[int]) -> TrainConfig:
         """How the variant fed from ``layers`` trains."""
         if self.recipe is not None:
             recipe = config_from(self.recipe)
-            return replace(recipe, steps=self.steps, spec=replace(recipe.spec, vision_layers=layers))
-        spec = NanoSpec(vision_layers=layers, lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank)
-        return TrainConfig(per_function=self.per_function, steps=self.steps, batch_size=self.batch_size,
-                           seed=self.seed, spec=spec)
+            config = replace(recipe, steps=self.steps, spec=replace(recipe.spec, vision_layers=layers))
+        else:
+            spec = NanoSpec(vision_layers=layers, lora_rank=self.lora_rank, lora_alpha=2 * self.lora_rank)
+            config = TrainConfig(per_function=self.per_function, steps=self.steps, batch_size=self.batch_size,
+                                 seed=self.seed, spec=spec)
+        if self.lm_from is None:
+            return config
+        _, trained = weights_folder(self.lm_from, "--lm-from")  # its LoRA's size, whatever the recipe's
+        return replace(config, lm_from=self.lm_from, full=False,
+                       spec=replace(config.spec, lora_rank=trained.lora_rank, lora_alpha=trained.lora_alpha))
 
     @classmethod
-    def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int) -> StudyConfig:
+    def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int, lm_from: str | None = None) -> StudyConfig:
         """A study whose variants train as ``recipe`` does (for ``steps``, or the recipe's own), each from fresh
         weights: a variant reads other encoder layers, so no run's projector (``--init``) fits it."""
-        recipe = replace(recipe, init=None)
+        recipe = replace(recipe, init=None, lm_from=None)
         return cls(steps=steps or recipe.steps, per_function=recipe.per_function, n_eval=n_eval,
                    batch_size=recipe.batch_size, lora_rank=recipe.spec.lora_rank, seed=recipe.seed,
-                   recipe=json.loads(json.dumps(asdict(recipe))))
+                   recipe=json.loads(json.dumps(asdict(recipe))), lm_from=lm_from)
 
 
 def read_groups(path: Path) -> dict[str, int]:
@@ -108,7 +117,10 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     settings = {"groups": read_groups(groups), **asdict(config)}
     saved = out / "study-settings.json"
     if saved.exists():
-        refuse_other_settings(out, read_settings(saved), settings, "study")
+        previous = read_settings(saved)
+        if previous.get("recipe"):  # a recipe recorded before a training setting existed has it at its default
+            previous["recipe"] = {**json.loads(json.dumps(asdict(TrainConfig()))), **previous["recipe"]}
+        refuse_other_settings(out, previous, settings, "study")
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
     needed = sorted({k for layers in chosen.values() for k in layers})

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from vfl.errors import VflError
 from vfl.fingerprint import digest
 from vfl.nano.align import word_vectors
-from vfl.nano.config import TrainConfig, init_weights, saved_settings
-from vfl.nano.model import add_lora, build_untrained, load_trained
+from vfl.nano.config import TrainConfig, init_weights, lm_weights, saved_settings
+from vfl.nano.model import add_lora, build_untrained, load_lora, load_trained
 from vfl.nano.sample import FUNCTIONS, TRAINING_FUNCTIONS
 from vfl.plots import plot_losses
 from vfl.runner import fresh_folder, read_settings, refuse_other_settings, swap_in
@@ -70,7 +70,8 @@ def trainable_state(base, peft_model) -> tuple[dict, dict]:
 
 
 # how a run is carried out or was started, not what it trains: a resume may change them
-RESUME_FREE = ("save_every", "workers", "command", "calibration", "init_sha256", "init_run")
+STARTED_FROM = ("init_sha256", "init_run", "lm_from_sha256")  # what the weights a run began from were
+RESUME_FREE = ("save_every", "workers", "command", "calibration", *STARTED_FROM)
 
 
 def init_run(weights: Path) -> dict | None:
@@ -122,6 +123,8 @@ def train(run: Path, config: TrainConfig, data: dict | None = None, command: str
     peft_model, projector, language = _trainable(base, config, device)
     if config.init is not None:  # where the run starts; a checkpoint, if any, replaces it below
         load_trained(base, peft_model, init_weights(config.init, config.spec))
+    if config.lm_from is not None:  # frozen: the checkpoint holds no language-model weights, so a resume loads it again
+        load_lora(peft_model, lm_weights(config.lm_from, config.spec) / "lora.safetensors")
     optimizer = torch.optim.AdamW([{"params": list(projector.parameters()), "lr": config.lr_projector},
                                    {"params": list(language.values()), "lr": config.lr_lm}], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedules(config))
@@ -182,12 +185,14 @@ def _start(run: Path, config: TrainConfig, command: str | None) -> tuple[Path, t
     run.mkdir(parents=True, exist_ok=True)
     settings = run / "train.json"
     kept = {k: v for k, v in (read_settings(settings) if settings.exists() else {}).items()
-            if k in ("calibration", "init_sha256", "init_run")}
+            if k in ("calibration", *STARTED_FROM)}
     if config.init is not None and "init_sha256" not in kept:
         folder = init_weights(config.init, config.spec)  # which weights it began from, by content
         kept["init_sha256"] = digest(sorted(folder.glob("*.safetensors")) + [folder / "spec.json"])
         if (earlier := init_run(folder)) is not None:
             kept["init_run"] = earlier
+    if config.lm_from is not None and "lm_from_sha256" not in kept:
+        kept["lm_from_sha256"] = digest([lm_weights(config.lm_from, config.spec) / "lora.safetensors"])
     settings.write_text(json.dumps({**asdict(config), **({"command": command} if command else {}), **kept},
                                    indent=2) + "\n")
     device = torch.device(config.device)
@@ -202,6 +207,9 @@ def _trainable(base, config: TrainConfig, device: torch.device):
     recipe trains made trainable, on the device."""
     peft_model = add_lora(base, config.spec) if config.spec.lora_rank else None  # injects into `base`
     model = peft_model or base
+    if config.lm_from is not None:  # the language model is a trained run's, read as it is
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
     projector = base.model.multi_modal_projector
     for parameter in projector.parameters():
         parameter.requires_grad_(True)
