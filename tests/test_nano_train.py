@@ -467,37 +467,46 @@ def test_nano_train_flags_are_the_config_fields_with_their_help_and_defaults():
         TrainConfig()  # the command's defaults are the config's
 
 
-def test_a_run_can_start_from_a_finished_runs_weights(tmp_path, capsys):
+STREAM_V1 = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A finished 2-step streamed LoRA (rank 4) run, shared by the tests that start from one."""
+    folder = tmp_path_factory.mktemp("lora") / "first"
+    made = run_cli(*STREAM_V1, "--steps", 2, "--lora-rank", 4, "--out", folder)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return folder
+
+
+def test_a_run_can_start_from_a_finished_runs_weights(tmp_path, capsys, lora_run):
     """--init: the projector and LoRA start as the named run's (so a step at a vanishing rate leaves them bit for
     bit), train.json records their digest and the earlier run's settings (shipping says both commands), and
     weights of another model are refused in one sentence."""
     from vfl.nano.train import ship
 
-    common = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION]
-    made = run_cli(*common, "--steps", 2, "--lora-rank", 4, "--out", tmp_path / "first")
-    assert made.returncode == 0, made.stderr[-2000:]
-    frozen = [*common, "--steps", 1, "--lm-start", 0, "--lr-projector", 1e-30, "--lr-lm", 1e-30]
-    again = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "first", "--out", tmp_path / "second")
+    frozen = [*STREAM_V1, "--steps", 1, "--lm-start", 0, "--lr-projector", 1e-30, "--lr-lm", 1e-30]
+    again = run_cli(*frozen, "--lora-rank", 4, "--init", lora_run, "--out", tmp_path / "second")
     assert again.returncode == 0, again.stderr[-2000:]
     for name in ("projector.safetensors", "lora.safetensors"):
-        before = load_file(tmp_path / "first" / "weights" / name)
+        before = load_file(lora_run / "weights" / name)
         after = load_file(tmp_path / "second" / "weights" / name)
         assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
     recorded = json.loads((tmp_path / "second" / "train.json").read_text())
-    assert recorded["init"] == str(tmp_path / "first") and len(recorded["init_sha256"]) == 16
-    first = json.loads((tmp_path / "first" / "train.json").read_text())
+    assert recorded["init"] == str(lora_run) and len(recorded["init_sha256"]) == 16
+    first = json.loads((lora_run / "train.json").read_text())
     assert recorded["init_run"] == {**first, "steps_trained": 2}  # the stage before, command and all
     ship(tmp_path / "second" / "weights", tmp_path / "shipped")
     said = capsys.readouterr().out.splitlines()
     assert said[1:] == ["  " + first["command"], "  " + recorded["command"]]  # how to train it again, stage by stage
-    assert "--out " + str(tmp_path / "first") in said[1] and "--init " + str(tmp_path / "first") in said[2]
+    assert "--out " + str(lora_run) in said[1] and "--init " + str(lora_run) in said[2]
     fresh = run_cli(*frozen, "--lora-rank", 4, "--out", tmp_path / "fresh")  # without --init: starts elsewhere
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert not (load_file(tmp_path / "fresh" / "weights" / "projector.safetensors")["linear_1.weight"]
                 == load_file(tmp_path / "second" / "weights" / "projector.safetensors")["linear_1.weight"]).all()
-    other = run_cli(*frozen, "--lora-rank", 8, "--init", tmp_path / "first", "--out", tmp_path / "x")
+    other = run_cli(*frozen, "--lora-rank", 8, "--init", lora_run, "--out", tmp_path / "x")
     assert other.returncode == 2 and other.stderr.strip().splitlines()[-1] == (
-        f"vfl: error: --init {tmp_path / 'first'} holds another model: lora_alpha 8 there, 16 here, "
+        f"vfl: error: --init {lora_run} holds another model: lora_alpha 8 there, 16 here, "
         "lora_rank 4 there, 8 here")
     missing = run_cli(*frozen, "--lora-rank", 4, "--init", tmp_path / "nowhere", "--out", tmp_path / "y")
     assert missing.returncode == 2 and "no trained nano weights there" in missing.stderr
@@ -516,27 +525,18 @@ def test_the_commands_of_a_staged_run_come_first_to_last_and_say_where_a_stage_w
 
 
 
-def trained_lora_run(folder, *extra):
-    """A 2-step streamed LoRA (rank 4) run into ``folder``; returns the arguments that trained it, less --out."""
-    args = ["nano", "train", "--data", "stream", "--batch-size", 2, "--suite", "v1", "--precision", CPU_PRECISION,
-            "--lora-rank", 4, *extra]
-    made = run_cli(*args, "--steps", 2, "--out", folder)
-    assert made.returncode == 0, made.stderr[-2000:]
-    return args
 
-
-def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path):
+def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path, lora_run):
     """--lm-from: the LoRA is the named run's and stays so, bit for bit, while a fresh projector fed from other
     encoder layers trains; train.json records the LoRA's digest; weights without a LoRA of this size, and --init
     with it, are refused in one sentence."""
     from vfl.errors import VflError
     from vfl.nano.config import NanoSpec, TrainConfig
 
-    common = trained_lora_run(tmp_path / "first")
-    reader = run_cli(*common, "--steps", 2, "--vision-layers", 7, "--lm-from", tmp_path / "first",
+    reader = run_cli(*STREAM_V1, "--lora-rank", 4, "--steps", 2, "--vision-layers", 7, "--lm-from", lora_run,
                      "--out", tmp_path / "reader")
     assert reader.returncode == 0, reader.stderr[-2000:]
-    first = {name: load_file(tmp_path / "first" / "weights" / name)
+    first = {name: load_file(lora_run / "weights" / name)
              for name in ("projector.safetensors", "lora.safetensors")}
     lora = load_file(tmp_path / "reader" / "weights" / "lora.safetensors")
     assert lora.keys() == first["lora.safetensors"].keys()
@@ -544,7 +544,7 @@ def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path):
     projector = load_file(tmp_path / "reader" / "weights" / "projector.safetensors")["linear_1.weight"]
     assert projector.shape[1] * 3 == first["projector.safetensors"]["linear_1.weight"].shape[1]  # one layer, not 3
     recorded = json.loads((tmp_path / "reader" / "train.json").read_text())
-    assert recorded["lm_from"] == str(tmp_path / "first") and len(recorded["lm_from_sha256"]) == 16
+    assert recorded["lm_from"] == str(lora_run) and len(recorded["lm_from_sha256"]) == 16
     (tmp_path / "projector").mkdir()  # a projector-only run's weights
     (tmp_path / "projector" / "projector.safetensors").write_bytes(b"")
     (tmp_path / "projector" / "spec.json").write_text(json.dumps({"vision_layers": [7], "lora_rank": 0}))
@@ -552,9 +552,9 @@ def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path):
     for config, message in (
             (TrainConfig(spec=rank4, lm_from=str(tmp_path / "projector")),
              f"--lm-from {tmp_path / 'projector'} holds no trained LoRA"),
-            (TrainConfig(spec=NanoSpec(lora_rank=8, lora_alpha=16), lm_from=str(tmp_path / "first")),
-             f"--lm-from {tmp_path / 'first'} holds a LoRA of rank 4 (alpha 8); pass --lora-rank 4"),
-            (TrainConfig(spec=rank4, lm_from=str(tmp_path / "first"), init=str(tmp_path / "first")),
+            (TrainConfig(spec=NanoSpec(lora_rank=8, lora_alpha=16), lm_from=str(lora_run)),
+             f"--lm-from {lora_run} holds a LoRA of rank 4 (alpha 8); pass --lora-rank 4"),
+            (TrainConfig(spec=rank4, lm_from=str(lora_run), init=str(lora_run)),
              "--init continues a whole run and --lm-from keeps only its language model; pass one"),
             (TrainConfig(spec=rank4, lm_from=str(tmp_path / "nowhere")),
              f"--lm-from {tmp_path / 'nowhere'}: no trained nano weights there")):
@@ -564,10 +564,10 @@ def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path):
 
 
 @pytest.mark.slow  # three short runs, one killed: 1-2 minutes on 2 cores
-def test_a_killed_run_reading_through_a_frozen_language_model_resumes_to_the_same_weights(tmp_path):
+def test_a_killed_run_reading_through_a_frozen_language_model_resumes_to_the_same_weights(tmp_path, lora_run):
     """--lm-from's LoRA is not in the checkpoint (it never changes): a resume reads it from the run again."""
-    common = trained_lora_run(tmp_path / "first")
-    reader = [*common, "--steps", 3, "--save-every", 1, "--vision-layers", 7, "--lm-from", tmp_path / "first"]
+    reader = [*STREAM_V1, "--lora-rank", 4, "--steps", 3, "--save-every", 1, "--vision-layers", 7, "--lm-from",
+              lora_run]
     whole = run_cli(*reader, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     out = tmp_path / "killed"
