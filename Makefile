@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/vfl locate --model nano --n 20 --window 4 --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
