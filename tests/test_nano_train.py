@@ -15,19 +15,24 @@ STREAM = ["nano", "train", "--data", "stream", "--workers", 2, "--device", "cpu"
           "--precision", CPU_PRECISION]
 
 
+def killed_at_first_checkpoint(args, out) -> int:
+    """Start `vfl ARGS --out OUT`, SIGKILL it once its first checkpoint is written; the steps it had trained."""
+    process = start_python("-m", "vfl.cli", *args, "--out", out)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    process.kill()
+    process.join()
+    return len(json.loads((out / "losses.json").read_text()))
+
+
 @pytest.mark.parametrize("args", [pytest.param(ARGS, marks=pytest.mark.slow, id="cached"),
                                   pytest.param(STREAM, id="stream-workers-cpu")])
 def test_killed_training_resumes_to_the_same_weights(tmp_path, args):
     whole = run_cli(*args, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     out = tmp_path / "killed"
-    process = start_python("-m", "vfl.cli", *args, "--out", out)
-    deadline = time.time() + 600
-    while time.time() < deadline and not (out / "checkpoint.pt").exists():
-        time.sleep(0.2)
-    process.kill()  # SIGKILL
-    process.join()
-    done = len(json.loads((out / "losses.json").read_text()))
+    done = killed_at_first_checkpoint(args, out)
     assert done < args[args.index("--steps") + 1], "the run finished before the kill"
     if "stream" in args:  # an unfinished run's latest weights are evaluated where they lie, and said to be so
         scored = run_cli("nano", "eval", "--weights", out, "--suite", "v2", "--n", 1, "--out", tmp_path / "eval.json")
@@ -571,13 +576,7 @@ def test_a_killed_run_reading_through_a_frozen_language_model_resumes_to_the_sam
     whole = run_cli(*reader, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
     out = tmp_path / "killed"
-    process = start_python("-m", "vfl.cli", *reader, "--out", out)
-    deadline = time.time() + 600
-    while time.time() < deadline and not (out / "checkpoint.pt").exists():
-        time.sleep(0.2)
-    process.kill()
-    process.join()
-    assert len(json.loads((out / "losses.json").read_text())) < 3, "the run finished before the kill"
+    assert killed_at_first_checkpoint(reader, out) < 3, "the run finished before the kill"
     again = run_cli(*reader, "--out", out)
     assert again.returncode == 0, again.stderr[-2000:]
     for name in ("projector.safetensors", "lora.safetensors"):
