@@ -220,10 +220,14 @@ def lm_weights(path: str | Path, spec: NanoSpec) -> Path:
 
 
 def saved_settings(path: Path) -> dict:
-    """A run's train.json as today's settings: keys renamed since read by their new names, settings added since
-    at the defaults that reproduce the run."""
-    recorded = {LEGACY.get(k, k): v for k, v in read_settings(path).items()}
-    return {**json.loads(json.dumps(asdict(TrainConfig()))), **recorded}
+    """A run's train.json as today's settings (`current_settings`)."""
+    return current_settings(read_settings(path))
+
+
+def current_settings(recorded: dict) -> dict:
+    """Training settings recorded by an earlier version as today's: keys renamed since read by their new names,
+    settings added since at the defaults that reproduce the run."""
+    return {**json.loads(json.dumps(asdict(TrainConfig()))), **{LEGACY.get(k, k): v for k, v in recorded.items()}}
 
 
 def recorded_config(path: Path) -> TrainConfig:

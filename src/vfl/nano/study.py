@@ -23,7 +23,7 @@ import torch
 from vfl.errors import VflError
 from vfl.nano.data import held_out_items
 from vfl.nano.sample import FUNCTIONS, HELD_OUT_SEED
-from vfl.nano.config import NanoSpec, config_from, weights_folder
+from vfl.nano.config import NanoSpec, config_from, current_settings, weights_folder
 from vfl.nano.model import apply_trained, build_untrained
 from vfl.nano.parts import DINOV2_S
 from vfl.nano.config import TrainConfig
@@ -118,8 +118,8 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
     saved = out / "study-settings.json"
     if saved.exists():
         previous = read_settings(saved)
-        if previous.get("recipe"):  # a recipe recorded before a training setting existed has it at its default
-            previous["recipe"] = {**json.loads(json.dumps(asdict(TrainConfig()))), **previous["recipe"]}
+        if previous.get("recipe"):  # recorded before a training setting existed: at its default
+            previous["recipe"] = current_settings(previous["recipe"])
         refuse_other_settings(out, previous, settings, "study")
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
