@@ -12,7 +12,9 @@ RESEARCH = Path(__file__).resolve().parents[1] / "research" / "nano_v2"
 sys.path.insert(0, str(RESEARCH))
 
 
-@pytest.mark.parametrize("where, first", [("encoder", "pixels"), ("language-model", "LM input (projector output)")])
+@pytest.mark.parametrize("where, first", [("encoder", "pixels"),
+                                          pytest.param("language-model", "LM input (projector output)",
+                                                       marks=pytest.mark.slow)])  # 15 s; the encoder arm covers the script
 def test_the_encoder_probe_writes_a_row_per_layer(tmp_path, where, first):
     import json
 
@@ -64,6 +66,7 @@ def test_the_letter_probe_reads_each_encoder_layer(tmp_path):
     assert all(0 <= r["letter"] <= 1 for r in rows)
 
 
+@pytest.mark.slow  # a lab script's end-to-end run: 15-40 s, kept out of the default suite
 def test_ocr_answers_scores_reading_and_trains_a_spelling_arm(tmp_path):
     import json
 
@@ -183,6 +186,7 @@ def test_recog_lookup_puts_one_learnt_vector_per_object_or_the_caption_where_the
                                                                                  for t in sample.scene}
 
 
+@pytest.mark.slow  # a lab script's end-to-end run: 15-40 s, kept out of the default suite
 def test_align_tokens_fits_a_projector_per_temperature_from_the_same_start(tmp_path):
     import json
 
@@ -295,6 +299,7 @@ def test_a_runs_curve_is_set_against_the_floor_block_by_block(tmp_path):
     assert refused.returncode == 2 and "no function_losses.json there" in refused.stderr
 
 
+@pytest.mark.slow  # a lab script's end-to-end run: 15-40 s, kept out of the default suite
 def test_label_newline_labels_a_pool_both_ways(tmp_path):
     """research/paper_on_v2/label_newline.py: VFL-select labels from one set of forward passes, with and without
     the template's newline labelled, on a tiny version of bench/vfl_select.py's pool."""
