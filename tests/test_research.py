@@ -349,3 +349,63 @@ def test_paper_on_v2_figures_draw_from_rows_and_refuse_a_folder_without_them(tmp
     refused = run_python(script, "--results", str(tmp_path / "docs"), "--out", str(tmp_path / "none"))
     assert refused.returncode != 0 and "no nano v2 VFL-LoRA or VFL-select rows" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_encoder_verdicts_judge_each_finding_on_paired_outcomes(tmp_path, monkeypatch, capsys):
+    """research/paper_on_v2/encoder_verdicts.py on a made-up study: deep layers read OCR, shallow and middle
+    ones count, grounding is a tie, the fusion beats some single layers; OCR nobody reads is not testable."""
+    import json
+
+    from vfl.nano.sample import FUNCTIONS
+
+    right = {  # variant -> function -> how many of 40 items it answers (the first ones)
+        "shallow-2": {"recog": 30, "count": 30, "ground": 30, "ocr": 2},
+        "middle-7": {"recog": 30, "count": 32, "ground": 30, "ocr": 4},
+        "deep-11": {"recog": 30, "count": 10, "ground": 30, "ocr": 30},
+        "last-12": {"recog": 40, "count": 12, "ground": 30, "ocr": 34},
+        "fusion-2-7-11": {"recog": 40, "count": 14, "ground": 30, "ocr": 34},
+    }
+
+    def study(folder, right):
+        variants = {}
+        for name, scores in right.items():
+            (folder / name).mkdir(parents=True)
+            records = [{"id": f"{f}-{i}", "function": f, "correct": i < scores[f], "answer": "x", "target": "y"}
+                       for f in FUNCTIONS for i in range(40)]
+            (folder / name / "eval.records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            variants[name] = {"layers": [int(k) for k in name.split("-")[1:]]}
+        (folder / "study.json").write_text(json.dumps({"variants": variants}))
+
+    sys.path.insert(0, str(RESEARCH.parent / "paper_on_v2"))
+    from encoder_verdicts import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["encoder_verdicts.py", *map(str, args)])
+        main()
+        return capsys.readouterr().out
+
+    study(tmp_path / "study", right)
+    outcomes, out = tmp_path / "outcomes.jsonl", tmp_path / "verdicts.json"
+    printed = run(tmp_path / "study", "--outcomes", outcomes, "--out", out)
+    assert len(outcomes.read_text().splitlines()) == 5 * 4 * 40
+    findings = json.loads(out.read_text())["findings"]  # OCR, counting, grounding, the fusion
+    assert [f["verdict"] for f in findings] == ["holds", "holds", "not decided", "holds in part"]
+    ocr = findings[0]["comparisons"]  # "deep layers are needed for OCR": deep and last against shallow, middle
+    assert [(c["better"], c["worse"]) for c in ocr] == [("deep-11", "shallow-2"), ("deep-11", "middle-7"),
+                                                       ("last-12", "shallow-2"), ("last-12", "middle-7")]
+    assert (ocr[0]["gains"], ocr[0]["losses"], ocr[0]["difference"]) == (28, 0, 0.7)
+    assert all(c["outcome"] == "holds" and c["p_holm"] < 0.05 for c in ocr)
+    fusion = findings[3]["comparisons"]  # every function's items pooled: 160 a pair
+    assert {c["n"] for c in fusion} == {160} and {c["outcome"] for c in fusion} == {"holds", "not decided"}
+    assert "| deep layers are needed for OCR |" in printed
+    # the committed outcomes are judged again without the study folder, to the same verdicts
+    run("--outcomes", outcomes, "--out", tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == json.loads(out.read_text())
+    # OCR read by no variant: not testable
+    for scores in right.values():
+        scores["ocr"] = 1
+    study(tmp_path / "blind", right)
+    run(tmp_path / "blind", "--outcomes", outcomes, "--out", out)
+    assert json.loads(out.read_text())["findings"][0]["verdict"] == "not testable"
+    with pytest.raises(SystemExit, match="is no finished `vfl nano study` folder"):
+        run(tmp_path, "--outcomes", outcomes, "--out", out)

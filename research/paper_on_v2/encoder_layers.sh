@@ -8,7 +8,8 @@
 # variant (nano v2's 3,400 steps, about 11 h each on 2 cores) is out of reach here. A pilot from the last layer
 # (80 steps, 1,280 samples; n 30) read grounding 0.97, counting 0.30, recognition 0.47, OCR 0.03.
 # About 10.5 s a step on 2 cores (AMD EPYC, fp32): about 55 min a variant with its evaluation, 5 variants.
-# Resumable: run it again with the same OUT; the study table is copied to bench/results/encoder_layers_v2_cpu.json.
+# Resumable: run it again with the same OUT; the study table is copied to bench/results/encoder_layers_v2_cpu.json,
+# the paired outcomes and the verdicts on the paper's findings to encoder_layers_v2_cpu_{outcomes.jsonl,verdicts.json}.
 #   nice bash research/paper_on_v2/encoder_layers.sh [OUT]      (OUT defaults to $HOME/vfl-runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,3 +22,4 @@ fi
   --lm-from src/vfl/nano/weights --steps 300 --n 100 --out "$OUT/study"
 cp "$OUT/study/study.json" bench/results/encoder_layers_v2_cpu.json
 cp "$OUT/vision-layers/groups.json" bench/results/encoder_layers_v2_cpu_groups.json
+.venv/bin/python research/paper_on_v2/encoder_verdicts.py "$OUT/study"   # the paper's findings, one by one
