@@ -48,7 +48,7 @@ from safetensors import safe_open
 
 from vfl.api import locate, make_probes
 from vfl.options import function_weights
-from vfl.compare import compare, write as write_comparison, table as comparison_table
+from vfl.compare import compare, profile_table, write as write_comparison, table as comparison_table
 from vfl.errors import VflError
 from vfl.evaluate import evaluate
 from vfl.jsonl import json_objects
@@ -272,6 +272,7 @@ def run() -> None:
         compared = compare([args.out / name / "locate" for name in configs], list(configs), paper=True)
         write_comparison(compared, args.out / "compare")
         print(comparison_table(compared))
+        print(profile_table(compared))
     print("| recipe | suite | " + " | ".join(FUNCTIONS) + " | mean | train s | trained params |")
     print("|---|---|" + "---|" * (len(FUNCTIONS) + 3))
     for row in rows:

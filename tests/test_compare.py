@@ -67,3 +67,31 @@ def test_the_papers_reported_positions_come_first_marked_as_reported(tmp_path):
     assert "| nano | 30 | 3 | layers 3-5 (0.10-0.20) | distributed |" in text
     plain = run_cli("compare", run, "--out", tmp_path / "plain")
     assert "not measured here" not in (tmp_path / "plain" / "compare.md").read_text() and plain.returncode == 0
+
+
+def test_the_read_profile_places_a_band_and_a_function_read_across_the_depth(tmp_path):
+    """The score-weighted centre and spread of a sliding-window run's windows: a narrow peak sits where its
+    band is, with a small spread; a function scored evenly over the depth has its centre mid-way and a wide
+    spread; cumulative sweeps get none (their windows overlap by design)."""
+    def windows(scores):
+        return [{"layers": [k, k + 1], "score_mean": s} for k, s in enumerate(scores)]
+
+    run = summary(10, 2, {"ground": [6, 7], "count": []}, {"count": "distributed"})
+    run["sweep"] = "window"
+    run["functions"]["ground"]["layers"] = windows([0, 0, 0, 0, 0, -0.1, 1.0, 0, 0])  # negatives weigh nothing
+    run["functions"]["count"]["layers"] = windows([0.5] * 9)
+    (tmp_path / "a.json").write_text(json.dumps(run))
+    entries = compare([tmp_path / "a.json"], ["a"])["runs"][0]["functions"]
+    assert entries["ground"]["profile"] == {"centre": 0.7, "spread": 0.0}
+    assert entries["count"]["profile"]["centre"] == 0.5 and 0.25 < entries["count"]["profile"]["spread"] < 0.27
+    run["functions"]["ocr"] = {"vfl": [], "class": "model fails", "layers": windows([0.3] * 9)}
+    (tmp_path / "a.json").write_text(json.dumps(run))
+    assert "profile" not in compare([tmp_path / "a.json"])["runs"][0]["functions"]["ocr"]  # noise, not a profile
+    run["sweep"] = "upto"
+    (tmp_path / "b.json").write_text(json.dumps(run))
+    assert "profile" not in compare([tmp_path / "b.json"])["runs"][0]["functions"]["count"]
+    out = tmp_path / "out"
+    cli = run_cli("compare", tmp_path / "a.json", tmp_path / "b.json", "--names", "window,upto", "--out", out)
+    assert cli.returncode == 0, cli.stderr
+    text = (out / "compare.md").read_text()
+    assert "| window | 0.50 ± 0.26 | 0.70 ± 0.00 |" in text and "| upto | – | – |" in text and "OCR" not in text.split("Read profiles")[1].split("\n\n")[1]

@@ -617,11 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "vision-layers":
             _vision_layers(args)
         elif args.command == "compare":
-            from vfl.compare import compare, table, write
+            from vfl.compare import compare, profile_table, table, write
 
             result = compare(args.runs, args.names.split(",") if args.names else None, paper=args.paper)
             write(result, args.out)
             print(table(result))
+            print(profile_table(result))
             print(f"table: {args.out / 'compare.md'}\nplot: {args.out / 'compare.png'}")
         elif args.command == "make-tiny":
             from vfl.models.tiny import build_tiny

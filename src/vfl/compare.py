@@ -5,6 +5,7 @@ the paper's (recognition < counting < grounding < OCR). Reads existing summary.j
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from vfl.errors import VflError
@@ -32,8 +33,25 @@ def load_summary(path: Path) -> dict:
     return summary
 
 
+def read_profile(windows: list[dict], depth: int) -> dict | None:
+    """Where a function is read, from every window's mean normalised score (0: the answer as without a swap,
+    1: as with every layer swapped): the windows' score-weighted centre on the depth axis and the weighted
+    spread around it. Unlike the VFL band it also places a function read across the depth, so regimes or
+    models can be told apart by whether a function moved, widened or spread."""
+    weights = [max(0.0, w.get("score_mean") or 0.0) for w in windows]
+    total = sum(weights)
+    if total == 0:
+        return None
+    middles = [(min(w["layers"]) + max(w["layers"]) + 1) / 2 / depth for w in windows]
+    centre = sum(w * m for w, m in zip(weights, middles)) / total
+    spread = math.sqrt(sum(w * (m - centre) ** 2 for w, m in zip(weights, middles)) / total)
+    return {"centre": round(centre, 3), "spread": round(spread, 3)}
+
+
 def bands(summary: dict) -> dict[str, dict]:
-    """Per function: its class, and for a VFL the band's layers and its span on the depth axis [0, 1]."""
+    """Per function: its class; for a VFL the band's layers and its span on the depth axis [0, 1]; for a
+    sliding-window run, the read profile (``read_profile``), unless the model fails the function (then the
+    scores measure noise)."""
     depth = summary["num_layers"]
     out = {}
     for function, data in summary["functions"].items():
@@ -41,6 +59,8 @@ def bands(summary: dict) -> dict[str, dict]:
         if entry["vfl"]:
             start, end = min(entry["vfl"]), max(entry["vfl"]) + 1
             entry.update(depth=[start / depth, end / depth], centre=(start + end) / 2 / depth)
+        if summary.get("sweep", "window") == "window" and data.get("layers") and entry["class"] != "model fails":
+            entry["profile"] = read_profile(data["layers"], depth)
         out[function] = entry
     return out
 
@@ -98,8 +118,26 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def profile_table(result: dict) -> str:
+    """Each function's read profile per run (centre ± spread on the depth axis), or '' when no run has one."""
+    present = [f for f in FUNCTIONS if any((row["functions"].get(f) or {}).get("profile") for row in result["runs"])]
+    if not present:
+        return ""
+    lines = ["| run | " + " | ".join(NAMES[f] for f in present) + " |", "|---|" + "---|" * len(present)]
+    for row in result["runs"]:
+        if row.get("reported"):
+            continue
+        cells = []
+        for function in present:
+            profile = (row["functions"].get(function) or {}).get("profile")
+            cells.append(f"{profile['centre']:.2f} ± {profile['spread']:.2f}" if profile else "–")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(result: dict, path: Path | None = None):
-    """One row per run; each function's VFL as a bar over its span of normalised depth."""
+    """One row per run; each function's VFL as a bar over its span of normalised depth, its read profile as a
+    diamond at the centre with the spread as whiskers."""
     from matplotlib.patches import Patch
 
     runs = result["runs"]
@@ -116,6 +154,9 @@ def plot(result: dict, path: Path | None = None):
                 ax.barh(offset, end - start, left=start, height=height * 0.9, color=f"C{slot}", **reported)
             elif entry:
                 ax.text(0.005, offset, f"{NAMES[function]}: {entry['class']}", va="center", fontsize=6, color=f"C{slot}")
+            if entry and entry.get("profile"):  # the read profile: its centre, and its spread as a whisker
+                ax.errorbar(entry["profile"]["centre"], offset, xerr=entry["profile"]["spread"], fmt="D",
+                            markersize=3, color="black", markerfacecolor=f"C{slot}", elinewidth=0.8, capsize=2)
     ax.legend([Patch(color=f"C{slot}") for slot in range(len(FUNCTIONS))], [NAMES[f] for f in FUNCTIONS],
               fontsize=7, loc="upper right")
     ax.set_yticks(range(len(runs)), [row["name"] for row in reversed(runs)], fontsize=8)
@@ -132,8 +173,12 @@ def write(result: dict, out: Path) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "compare.json", json.dumps(result, indent=2) + "\n")
+    profiles = profile_table(result)
     write_atomic(out / "compare.md", "# VFL bands compared\n\n" + table(result) + "\n\n![bands](compare.png)\n\n"
-                 "Depth is layer / number of layers; a band covers its VFL's layers. The paper's order is "
+                 + (f"Read profiles, centre ± spread on the depth axis:\n\n{profiles}\n\n" if profiles else "") +
+                 "Depth is layer / number of layers; a band covers its VFL's layers; a read profile weighs every "
+                 "window by its mean normalised score (the diamond and whiskers in the plot), so it places "
+                 "functions with no VFL too. The paper's order is "
                  "recognition < counting < grounding < OCR; a run `matches` when its localized functions keep "
                  "that order, and is `not testable` with fewer than two."
                  + (f" The row `{PAPER_NAME}` is not measured here: it is where the paper reads each function on "
