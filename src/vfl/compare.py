@@ -1,12 +1,16 @@
 """`vfl compare`: the VFL bands of several locate runs (models, training regimes, windows) on one
 normalised depth axis (layer / number of layers), with each run's order of functions checked against
-the paper's (recognition < counting < grounding < OCR). Reads existing summary.json files only."""
+the paper's (recognition < counting < grounding < OCR), and each function's read profile (where along the
+depth swaps move its answer, and how widely). Reads existing run files only: summary.json, and a run
+folder's results.jsonl for the profiles' bootstrap intervals."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 from vfl.errors import VflError
 from vfl.jsonl import read_json
@@ -48,6 +52,50 @@ def read_profile(windows: list[dict], depth: int) -> dict | None:
     return {"centre": round(centre, 3), "spread": round(spread, 3)}
 
 
+def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per function, ``draws`` bootstrap resamples of its probes (with replacement, seeded: the same records
+    give the same draws), each summarised as its read profile's (centre, spread): an array of shape (draws, 2)
+    from which intervals, and differences between runs, are read."""
+    out = {}
+    for function in FUNCTIONS:
+        mine = [r for r in records if r["function"] == function and r.get("layer") is not None]
+        if not mine:
+            continue
+        windows = sorted({(r["layer"], tuple(r["layers"])) for r in mine})
+        ids = sorted({r["id"] for r in mine})
+        row, column = {i: n for n, i in enumerate(ids)}, {w: n for n, w in enumerate(windows)}
+        scores = np.full((len(ids), len(windows)), np.nan)
+        for r in mine:
+            if r.get("score") is not None:
+                scores[row[r["id"]], column[(r["layer"], tuple(r["layers"]))]] = r["score"]
+        picks = np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))
+        resampled = scores[picks]  # draws x probes x windows
+        counts = (~np.isnan(resampled)).sum(axis=1)
+        means = np.where(counts > 0, np.nansum(resampled, axis=1) / np.maximum(counts, 1), 0.0)
+        weights = np.clip(means, 0.0, None)
+        middles = np.array([(min(layers) + max(layers) + 1) / 2 / depth for _, layers in windows])
+        total = weights.sum(axis=1)
+        safe = np.where(total > 0, total, 1.0)
+        centre = (weights * middles).sum(axis=1) / safe
+        spread = np.sqrt((weights * (middles - centre[:, None]) ** 2).sum(axis=1) / safe)
+        out[function] = np.stack([centre, spread], axis=1)[total > 0]
+    return out
+
+
+def _records(run: Path) -> list[dict]:
+    """A locate run's records, read without touching the file (a torn last line is skipped); [] without one."""
+    file = Path(run) / "results.jsonl"
+    if not file.is_file():
+        return []
+    records = []
+    for line in file.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def bands(summary: dict) -> dict[str, dict]:
     """Per function: its class; for a VFL the band's layers and its span on the depth axis [0, 1]; for a
     sliding-window run, the read profile (``read_profile``), unless the model fails the function (then the
@@ -87,8 +135,20 @@ def compare(runs: list[Path], names: list[str] | None = None, paper: bool = Fals
     for index, run in enumerate(runs):
         summary = load_summary(run)
         label = names[index] if names else f"{summary.get('model', run)} (w{summary['window']})"
-        rows.append(_row(label, str(run), summary))
+        row = _row(label, str(run), summary)
+        _add_intervals(row, _records(run) if Path(run).is_dir() else [], summary["num_layers"])
+        rows.append(row)
     return {"paper_order": list(PAPER_ORDER), "runs": rows}
+
+
+def _add_intervals(row: dict, records: list[dict], depth: int) -> None:
+    """95% bootstrap intervals of each read profile's centre and spread, where the run folder holds its records."""
+    draws = profile_draws(records, depth) if records else {}
+    for function, entry in row["functions"].items():
+        if entry.get("profile") and len(draws.get(function, ())):
+            low, high = np.percentile(draws[function], [2.5, 97.5], axis=0)
+            entry["profile"]["centre_ci"] = [round(float(low[0]), 3), round(float(high[0]), 3)]
+            entry["profile"]["spread_ci"] = [round(float(low[1]), 3), round(float(high[1]), 3)]
 
 
 def _row(name: str, path: str | None, summary: dict) -> dict:
@@ -118,6 +178,13 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _profile_text(profile: dict) -> str:
+    if "centre_ci" not in profile:
+        return f"{profile['centre']:.2f} ± {profile['spread']:.2f}"
+    (a, b), (c, d) = profile["centre_ci"], profile["spread_ci"]
+    return f"{profile['centre']:.2f} ({a:.2f}-{b:.2f}) ± {profile['spread']:.2f} ({c:.2f}-{d:.2f})"
+
+
 def profile_table(result: dict) -> str:
     """Each function's read profile per run (centre ± spread on the depth axis), or '' when no run has one."""
     present = [f for f in FUNCTIONS if any((row["functions"].get(f) or {}).get("profile") for row in result["runs"])]
@@ -130,7 +197,7 @@ def profile_table(result: dict) -> str:
         cells = []
         for function in present:
             profile = (row["functions"].get(function) or {}).get("profile")
-            cells.append(f"{profile['centre']:.2f} ± {profile['spread']:.2f}" if profile else "–")
+            cells.append(_profile_text(profile) if profile else "–")
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -175,7 +242,8 @@ def write(result: dict, out: Path) -> None:
     write_atomic(out / "compare.json", json.dumps(result, indent=2) + "\n")
     profiles = profile_table(result)
     write_atomic(out / "compare.md", "# VFL bands compared\n\n" + table(result) + "\n\n![bands](compare.png)\n\n"
-                 + (f"Read profiles, centre ± spread on the depth axis:\n\n{profiles}\n\n" if profiles else "") +
+                 + (f"Read profiles, centre ± spread on the depth axis (95% bootstrap intervals over the probes in "
+                    f"brackets, where a run folder holds its results.jsonl):\n\n{profiles}\n\n" if profiles else "") +
                  "Depth is layer / number of layers; a band covers its VFL's layers; a read profile weighs every "
                  "window by its mean normalised score (the diamond and whiskers in the plot), so it places "
                  "functions with no VFL too. The paper's order is "
