@@ -99,3 +99,30 @@ def run_python(*args, cwd=None, env=None, timeout=600):
 def run_cli(*args, cwd=None, env=None, module="vfl.cli"):
     """Run `python -m vfl.cli ARGS` in a fresh process; returns CompletedProcess (text)."""
     return run_python("-m", module, *args, cwd=cwd, env=env)
+
+
+def write_locate_run(folder: Path, peaks: dict[str, set[int]], probes: int = 30, num_layers: int = 10,
+                     seed: int = 0) -> list[dict]:
+    """A made-up `vfl locate` run folder (windows of 2, results.jsonl and summary.json): each function's swaps
+    score 1 at its ``peaks`` windows and 0 elsewhere, plus seeded noise; the records."""
+    import json
+    import random
+
+    from vfl.decision import locate_summary
+
+    rng, records = random.Random(seed), []
+    for function, where in peaks.items():
+        for probe in range(probes):
+            for k in range(num_layers - 1):
+                score = float(k in where) + rng.gauss(0, 0.2)
+                records.append({"id": f"{function}-{probe}", "function": function, "intervention": f"{k}-{k + 1}",
+                                "layer": k, "layers": [k, k + 1], "score": score, "changed": score > 0.5,
+                                "transferred": score > 0.5, "correct_a": True})
+            for name in ("none", "all"):
+                records.append({"id": f"{function}-{probe}", "function": function, "intervention": name,
+                                "layer": None, "layers": [], "score": float(name == "all"), "changed": name == "all",
+                                "transferred": name == "all", "correct_a": True})
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "summary.json").write_text(json.dumps(locate_summary(records, "made-up", num_layers, 2)))
+    return records

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from conftest import run_cli, write_locate_run
 from vfl.compare import compare
 
 
@@ -100,40 +100,18 @@ def test_the_read_profile_places_a_band_and_a_function_read_across_the_depth(tmp
 def test_read_profile_intervals_come_from_a_runs_records_by_a_seeded_bootstrap(tmp_path):
     """From a run folder's results.jsonl: the bootstrap draws are deterministic, their 95% interval holds the
     summary's point estimate, and a run read in one place has a narrower spread interval than one read in two."""
-    import random
+    from vfl.compare import profile_draws, run_records
 
-    from vfl.compare import profile_draws
-    from vfl.decision import locate_summary
-
-    rng = random.Random(0)
-
-    def records(peaks):
-        out = []
-        for probe in range(30):
-            for k in range(9):
-                layers = [k, k + 1]
-                score = (1.0 if k in peaks else 0.0) + rng.gauss(0, 0.2)
-                out.append({"id": f"p{probe}", "function": "ground", "intervention": f"layers {k}-{k + 1}",
-                            "layer": k, "layers": layers, "score": score, "changed": score > 0.5,
-                            "transferred": score > 0.5, "correct_a": True})
-            for name in ("none", "all"):
-                out.append({"id": f"p{probe}", "function": "ground", "intervention": name, "layer": None,
-                            "layers": [], "score": float(name == "all"), "changed": name == "all",
-                            "transferred": name == "all", "correct_a": True})
-        return out
-
-    runs = {}
-    for name, peaks in (("one", {6}), ("two", {1, 7})):
-        folder = tmp_path / name
-        folder.mkdir()
-        mine = records(peaks)
-        (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mine) + '{"torn": ')
-        (folder / "summary.json").write_text(json.dumps(locate_summary(mine, "m", 10, 2)))
-        runs[name] = mine
-    assert (profile_draws(runs["one"], 10)["ground"] == profile_draws(runs["one"], 10)["ground"]).all()
+    write_locate_run(tmp_path / "one", {"ground": {6}})
+    write_locate_run(tmp_path / "two", {"ground": {1, 7}})
+    with (tmp_path / "one" / "results.jsonl").open("a") as f:
+        f.write('{"torn": ')  # a killed write's last line is skipped, and left where it is
+    records = run_records(tmp_path / "one")
+    assert (profile_draws(records, 10)["ground"] == profile_draws(records, 10)["ground"]).all()
     one, two = (row["functions"]["ground"]["profile"] for row in compare([tmp_path / "one", tmp_path / "two"])["runs"])
     for profile in (one, two):
         assert profile["centre_ci"][0] <= profile["centre"] <= profile["centre_ci"][1]
         assert profile["spread_ci"][0] <= profile["spread"] <= profile["spread_ci"][1]
     assert 0.65 < one["centre"] < 0.75 and one["spread_ci"][1] < two["spread_ci"][0]
     assert "centre_ci" not in compare([tmp_path / "one" / "summary.json"])["runs"][0]["functions"]["ground"]["profile"]
+    assert (tmp_path / "one" / "results.jsonl").read_text().endswith('{"torn": ')

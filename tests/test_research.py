@@ -409,3 +409,41 @@ def test_encoder_verdicts_judge_each_finding_on_paired_outcomes(tmp_path, monkey
     assert json.loads(out.read_text())["findings"][0]["verdict"] == "not testable"
     with pytest.raises(SystemExit, match="is no finished `vfl nano study` folder"):
         run(tmp_path, "--outcomes", outcomes, "--out", out)
+
+
+def test_regime_verdicts_call_a_moved_and_a_spread_function_by_paired_bootstrap(tmp_path, monkeypatch, capsys):
+    """research/paper_on_v2/regime_verdicts.py on made-up regimes located on the same probes: LoRA moves
+    grounding deeper and leaves recognition where it was; full fine-tuning spreads recognition."""
+    import json
+
+    from conftest import write_locate_run
+    from vfl.nano.sample import FUNCTIONS
+
+    write_locate_run(tmp_path / "regimes" / "projector" / "locate", {"recog": {2}, "ground": {4}}, seed=0)
+    write_locate_run(tmp_path / "regimes" / "lora" / "locate", {"recog": {2}, "ground": {7}}, seed=1)
+    write_locate_run(tmp_path / "regimes" / "full" / "locate", {"recog": {0, 2, 4, 6}, "ground": {4}}, seed=2)
+    (tmp_path / "regimes" / "results.jsonl").write_text("".join(
+        json.dumps({"recipe": r, "suite": "v1", **{f: 0.5 for f in FUNCTIONS}}) + "\n" for r in ("projector", "lora")))
+    sys.path.insert(0, str(RESEARCH.parent / "paper_on_v2"))
+    from regime_verdicts import main
+
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(sys, "argv", ["regime_verdicts.py", str(tmp_path / "regimes"), "--results",
+                                      str(tmp_path / "results"), "--figure", str(tmp_path / "regimes.png")])
+    main()
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "results" / "regimes_v2_cpu_verdicts.json").read_text())
+    assert list(result["regimes"]) == ["projector", "lora", "full"]
+    lora, full = result["regimes"]["lora"], result["regimes"]["full"]
+    assert (lora["ground"]["moved"], lora["recog"]["moved"], lora["recog"]["widened"]) == ("deeper", "same", "same")
+    assert lora["ground"]["centre_change"][0] > 0.1 and lora["ground"]["vfl"] == [7, 8]
+    assert full["recog"]["widened"] == "wider" and full["ground"]["moved"] == "same"
+    assert "moved" not in result["regimes"]["projector"]["recog"] and result["accuracy"]["lora"]["v1"]["ocr"] == 0.5
+    assert (tmp_path / "results" / "regimes_v2_cpu_locate_full.json").is_file()
+    assert (tmp_path / "regimes.png").read_bytes()[:4] == b"\x89PNG" and "): deeper;" in printed
+    # the same records judged again: the same verdicts (the bootstrap is seeded)
+    main()
+    assert json.loads((tmp_path / "results" / "regimes_v2_cpu_verdicts.json").read_text()) == result
+    monkeypatch.setattr(sys, "argv", ["regime_verdicts.py", str(tmp_path / "regimes" / "lora")])
+    with pytest.raises(SystemExit, match="it needs projector and another"):
+        main()

@@ -7,7 +7,9 @@
 # (`vfl locate`, 40 probes a function, windows of 3) and the bands compared (`vfl compare`, OUT/regimes/compare).
 # 600 steps of 16 is where nano v2's first stage read grounding 0.565 and counting 0.505 (9,600 samples); on 2
 # CPU cores (fp32) about 1-2.5 h a regime, then about 15 min of locate each. Resumable: run it again with the
-# same OUT; scored rows go to OUT/regimes/results.jsonl and are copied to bench/results/regimes_v2_cpu.jsonl.
+# same OUT; scored rows go to OUT/regimes/results.jsonl and are copied to bench/results/regimes_v2_cpu.jsonl;
+# regime_verdicts.py then sets each regime's bands and read profiles against projector-only (regimes_v2_cpu_verdicts.json,
+# docs/regimes-v2.png).
 #   nice bash research/paper_on_v2/regimes.sh [OUT]      (OUT defaults to $HOME/vfl-runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,3 +18,4 @@ OUT=${1:-$HOME/vfl-runs}/regimes
   --functions recog,recog,count,ground,ocr --align-functions recog --steps 600 --batch-size 16 --workers 1 \
   --device cpu --precision fp32 --save-every 20 --n 100 --eval-batch 16 --locate 40 --window 3 --out "$OUT"
 cp "$OUT/results.jsonl" bench/results/regimes_v2_cpu.jsonl
+.venv/bin/python research/paper_on_v2/regime_verdicts.py "$OUT"   # moved, widened or spread: paired bootstrap

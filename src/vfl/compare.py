@@ -54,8 +54,9 @@ def read_profile(windows: list[dict], depth: int) -> dict | None:
 
 def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """Per function, ``draws`` bootstrap resamples of its probes (with replacement, seeded: the same records
-    give the same draws), each summarised as its read profile's (centre, spread): an array of shape (draws, 2)
-    from which intervals, and differences between runs, are read."""
+    give the same draws), each summarised as its read profile's (centre, spread): an array of shape (draws, 2),
+    NaN where a draw moves nothing. Two runs located on the same probes get the same resamples (a paired
+    bootstrap), so their draws' differences give the interval of a difference."""
     out = {}
     for function in FUNCTIONS:
         mine = [r for r in records if r["function"] == function and r.get("layer") is not None]
@@ -78,11 +79,11 @@ def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int 
         safe = np.where(total > 0, total, 1.0)
         centre = (weights * middles).sum(axis=1) / safe
         spread = np.sqrt((weights * (middles - centre[:, None]) ** 2).sum(axis=1) / safe)
-        out[function] = np.stack([centre, spread], axis=1)[total > 0]
+        out[function] = np.where((total > 0)[:, None], np.stack([centre, spread], axis=1), np.nan)
     return out
 
 
-def _records(run: Path) -> list[dict]:
+def run_records(run: Path) -> list[dict]:
     """A locate run's records, read without touching the file (a torn last line is skipped); [] without one."""
     file = Path(run) / "results.jsonl"
     if not file.is_file():
@@ -136,7 +137,7 @@ def compare(runs: list[Path], names: list[str] | None = None, paper: bool = Fals
         summary = load_summary(run)
         label = names[index] if names else f"{summary.get('model', run)} (w{summary['window']})"
         row = _row(label, str(run), summary)
-        _add_intervals(row, _records(run) if Path(run).is_dir() else [], summary["num_layers"])
+        _add_intervals(row, run_records(run) if Path(run).is_dir() else [], summary["num_layers"])
         rows.append(row)
     return {"paper_order": list(PAPER_ORDER), "runs": rows}
 
@@ -145,8 +146,8 @@ def _add_intervals(row: dict, records: list[dict], depth: int) -> None:
     """95% bootstrap intervals of each read profile's centre and spread, where the run folder holds its records."""
     draws = profile_draws(records, depth) if records else {}
     for function, entry in row["functions"].items():
-        if entry.get("profile") and len(draws.get(function, ())):
-            low, high = np.percentile(draws[function], [2.5, 97.5], axis=0)
+        if entry.get("profile") and function in draws and not np.isnan(draws[function]).all():
+            low, high = np.nanpercentile(draws[function], [2.5, 97.5], axis=0)
             entry["profile"]["centre_ci"] = [round(float(low[0]), 3), round(float(high[0]), 3)]
             entry["profile"]["spread_ci"] = [round(float(low[1]), 3), round(float(high[1]), 3)]
 
