@@ -7,7 +7,6 @@ folder's results.jsonl for the profiles' bootstrap intervals."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +36,29 @@ def load_summary(path: Path) -> dict:
     return summary
 
 
+def _centre_and_spread(means: np.ndarray, middles: np.ndarray) -> np.ndarray:
+    """Window means (last axis: windows; negative ones weigh nothing) -> (centre, spread) on the depth axis
+    given the windows' middles; NaN where no window moves the answer."""
+    weights = np.clip(means, 0.0, None)
+    total = weights.sum(axis=-1)
+    safe = np.where(total > 0, total, 1.0)
+    centre = (weights * middles).sum(axis=-1) / safe
+    spread = np.sqrt((weights * (middles - centre[..., None]) ** 2).sum(axis=-1) / safe)
+    return np.where((total > 0)[..., None], np.stack([centre, spread], axis=-1), np.nan)
+
+
+def _middles(layer_lists: list, depth: int) -> np.ndarray:
+    return np.array([(min(layers) + max(layers) + 1) / 2 / depth for layers in layer_lists])
+
+
 def read_profile(windows: list[dict], depth: int) -> dict | None:
     """Where a function is read, from every window's mean normalised score (0: the answer as without a swap,
     1: as with every layer swapped): the windows' score-weighted centre on the depth axis and the weighted
     spread around it. Unlike the VFL band it also places a function read across the depth, so regimes or
     models can be told apart by whether a function moved, widened or spread."""
-    weights = [max(0.0, w.get("score_mean") or 0.0) for w in windows]
-    total = sum(weights)
-    if total == 0:
-        return None
-    middles = [(min(w["layers"]) + max(w["layers"]) + 1) / 2 / depth for w in windows]
-    centre = sum(w * m for w, m in zip(weights, middles)) / total
-    spread = math.sqrt(sum(w * (m - centre) ** 2 for w, m in zip(weights, middles)) / total)
-    return {"centre": round(centre, 3), "spread": round(spread, 3)}
+    means = np.array([w.get("score_mean") or 0.0 for w in windows])
+    centre, spread = _centre_and_spread(means, _middles([w["layers"] for w in windows], depth))
+    return None if np.isnan(centre) else {"centre": round(float(centre), 3), "spread": round(float(spread), 3)}
 
 
 def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -69,17 +78,10 @@ def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int 
         for r in mine:
             if r.get("score") is not None:
                 scores[row[r["id"]], column[(r["layer"], tuple(r["layers"]))]] = r["score"]
-        picks = np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))
-        resampled = scores[picks]  # draws x probes x windows
-        counts = (~np.isnan(resampled)).sum(axis=1)
+        resampled = scores[np.random.default_rng(seed).integers(0, len(ids), size=(draws, len(ids)))]
+        counts = (~np.isnan(resampled)).sum(axis=1)  # draws x windows
         means = np.where(counts > 0, np.nansum(resampled, axis=1) / np.maximum(counts, 1), 0.0)
-        weights = np.clip(means, 0.0, None)
-        middles = np.array([(min(layers) + max(layers) + 1) / 2 / depth for _, layers in windows])
-        total = weights.sum(axis=1)
-        safe = np.where(total > 0, total, 1.0)
-        centre = (weights * middles).sum(axis=1) / safe
-        spread = np.sqrt((weights * (middles - centre[:, None]) ** 2).sum(axis=1) / safe)
-        out[function] = np.where((total > 0)[:, None], np.stack([centre, spread], axis=1), np.nan)
+        out[function] = _centre_and_spread(means, _middles([layers for _, layers in windows], depth))
     return out
 
 
