@@ -94,6 +94,8 @@ def test_the_read_profile_places_a_band_and_a_function_read_across_the_depth(tmp
     cli = run_cli("compare", tmp_path / "a.json", tmp_path / "b.json", "--names", "window,upto", "--out", out)
     assert cli.returncode == 0, cli.stderr
     text = (out / "compare.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "Read-profile centre, run x function" in page and 'title="window, grounding: 0.70"' in page
     assert "| window | 0.50 ± 0.26 | 0.70 ± 0.00 |" in text and "| upto | – | – |" in text and "OCR" not in text.split("Read profiles")[1].split("\n\n")[1]
 
 

@@ -188,6 +188,12 @@ def compare_page(table: list[dict], plot: Path | None) -> str:
              "(0 the first decoder layer, 1 the last); empty where the run localized none. The paper's order on "
              "Qwen2.5-VL-7B: recognition &lt; counting &lt; grounding &lt; OCR.</p>",
              heatmap("Band centre, run x function", columns, rows)]
+    profiles = {row["name"]: [(row["functions"].get(f, {}).get("profile") or {}).get("centre") for f in functions]
+                for row in table if not row.get("reported")}
+    if any(v is not None for values in profiles.values() for v in values):
+        parts += ["<p>Each cell: the function's read profile centre, its windows weighted by their mean normalised "
+                  "score; it places functions no band holds (the spread and intervals: compare.md).</p>",
+                  heatmap("Read-profile centre, run x function", columns, profiles)]
     uri = file_uri(plot) if plot else None
     if uri:
         parts.append(f'<h2>Bands</h2><img src="{uri}" alt="bands" style="max-width:100%">')
