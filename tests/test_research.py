@@ -437,6 +437,8 @@ def test_regime_verdicts_call_a_moved_and_a_spread_function_by_paired_bootstrap(
     lora, full = result["regimes"]["lora"], result["regimes"]["full"]
     assert (lora["ground"]["moved"], lora["recog"]["moved"], lora["recog"]["widened"]) == ("deeper", "same", "same")
     assert lora["ground"]["centre_change"][0] > 0.1 and lora["ground"]["vfl"] == [7, 8]
+    centre, (low, high) = lora["ground"]["profile"]["centre"], lora["ground"]["profile"]["centre_ci"]
+    assert low <= centre <= high  # each regime's own interval, beside the difference's
     assert full["recog"]["widened"] == "wider" and full["ground"]["moved"] == "same"
     assert "moved" not in result["regimes"]["projector"]["recog"] and result["accuracy"]["lora"]["v1"]["ocr"] == 0.5
     assert (tmp_path / "results" / "regimes_v2_cpu_locate_full.json").is_file()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vfl.compare import compare, plot, profile_draws, run_records
+from vfl.compare import add_intervals, compare, plot, profile_draws, run_records
 from vfl.decision import NAMES, span_text
 from vfl.probes.schema import FUNCTIONS
 
@@ -45,10 +45,13 @@ def verdicts(folder: Path) -> dict:
         raise SystemExit(f"error: {folder} holds located regimes {regimes or 'none'}; it needs {BASE} and another")
     regimes = [BASE] + [r for r in ("lora", "full") if r in regimes] + \
         [r for r in regimes if r not in (BASE, "lora", "full")]
-    rows = {row["name"]: row for row in compare([folder / r / "locate" for r in regimes], regimes)["runs"]}
-    depth = {r: rows[r]["num_layers"] for r in regimes}
+    # the summaries, not the folders: the records are read and resampled once, here
+    rows = {row["name"]: row for row in
+            compare([folder / r / "locate" / "summary.json" for r in regimes], regimes)["runs"]}
     records = {r: run_records(folder / r / "locate") for r in regimes}
-    draws = {r: profile_draws(records[r], depth[r]) for r in regimes}
+    draws = {r: profile_draws(records[r], rows[r]["num_layers"]) for r in regimes}
+    for r in regimes:
+        add_intervals(rows[r], draws[r])
     ids = {r: sorted({x["id"] for x in records[r]}) for r in regimes}
     accuracy = {}
     scored = folder / "results.jsonl"

@@ -139,14 +139,15 @@ def compare(runs: list[Path], names: list[str] | None = None, paper: bool = Fals
         summary = load_summary(run)
         label = names[index] if names else f"{summary.get('model', run)} (w{summary['window']})"
         row = _row(label, str(run), summary)
-        _add_intervals(row, run_records(run) if Path(run).is_dir() else [], summary["num_layers"])
+        if Path(run).is_dir():
+            add_intervals(row, profile_draws(run_records(run), summary["num_layers"]))
         rows.append(row)
     return {"paper_order": list(PAPER_ORDER), "runs": rows}
 
 
-def _add_intervals(row: dict, records: list[dict], depth: int) -> None:
-    """95% bootstrap intervals of each read profile's centre and spread, where the run folder holds its records."""
-    draws = profile_draws(records, depth) if records else {}
+def add_intervals(row: dict, draws: dict[str, np.ndarray]) -> None:
+    """Each read profile of a compared run gets the 95% intervals of its centre and spread from the run's
+    ``profile_draws`` (a function without draws, or whose draws all move nothing, gets none)."""
     for function, entry in row["functions"].items():
         if entry.get("profile") and function in draws and not np.isnan(draws[function]).all():
             low, high = np.nanpercentile(draws[function], [2.5, 97.5], axis=0)
