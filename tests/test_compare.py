@@ -117,3 +117,8 @@ def test_read_profile_intervals_come_from_a_runs_records_by_a_seeded_bootstrap(t
     assert 0.65 < one["centre"] < 0.75 and one["spread_ci"][1] < two["spread_ci"][0]
     assert "centre_ci" not in compare([tmp_path / "one" / "summary.json"])["runs"][0]["functions"]["ground"]["profile"]
     assert (tmp_path / "one" / "results.jsonl").read_text().endswith('{"torn": ')
+    text = (tmp_path / "two" / "results.jsonl").read_text().splitlines()
+    (tmp_path / "two" / "results.jsonl").write_text("\n".join(text[:5] + ["{not json"] + text[5:]) + "\n")
+    refused = run_cli("compare", tmp_path / "one", tmp_path / "two", "--out", tmp_path / "out")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == \
+        f"vfl: error: {tmp_path / 'two' / 'results.jsonl'} is corrupt at line 6; move it away and run its locate command again"

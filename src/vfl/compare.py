@@ -86,16 +86,18 @@ def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int 
 
 
 def run_records(run: Path) -> list[dict]:
-    """A locate run's records, read without touching the file (a torn last line is skipped); [] without one."""
+    """A locate run's records, read without touching the file (a torn last line, a killed write, is skipped;
+    a bad line before it is refused); [] without one."""
     file = Path(run) / "results.jsonl"
     if not file.is_file():
         return []
-    records = []
-    for line in file.read_text().splitlines():
+    lines, records = file.read_text().splitlines(), []
+    for number, line in enumerate(lines, 1):
         try:
             records.append(json.loads(line))
         except ValueError:
-            continue
+            if number < len(lines):
+                raise VflError(f"{file} is corrupt at line {number}; move it away and run its locate command again") from None
     return records
 
 
