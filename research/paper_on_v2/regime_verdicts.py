@@ -24,6 +24,7 @@ import numpy as np
 
 from vfl.compare import add_intervals, compare, plot, profile_draws, run_records
 from vfl.decision import NAMES, span_text
+from vfl.errors import VflError
 from vfl.probes.schema import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.regimes.is_dir():
         sys.exit(f"error: {args.regimes} is no folder of bench/nano_recipes.py (regimes.sh) runs")
-    result = verdicts(args.regimes)
+    try:
+        result = verdicts(args.regimes)
+    except VflError as error:
+        sys.exit(f"error: {error}")
     compared = result.pop("compared")
     (args.results / "regimes_v2_cpu_verdicts.json").write_text(json.dumps(result, indent=2) + "\n")
     for regime in result["regimes"]:
