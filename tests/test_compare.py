@@ -121,4 +121,5 @@ def test_read_profile_intervals_come_from_a_runs_records_by_a_seeded_bootstrap(t
     (tmp_path / "two" / "results.jsonl").write_text("\n".join(text[:5] + ["{not json"] + text[5:]) + "\n")
     refused = run_cli("compare", tmp_path / "one", tmp_path / "two", "--out", tmp_path / "out")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == \
-        f"vfl: error: {tmp_path / 'two' / 'results.jsonl'} is corrupt at line 6; move it away and run its locate command again"
+        f"vfl: error: {tmp_path / 'two' / 'results.jsonl'} is corrupt at byte {sum(len(t) + 1 for t in text[:5])}; " \
+        "move it away to start this run afresh"

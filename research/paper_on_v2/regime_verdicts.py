@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vfl.compare import add_intervals, compare, plot, profile_draws, run_records
+from vfl.compare import add_intervals, compare, interval95, plot, profile_draws, run_records
 from vfl.decision import NAMES, span_text
 from vfl.errors import VflError
 from vfl.probes.schema import FUNCTIONS
@@ -31,12 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = "projector"
 
 
-def interval(values: np.ndarray) -> list[float]:
-    return [round(float(v), 3) for v in np.nanpercentile(values, [2.5, 97.5])]
-
-
 def change(diff: np.ndarray, up: str, down: str) -> tuple[list[float], str]:
-    low, high = interval(diff)
+    low, high = interval95(diff)
     return [low, high], up if low > 0 else down if high < 0 else "same"
 
 

@@ -86,19 +86,10 @@ def profile_draws(records: list[dict], depth: int, draws: int = 1000, seed: int 
 
 
 def run_records(run: Path) -> list[dict]:
-    """A locate run's records, read without touching the file (a torn last line, a killed write, is skipped;
-    a bad line before it is refused); [] without one."""
-    file = Path(run) / "results.jsonl"
-    if not file.is_file():
-        return []
-    lines, records = file.read_text().splitlines(), []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise VflError(f"{file} is corrupt at line {number}; move it away and run its locate command again") from None
-    return records
+    """A locate run's records, read without touching the file (a torn last line is skipped); [] without one."""
+    from vfl.runner import read_records
+
+    return read_records(Path(run) / "results.jsonl", repair=False)
 
 
 def bands(summary: dict) -> dict[str, dict]:
@@ -152,9 +143,13 @@ def add_intervals(row: dict, draws: dict[str, np.ndarray]) -> None:
     ``profile_draws`` (a function without draws, or whose draws all move nothing, gets none)."""
     for function, entry in row["functions"].items():
         if entry.get("profile") and function in draws and not np.isnan(draws[function]).all():
-            low, high = np.nanpercentile(draws[function], [2.5, 97.5], axis=0)
-            entry["profile"]["centre_ci"] = [round(float(low[0]), 3), round(float(high[0]), 3)]
-            entry["profile"]["spread_ci"] = [round(float(low[1]), 3), round(float(high[1]), 3)]
+            entry["profile"]["centre_ci"] = interval95(draws[function][:, 0])
+            entry["profile"]["spread_ci"] = interval95(draws[function][:, 1])
+
+
+def interval95(draws: np.ndarray) -> list[float]:
+    """The 2.5th and 97.5th percentiles of bootstrap draws (NaN draws left out), rounded as the tables print."""
+    return [round(float(v), 3) for v in np.nanpercentile(draws, [2.5, 97.5])]
 
 
 def _row(name: str, path: str | None, summary: dict) -> dict:

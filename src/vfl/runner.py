@@ -57,8 +57,9 @@ def unique(records: Iterable[dict]) -> list[dict]:
     return kept
 
 
-def read_records(path: Path) -> list[dict]:
-    """Records of a results file; a torn last line (a killed write) is cut off the file."""
+def read_records(path: Path, repair: bool = True) -> list[dict]:
+    """Records of a results file; a torn last line (a killed write) is cut off the file (``repair``) or, for a
+    reader that must not write (`vfl compare`), only skipped."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -72,8 +73,9 @@ def read_records(path: Path) -> list[dict]:
         except ValueError:
             if offset + len(line) < len(data):
                 raise VflError(f"{path} is corrupt at byte {offset}; move it away to start this run afresh") from None
-            with path.open("r+b") as handle:
-                handle.truncate(offset)
+            if repair:
+                with path.open("r+b") as handle:
+                    handle.truncate(offset)
             break
         offset += len(line)
     return records
