@@ -1,6 +1,6 @@
 # Two commands a newcomer runs on a fresh machine; each sets up what it needs first.
 #   make demo   – locate the Vision Function Layers of a model and draw the curves
-#   make test   – the test suite (offline, CPU, about 10 minutes on 2 cores)
+#   make test   – the test suite (offline, CPU, a pytest-xdist worker a core; about 8 minutes on 2 cores)
 # GPU: `make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu124"` installs a CUDA build
 # instead of the CPU one; then pass --device cuda to vfl commands.
 
@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/vfl locate --model nano --n 20 --window 4 --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
