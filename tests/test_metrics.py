@@ -1,7 +1,10 @@
+import math
+
+import numpy as np
 import pytest
 
-from vfl.metrics import (SCORER_OF, holm, iou, paired_p_value, parse_box, parse_count, parse_yes_no, score, vfl_band,
-                         wilson)
+from vfl.metrics import (SCORER_OF, holm, iou, paired_difference_interval, paired_p_value, parse_box, parse_count,
+                         parse_yes_no, score, vfl_band, wilson)
 
 
 def test_parsers():
@@ -144,3 +147,26 @@ def test_mean_sd_cells():
     assert mean_sd([0.52, 0.52, 0.515]) == "0.518 ± 0.003"  # sample sd (n - 1), as the README tables use
     assert mean_sd([0.5, 0.6]) == "0.550 ± 0.071"
     assert mean_sd([0.4]) == "0.400"
+
+
+def test_paired_difference_interval_covers_the_true_difference_at_its_level():
+    """Newcombe's method 10 holds about 95% coverage on paired outcomes (simulated: n 60, correlated pairs)."""
+    rng = np.random.default_rng(0)
+    cells = np.array([0.45, 0.15, 0.05, 0.35])  # both right, only the first, only the second, neither
+    truth = cells[1] - cells[2]
+    hits = 0
+    for counts in rng.multinomial(60, cells, size=2000):
+        lower, upper = paired_difference_interval(*map(int, counts))
+        hits += lower <= truth <= upper
+    assert 0.93 <= hits / 2000 <= 0.975
+
+
+def test_paired_difference_interval_is_antisymmetric_contains_the_estimate_and_stays_in_range():
+    lower, upper = paired_difference_interval(20, 9, 3, 8)
+    assert lower < 6 / 40 < upper
+    assert paired_difference_interval(20, 3, 9, 8) == pytest.approx((-upper, -lower))
+    # no discordant variation (phi 0): the two Wilson margins added in quadrature
+    assert paired_difference_interval(0, 30, 0, 0) == pytest.approx((1 - math.sqrt(2) * wilson(0, 30)[1], 1.0))
+    assert paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
+    narrow = paired_difference_interval(200, 90, 30, 80)
+    assert narrow[1] - narrow[0] < upper - lower

@@ -394,10 +394,11 @@ def test_encoder_verdicts_judge_each_finding_on_paired_outcomes(tmp_path, monkey
     assert [(c["better"], c["worse"]) for c in ocr] == [("deep-11", "shallow-2"), ("deep-11", "middle-7"),
                                                        ("last-12", "shallow-2"), ("last-12", "middle-7")]
     assert (ocr[0]["gains"], ocr[0]["losses"], ocr[0]["difference"]) == (28, 0, 0.7)
+    assert ocr[0]["difference_ci"][0] > 0.5 and ocr[0]["difference_ci"][1] < 0.85
     assert all(c["outcome"] == "holds" and c["p_holm"] < 0.05 for c in ocr)
     fusion = findings[3]["comparisons"]  # every function's items pooled: 160 a pair
     assert {c["n"] for c in fusion} == {160} and {c["outcome"] for c in fusion} == {"holds", "not decided"}
-    assert "| deep layers are needed for OCR |" in printed
+    assert "| deep layers are needed for OCR |" in printed and "+0.70 (+0." in printed
     # the committed outcomes are judged again without the study folder, to the same verdicts
     run("--outcomes", outcomes, "--out", tmp_path / "again.json")
     assert json.loads((tmp_path / "again.json").read_text()) == json.loads(out.read_text())

@@ -2,8 +2,9 @@
 
 Every variant is scored on the same held-out items, so each claim "X beats Y on a function" is judged on paired
 outcomes: the items X answers and Y misses against the reverse (exact one-sided McNemar test, Holm-corrected
-within a finding). A comparison *holds* when the claim's direction passes at 0.05, is *reversed* when the
-opposite direction does, and is *not decided* otherwise. A finding holds when all its comparisons hold, does
+within a finding), each difference with its 95% interval (Newcombe's paired score interval, not corrected). A
+comparison *holds* when the claim's direction passes at 0.05, is *reversed* when the opposite direction does, and
+is *not decided* otherwise. A finding holds when all its comparisons hold, does
 not hold when one is reversed, holds in part when some hold and none is reversed, is not decided when none is
 decided, and is not testable when no variant reads its functions (every variant below ``--floor``).
 
@@ -19,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from vfl.metrics import holm, paired_p_value, wilson
+from vfl.metrics import holm, paired_difference_interval, paired_p_value, wilson
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -57,10 +58,13 @@ def compare(outcomes: list[dict], better: str, worse: str, functions: list[str])
         raise SystemExit(f"error: {better} and {worse} were not scored on the same items")
     gains = sum(a[i] and not b[i] for i in a)
     losses = sum(b[i] and not a[i] for i in a)
+    both = sum(a[i] and b[i] for i in a)
     n = len(a)
+    interval = paired_difference_interval(both, gains, losses, n - both - gains - losses)
     return {"better": better, "worse": worse, "functions": functions, "n": n,
             "accuracy": [round(sum(a.values()) / n, 4), round(sum(b.values()) / n, 4)],
-            "difference": round((gains - losses) / n, 4), "gains": gains, "losses": losses,
+            "difference": round((gains - losses) / n, 4), "difference_ci": [round(x, 4) for x in interval],
+            "gains": gains, "losses": losses,
             "p": paired_p_value(gains, losses), "p_reverse": paired_p_value(losses, gains)}
 
 
@@ -113,10 +117,12 @@ def verdicts(outcomes: list[dict], floor: float) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| the paper's finding | comparisons (accuracy, paired difference, Holm p) | verdict |", "|---|---|---|"]
+    lines = ["| the paper's finding | comparisons (accuracy, paired difference with its 95% interval, Holm p) | verdict |",
+             "|---|---|---|"]
     for finding in result["findings"]:
         cells = "; ".join(f"{c['better']} vs {c['worse']}: {c['accuracy'][0]:.2f} vs {c['accuracy'][1]:.2f}, "
-                          f"{c['difference']:+.2f}, p {c.get('p_holm', 1.0):.2g}"
+                          f"{c['difference']:+.2f} ({c['difference_ci'][0]:+.2f} to {c['difference_ci'][1]:+.2f}), "
+                          f"p {c.get('p_holm', 1.0):.2g}"
                           for c in finding["comparisons"])
         lines.append(f"| {finding['claim']} | {cells} | {finding['verdict']} |")
     return "\n".join(lines)

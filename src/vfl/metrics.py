@@ -166,6 +166,23 @@ def paired_p_value(gains: int, losses: int) -> float:
     return min(1.0, sum(math.comb(n, k) for k in range(gains, n + 1)) / 2 ** n)
 
 
+def paired_difference_interval(both: int, gains: int, losses: int, neither: int,
+                               z: float = 1.96) -> tuple[float, float]:
+    """95% interval of the difference of two rates measured on the same items (first right minus second right):
+    Newcombe's hybrid score interval (1998, method 10), the two Wilson intervals combined with the pairs'
+    correlation. ``gains``: items only the first gets right; ``losses``: only the second; ``both``, ``neither``."""
+    n = both + gains + losses + neither
+    if n == 0:
+        return (-1.0, 1.0)
+    p1, p2 = (both + gains) / n, (both + losses) / n
+    (l1, u1), (l2, u2) = wilson(both + gains, n, z), wilson(both + losses, n, z)
+    spread = (both + gains) * (losses + neither) * (both + losses) * (gains + neither)
+    phi = (both * neither - gains * losses) / math.sqrt(spread) if spread else 0.0
+    below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above))
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (the family-wise error stays at the level they are compared with)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
