@@ -50,7 +50,6 @@ def test_a_study_writes_its_table_and_skips_finished_variants_when_run_again(tmp
 
 
 @pytest.mark.slow  # three streamed variants trained and evaluated: 1-3 minutes on 2 cores
-
 def test_a_recipe_trains_every_variant_as_its_run_was_trained_but_for_the_encoder_layers(tmp_path):
     """--recipe RUN: streamed data, word alignment of recognition alone and the LoRA come from the run's train.json;
     each variant changes only the layers feeding the projector (and --steps)."""

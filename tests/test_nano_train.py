@@ -529,8 +529,6 @@ def test_the_commands_of_a_staged_run_come_first_to_last_and_say_where_a_stage_w
     assert retrain_commands({"steps": 320}) == []  # the shipped v1 nano's train.json predates recorded commands
 
 
-
-
 def test_a_run_can_read_through_a_trained_runs_frozen_language_model(tmp_path, lora_run):
     """--lm-from: the LoRA is the named run's and stays so, bit for bit, while a fresh projector fed from other
     encoder layers trains; train.json records the LoRA's digest; weights without a LoRA of this size, and --init

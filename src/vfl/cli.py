@@ -22,6 +22,8 @@ class HELP(argparse.ArgumentDefaultsHelpFormatter):
         if action.required or action.default in (None, False, argparse.SUPPRESS):
             return action.help
         return super()._get_help_string(action)
+
+
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "float64")
 # vfl.models.tiny.FAMILIES, spelled out so that --help needs no torch (a test keeps the two equal)
 TINY_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm",

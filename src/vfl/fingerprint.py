@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vfl.errors import VflError, model_not_found
 
+
 def digest(files, extra: str = "") -> str:
     """sha256 (hex, 16 digits) over ``extra`` and each file's name and bytes, in the order given."""
     sha = hashlib.sha256(extra.encode())

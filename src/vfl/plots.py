@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vfl.decision import NAMES
 
+
 def new_figure(**kwargs):
     """A matplotlib Figure outside pyplot: no global state to close, drawn by whichever backend shows it
     (a notebook's inline one, or Agg when saved)."""

@@ -11,6 +11,7 @@ from vfl.decision import NAMES, span_text
 from vfl.html_report import drop_page, locate_page
 from vfl.plots import plot_drop, plot_locate
 
+
 def mean_sd(values: list[float]) -> str:
     """A table cell for a result over seeds: mean ± sample standard deviation (the mean alone for one)."""
     mean = statistics.mean(values)

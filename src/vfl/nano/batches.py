@@ -32,12 +32,14 @@ def spelled(tokenizer, text: str) -> list[int]:
         raise VflError(f"{text!r} has characters without a token of their own; only plain letters can be spelled")
     return ids
 
+
 def answer_ids(tokenizer, answer: str, spell: bool = False) -> list[int]:
     """The tokens a training sample's answer is scored on: the answer (``spell``: letter by letter), then
     <|im_end|>."""
     if spell:
         return spelled(tokenizer, answer) + tokenizer("<|im_end|>", add_special_tokens=False).input_ids
     return tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids
+
 
 def token_ids(processor, question: str, answer: str, image_tokens: int,
               spell: bool = False) -> tuple[list[int], list[int]]:
@@ -51,6 +53,7 @@ def token_ids(processor, question: str, answer: str, image_tokens: int,
     answer = answer_ids(tokenizer, answer, spell)
     return prompt_ids + answer, [-100] * len(prompt_ids) + answer
 
+
 @torch.inference_mode()
 def vision_features(model, processor, images, layers: list[int], batch: int = 32,
                     dtype: torch.dtype = torch.float16) -> torch.Tensor:
@@ -62,6 +65,7 @@ def vision_features(model, processor, images, layers: list[int], batch: int = 32
         chunks.append(encoded(model, pixels, layers).to(dtype))
     return torch.cat(chunks)
 
+
 def training_sample(make, function: str, index: int, seed: int, pseudo_words: float = 0.0,
                     loose: float = 0.0):
     """Training sample ``index`` of ``function``; a ``pseudo_words`` share of OCR samples shows random strings,
@@ -71,6 +75,7 @@ def training_sample(make, function: str, index: int, seed: int, pseudo_words: fl
     if function == "recog" and loose_recognition(index, seed, loose):
         return make(function, index, seed, binding=False)
     return make(function, index, seed)
+
 
 def training_set(model, processor, per_function: int, seed: int, layers: list[int], suite: str = "v1",
                  functions=FUNCTIONS, ocr_answers: str = "tokens", pseudo_words: float = 0.0,
@@ -84,9 +89,11 @@ def training_set(model, processor, per_function: int, seed: int, layers: list[in
               for s in samples]
     return {"ids": [t[0] for t in tokens], "labels": [t[1] for t in tokens], "features": features}
 
+
 def spells(function: str, ocr_answers: str) -> bool:
     """Whether a sample of ``function`` is trained on its answer spelled letter by letter."""
     return function == "ocr" and ocr_answers == "letters"
+
 
 def cached(path: Path, build) -> dict:
     """``torch.load(path)``, or ``build()`` saved there atomically first."""
@@ -95,6 +102,7 @@ def cached(path: Path, build) -> dict:
     data = build()
     torch_save_atomically(data, path)
     return data
+
 
 def padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
     """Right-padded token ids, labels (-100) and attention mask."""
@@ -107,11 +115,13 @@ def padded(ids: list[list[int]], labels: list[list[int]], pad_id: int):
             torch.tensor(x), torch.tensor(y), 1)
     return tensor, label_tensor, attention
 
+
 def batch_of(data, order: list[int], pad_id: int, functions=FUNCTIONS):
     """The samples ``order`` of a cached training set, with each one's index in `TRAINING_FUNCTIONS`."""
     ids, labels, attention = padded([data["ids"][i] for i in order], [data["labels"][i] for i in order], pad_id)
     kinds = [TRAINING_FUNCTIONS.index(functions[i // data["per_function"]]) for i in order]
     return ids, labels, attention, data["features"][order], kinds
+
 
 def stream_slot(functions: list[str], index: int) -> tuple[str, int]:
     """(function, its own sample index) of sample ``index`` of a stream that trains ``functions`` in turn: a
@@ -119,6 +129,7 @@ def stream_slot(functions: list[str], index: int) -> tuple[str, int]:
     turn, slot = divmod(index, len(functions))
     function = functions[slot]
     return function, turn * functions.count(function) + functions[:slot].count(function)
+
 
 class StreamSamples(torch.utils.data.Dataset):
     """Sample i of the endless training stream: the function of slot ``i % len(functions)`` (`stream_slot`),
@@ -147,9 +158,11 @@ class StreamSamples(torch.utils.data.Dataset):
         kinds = cell_kinds(scene, IMAGE_SIZE, IMAGE_SIZE // round(self.image_tokens ** 0.5), self.letters, self.words)
         return pixels, ids, labels, TRAINING_FUNCTIONS.index(function), torch.tensor(kinds)
 
+
 def collate(items, pad_id: int):
     pixels, ids, labels, functions, kinds = zip(*items)
     return (*padded(list(ids), list(labels), pad_id), torch.stack(pixels), list(functions), torch.stack(kinds))
+
 
 def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int, pad_id: int):
     """Steps ``start``..``config.steps - 1`` of the stream: step t holds samples t*B .. t*B + B - 1, rendered by
@@ -161,6 +174,7 @@ def stream_batches(processor, config: TrainConfig, image_tokens: int, start: int
                                        batch_sampler=steps, num_workers=config.workers,
                                        collate_fn=partial(collate, pad_id=pad_id),
                                        pin_memory=config.device.startswith("cuda"))
+
 
 def encoded(model, pixels: torch.Tensor, layers: list[int]) -> torch.Tensor:
     """The frozen encoder's features of the configured layers, on the model's device."""

@@ -36,9 +36,11 @@ def answer_loss(model, ids, labels, attention, features, weights: torch.Tensor |
         loss = loss + weight * alignment_loss(image, kinds, vectors)
     return loss, per_sample.detach()
 
+
 def autocast_context(precision: str, device: torch.device):
     """The forward passes' precision context: bf16 autocast on the device, or none (fp32)."""
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
 
 def batch_loss(base, config: TrainConfig, batch, device: torch.device, autocast, vectors):
     """(loss, each sample's answer loss, each sample's function index) of one batch: a streamed one (pixels, run

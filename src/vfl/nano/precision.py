@@ -26,7 +26,9 @@ def cpu_has_bf16() -> bool | None:
         return None
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
+
 CALIBRATION_SAMPLES = 4  # a batch this small times both precisions in seconds, even where bf16 is emulated
+
 
 def calibration_batch(processor, config: TrainConfig, data: dict | None, pad: int):
     """The first few training samples as one batch, drawn apart from the run's own stream."""
@@ -37,6 +39,7 @@ def calibration_batch(processor, config: TrainConfig, data: dict | None, pad: in
                             config.align_functions)
     return collate([samples[i] for i in range(CALIBRATION_SAMPLES)], pad)
 
+
 def time_precisions(make_batch, loss_of, rounds: int = 2) -> dict[str, float]:
     """Seconds of one forward and backward pass over a small batch in fp32 and in bf16 autocast, the last of
     ``rounds`` each (the first warms up); bf16 is not timed again where its first pass took 5x fp32's (emulated).
@@ -45,7 +48,7 @@ def time_precisions(make_batch, loss_of, rounds: int = 2) -> dict[str, float]:
     seconds = {}
     for precision in ("fp32", "bf16"):
         context = autocast_context(precision, torch.device("cpu"))
-        for round_ in range(rounds):
+        for _ in range(rounds):
             started = time.perf_counter()
             loss_of(batch, context).backward()
             seconds[precision] = round(time.perf_counter() - started, 3)
@@ -54,6 +57,7 @@ def time_precisions(make_batch, loss_of, rounds: int = 2) -> dict[str, float]:
     random.setstate(states[0])
     torch.set_rng_state(states[1])
     return seconds
+
 
 def chosen_precision(run: Path, config: TrainConfig, device: torch.device, make_batch, loss_of) -> str:
     """The forward passes' precision: the one asked for; with ``auto``, bf16 on CUDA, and on a CPU the faster of

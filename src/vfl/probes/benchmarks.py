@@ -236,6 +236,7 @@ class OCRBench(Pairer):
         if not kind.endswith("Recognition") or "Mathematical" in kind:
             self.unpaired[f"{kind}: not text recognition"] += 1
             return []
+
         def words(r: Row):
             return {normalise(v) for v in _strings(r.fields["answer"])}
 
