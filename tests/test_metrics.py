@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from vfl.metrics import (SCORER_OF, holm, iou, paired_difference_interval, paired_p_value, parse_box, parse_count,
-                         parse_yes_no, score, vfl_band, wilson)
+from vfl.metrics import (SCORER_OF, difference_interval, holm, iou, paired_difference_interval, paired_p_value,
+                         parse_box, parse_count, parse_yes_no, score, vfl_band, wilson)
 
 
 def test_parsers():
@@ -170,3 +170,15 @@ def test_paired_difference_interval_is_antisymmetric_contains_the_estimate_and_s
     assert paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
     narrow = paired_difference_interval(200, 90, 30, 80)
     assert narrow[1] - narrow[0] < upper - lower
+
+
+def test_difference_interval_of_independent_rates_covers_and_is_the_paired_one_without_correlation():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for a, b in zip(rng.binomial(80, 0.6, 2000), rng.binomial(120, 0.45, 2000)):
+        lower, upper = difference_interval(int(a), 80, int(b), 120)
+        hits += lower <= 0.15 <= upper
+    assert 0.93 <= hits / 2000 <= 0.975
+    # uncorrelated paired cells (phi 0: both * neither == gains * losses) give the independent interval
+    assert paired_difference_interval(4, 4, 4, 4) == pytest.approx(difference_interval(8, 16, 8, 16))
+    assert difference_interval(0, 0, 3, 5) == (-1.0, 1.0)

@@ -1,10 +1,12 @@
 """Issue 15, item 1: the VFL-LoRA paper's claims judged on the committed rows, skill by skill, by one rule.
 
 Every variant is trained with the same seeds and scored on the same held-out items, so each claim "VFL-LoRA does
-better than X" is judged seed by seed: it *holds* when VFL-LoRA is better in every seed, *does not hold* when it
-is worse in every seed, and is *not decided* otherwise (ties included). With three seeds this is a consistency
-rule, not a test: the mean ± sd and every seed's gap are written beside each verdict. A comparison waits for
-seeds until both sides have ``--seeds`` of them (3). Text skills are not testable when the untouched model
+better than X" is judged seed by seed and on the seeds' items pooled: it *holds* when VFL-LoRA is better in every
+seed and the 95% interval of the pooled difference lies above 0, *does not hold* when it is worse in every seed
+and the interval lies below 0, and is *not decided* otherwise. The interval (Newcombe's hybrid score interval
+for independent rates, `vfl.metrics.difference_interval`) is conservative here: the rows keep no per-item
+outcomes to pair, and the items are shared. The mean ± sd and every seed's gap stand beside each verdict. A
+comparison waits for seeds until both sides have ``--seeds`` of them (3). Text skills are not testable when the untouched model
 answers fewer than ``--text-floor`` of the text questions (nano v2: 0.10).
 
     python research/paper_on_v2/lora_verdicts.py     # reads bench/results/vfl_lora_v2_cpu_SKILL.jsonl
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from vfl_lora import ood_mean  # noqa: E402
+
+from vfl.metrics import difference_interval  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SKILLS = ("ground-among", "recog-crowd")
@@ -48,6 +52,20 @@ def measure(row: dict, base: dict, what: str) -> float:
     return base["text"]["accuracy"] - row["text"]["accuracy"]
 
 
+def items(row: dict, what: str) -> tuple[int, int]:
+    """(right, scored) behind a measure: the in-domain items, nano's four functions' items, or the text questions;
+    forgetting and the text drop compare what is kept, so the right answers are counted there too."""
+    scored = [row["in_domain"]] if what == "in_domain" else [row["text"]] if what == "text" else row["ood"].values()
+    return (sum(round(s["accuracy"] * s["n"]) for s in scored), sum(s["n"] for s in scored))
+
+
+def pooled_interval(ours: list[dict], theirs: list[dict], what: str) -> list[float]:
+    """The 95% interval of VFL-LoRA's rate minus the baseline's over all seeds' items (for forgetting: of what
+    each keeps, so above 0 means VFL-LoRA forgets less)."""
+    (a, n_a), (b, n_b) = [tuple(map(sum, zip(*(items(r, what) for r in rows)))) for rows in (ours, theirs)]
+    return [round(x, 4) for x in difference_interval(a, n_a, b, n_b)]
+
+
 def judge(rows: list[dict], baseline: str, what: str, seeds: int, text_floor: float) -> dict:
     base = next(r for r in rows if r["variant"] == "none")
     by_seed = {(r["variant"], r["seed"]): r for r in rows}
@@ -58,14 +76,17 @@ def judge(rows: list[dict], baseline: str, what: str, seeds: int, text_floor: fl
     gaps = [round(sign * (a - b), 4) for a, b in zip(ours, theirs)]
     result = {"baseline": baseline, "measure": what, "seeds": paired, "vfl": summarise(ours),
               "baseline_value": summarise(theirs), "gaps": gaps}
+    if paired:
+        result["pooled_ci"] = pooled_interval([by_seed["vfl", s] for s in paired],
+                                              [by_seed[baseline, s] for s in paired], what)
     if what == "text" and base["text"]["accuracy"] < text_floor:
         result["verdict"] = "not testable"
         result["why"] = f"the untouched model answers {base['text']['accuracy']:.2f} of the text questions"
     elif len(paired) < seeds:
         result["verdict"] = "waits for seeds"
-    elif all(g > 0 for g in gaps):
+    elif all(g > 0 for g in gaps) and result["pooled_ci"][0] > 0:
         result["verdict"] = "holds"
-    elif all(g < 0 for g in gaps):
+    elif all(g < 0 for g in gaps) and result["pooled_ci"][1] < 0:
         result["verdict"] = "does not hold"
     else:
         result["verdict"] = "not decided"
@@ -91,8 +112,9 @@ def verdicts(skills: dict[str, list[dict]], seeds: int, text_floor: float) -> di
                        "vfl": shares.get("vfl"), "baseline_value": shares.get("all"), "verdict": verdict})
         for claim, baseline, what in CLAIMS:
             judged.append({"claim": claim, "skill": skill, **judge(rows, baseline, what, seeds, text_floor)})
-    return {"rule": f"holds: VFL-LoRA better in each of >= {seeds} seeds; does not hold: worse in each; "
-                    "else not decided", "text_floor": text_floor, "claims": judged}
+    return {"rule": f"holds: VFL-LoRA better in each of >= {seeds} seeds and the pooled items' 95% interval above 0; "
+                    "does not hold: worse in each and the interval below 0; else not decided",
+            "text_floor": text_floor, "claims": judged}
 
 
 LABEL = {"in_domain": "in-domain", "forgetting": "forgetting", "text": "text drop"}
@@ -107,8 +129,9 @@ def numbers(entry: dict) -> str:
         return f"{100 * entry['vfl']:.2f}% vs {100 * entry['baseline_value']:.2f}%"
     (a, sa), (b, sb) = entry["vfl"], entry["baseline_value"]
     gaps = ", ".join(f"{g + 0.0:+.3f}" for g in entry["gaps"])
+    low, high = entry["pooled_ci"]
     return (f"{LABEL[entry['measure']]} {a:.3f} ± {sa:.3f} vs {b:.3f} ± {sb:.3f}; per seed "
-            f"({', '.join(map(str, entry['seeds']))}) VFL-LoRA ahead by {gaps}")
+            f"({', '.join(map(str, entry['seeds']))}) VFL-LoRA ahead by {gaps}; pooled 95% CI {low:+.3f} to {high:+.3f}")
 
 
 def markdown(result: dict) -> str:

@@ -166,18 +166,29 @@ def paired_p_value(gains: int, losses: int) -> float:
     return min(1.0, sum(math.comb(n, k) for k in range(gains, n + 1)) / 2 ** n)
 
 
+def difference_interval(right_a: int, n_a: int, right_b: int, n_b: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of rate a minus rate b from independent samples: Newcombe's hybrid score interval (1998,
+    method 10), the two Wilson intervals combined. On items both were scored on it is conservative (their
+    positive correlation narrows the true interval): `paired_difference_interval` uses it where outcomes pair."""
+    return _hybrid_score(right_a, n_a, right_b, n_b, 0.0, z)
+
+
 def paired_difference_interval(both: int, gains: int, losses: int, neither: int,
                                z: float = 1.96) -> tuple[float, float]:
     """95% interval of the difference of two rates measured on the same items (first right minus second right):
-    Newcombe's hybrid score interval (1998, method 10), the two Wilson intervals combined with the pairs'
+    Newcombe's hybrid score interval for paired data (1998), the two Wilson intervals combined with the pairs'
     correlation. ``gains``: items only the first gets right; ``losses``: only the second; ``both``, ``neither``."""
     n = both + gains + losses + neither
-    if n == 0:
-        return (-1.0, 1.0)
-    p1, p2 = (both + gains) / n, (both + losses) / n
-    (l1, u1), (l2, u2) = wilson(both + gains, n, z), wilson(both + losses, n, z)
     spread = (both + gains) * (losses + neither) * (both + losses) * (gains + neither)
     phi = (both * neither - gains * losses) / math.sqrt(spread) if spread else 0.0
+    return _hybrid_score(both + gains, n, both + losses, n, phi, z)
+
+
+def _hybrid_score(right_a: int, n_a: int, right_b: int, n_b: int, phi: float, z: float) -> tuple[float, float]:
+    if n_a == 0 or n_b == 0:
+        return (-1.0, 1.0)
+    p1, p2 = right_a / n_a, right_b / n_b
+    (l1, u1), (l2, u2) = wilson(right_a, n_a, z), wilson(right_b, n_b, z)
     below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
     return (max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above))
