@@ -22,3 +22,5 @@ run() {  # skill seeds lr
 }
 run ground-among 0,1,2 2e-4
 run recog-crowd 0,1,2 1e-3
+.venv/bin/python research/paper_on_v2/lora_verdicts.py   # the paper's claims per skill (vfl_lora_v2_cpu_verdicts.json)
+.venv/bin/python research/paper_on_v2/figures.py         # docs/vfl-lora-v2.png, docs/vfl-select-v2.png
