@@ -6,8 +6,8 @@ seed and the 95% interval of the pooled difference lies above 0, *does not hold*
 and the interval lies below 0, and is *not decided* otherwise. The interval (Newcombe's hybrid score interval
 for independent rates, `vfl.metrics.difference_interval`) is conservative here: the rows keep no per-item
 outcomes to pair, and the items are shared. The mean ± sd and every seed's gap stand beside each verdict. A
-comparison waits for seeds until both sides have ``--seeds`` of them (3). Text skills are not testable when the untouched model
-answers fewer than ``--text-floor`` of the text questions (nano v2: 0.10).
+comparison waits for seeds until both sides have ``--seeds`` of them (3). Text skills are not testable when the
+untouched model answers fewer than ``--text-floor`` of the text questions (nano v2: 0.10).
 
     python research/paper_on_v2/lora_verdicts.py     # reads bench/results/vfl_lora_v2_cpu_SKILL.jsonl
 writes bench/results/vfl_lora_v2_cpu_verdicts.json and prints the claims table.
@@ -21,17 +21,14 @@ import sys
 from pathlib import Path
 from statistics import mean, stdev
 
+from vfl.metrics import difference_interval
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from vfl_lora import ood_mean  # noqa: E402
-
-from vfl.metrics import difference_interval  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SKILLS = ("ground-among", "recog-crowd")
 
-# (claim, baseline variant, measure): a measure is higher-is-better for VFL-LoRA after its sign
+# (claim, baseline variant, measure)
 CLAIMS = [
     ("VFL-LoRA forgets less out of domain than full LoRA", "all", "forgetting"),
     ("VFL-LoRA beats full LoRA in-domain", "all", "in_domain"),
@@ -42,43 +39,37 @@ CLAIMS = [
 ]
 
 
-def measure(row: dict, base: dict, what: str) -> float:
-    """The number a claim compares; forgetting (the fall of nano's own four functions' mean accuracy from the
-    untouched model's) and the text drop are lower-is-better."""
-    if what == "in_domain":
-        return row["in_domain"]["accuracy"]
-    if what == "forgetting":
-        return ood_mean(base) - ood_mean(row)
-    return base["text"]["accuracy"] - row["text"]["accuracy"]
-
-
 def items(row: dict, what: str) -> tuple[int, int]:
-    """(right, scored) behind a measure: the in-domain items, nano's four functions' items, or the text questions;
-    forgetting and the text drop compare what is kept, so the right answers are counted there too."""
+    """(right, scored) behind a measure: the in-domain items, nano's four functions' items (what is kept out of
+    domain), or the text questions."""
     scored = [row["in_domain"]] if what == "in_domain" else [row["text"]] if what == "text" else row["ood"].values()
     return (sum(round(s["accuracy"] * s["n"]) for s in scored), sum(s["n"] for s in scored))
 
 
-def pooled_interval(ours: list[dict], theirs: list[dict], what: str) -> list[float]:
-    """The 95% interval of VFL-LoRA's rate minus the baseline's over all seeds' items (for forgetting: of what
-    each keeps, so above 0 means VFL-LoRA forgets less)."""
-    (a, n_a), (b, n_b) = [tuple(map(sum, zip(*(items(r, what) for r in rows)))) for rows in (ours, theirs)]
-    return [round(x, 4) for x in difference_interval(a, n_a, b, n_b)]
+def rate(rows: list[dict], what: str) -> float:
+    right, scored = map(sum, zip(*(items(r, what) for r in rows)))
+    return right / scored
 
 
 def judge(rows: list[dict], baseline: str, what: str, seeds: int, text_floor: float) -> dict:
+    """Each seed's gap and the pooled interval compare what VFL-LoRA and the baseline get right (in domain,
+    kept out of domain, kept of the text questions), so a positive gap is VFL-LoRA's advantage for every
+    measure; the values beside them are the measure itself: accuracy, or the fall from the untouched model
+    (forgetting, the text drop)."""
     base = next(r for r in rows if r["variant"] == "none")
     by_seed = {(r["variant"], r["seed"]): r for r in rows}
     paired = sorted(s for v, s in by_seed if v == "vfl" and (baseline, s) in by_seed)
-    ours = [measure(by_seed["vfl", s], base, what) for s in paired]
-    theirs = [measure(by_seed[baseline, s], base, what) for s in paired]
-    sign = -1 if what in ("forgetting", "text") else 1  # positive gaps: VFL-LoRA better
-    gaps = [round(sign * (a - b), 4) for a, b in zip(ours, theirs)]
-    result = {"baseline": baseline, "measure": what, "seeds": paired, "vfl": summarise(ours),
-              "baseline_value": summarise(theirs), "gaps": gaps}
+    ours, theirs = [by_seed["vfl", s] for s in paired], [by_seed[baseline, s] for s in paired]
+
+    def value(row):
+        return rate([row], what) if what == "in_domain" else rate([base], what) - rate([row], what)
+
+    gaps = [round(rate([a], what) - rate([b], what), 4) for a, b in zip(ours, theirs)]
+    result = {"baseline": baseline, "measure": what, "seeds": paired, "vfl": summarise(list(map(value, ours))),
+              "baseline_value": summarise(list(map(value, theirs))), "gaps": gaps}
     if paired:
-        result["pooled_ci"] = pooled_interval([by_seed["vfl", s] for s in paired],
-                                              [by_seed[baseline, s] for s in paired], what)
+        (a, n_a), (b, n_b) = [tuple(map(sum, zip(*(items(r, what) for r in side)))) for side in (ours, theirs)]
+        result["pooled_ci"] = [round(x, 4) for x in difference_interval(a, n_a, b, n_b)]
     if what == "text" and base["text"]["accuracy"] < text_floor:
         result["verdict"] = "not testable"
         result["why"] = f"the untouched model answers {base['text']['accuracy']:.2f} of the text questions"
