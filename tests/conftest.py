@@ -15,9 +15,10 @@ from vfl.nano.precision import cpu_has_bf16
 
 # Under pytest-xdist (`make test` runs a worker a core) each worker and the processes it starts use one thread:
 # two workers' OpenMP pools on two cores, each spinning while it waits, slowed a test up to 7x.
-if os.environ.get("PYTEST_XDIST_WORKER"):
+XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if XDIST_WORKER:
     os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+torch.set_num_threads(1 if XDIST_WORKER else 2)
 # bf16 where this CPU has bf16 units (about 2x faster than fp32 there); elsewhere it is emulated, 20x slower
 CPU_PRECISION = "bf16" if cpu_has_bf16() else "fp32"
 

@@ -46,8 +46,13 @@ def items(row: dict, what: str) -> tuple[int, int]:
     return (sum(round(s["accuracy"] * s["n"]) for s in scored), sum(s["n"] for s in scored))
 
 
+def counts(rows: list[dict], what: str) -> tuple[int, int]:
+    """(right, scored) summed over rows: one seed's row, or all seeds' items pooled."""
+    return tuple(map(sum, zip(*(items(r, what) for r in rows))))
+
+
 def rate(rows: list[dict], what: str) -> float:
-    right, scored = map(sum, zip(*(items(r, what) for r in rows)))
+    right, scored = counts(rows, what)
     return right / scored
 
 
@@ -68,8 +73,7 @@ def judge(rows: list[dict], baseline: str, what: str, seeds: int, text_floor: fl
     result = {"baseline": baseline, "measure": what, "seeds": paired, "vfl": summarise(list(map(value, ours))),
               "baseline_value": summarise(list(map(value, theirs))), "gaps": gaps}
     if paired:
-        (a, n_a), (b, n_b) = [tuple(map(sum, zip(*(items(r, what) for r in side)))) for side in (ours, theirs)]
-        result["pooled_ci"] = [round(x, 4) for x in difference_interval(a, n_a, b, n_b)]
+        result["pooled_ci"] = [round(x, 4) for x in difference_interval(*counts(ours, what), *counts(theirs, what))]
     if what == "text" and base["text"]["accuracy"] < text_floor:
         result["verdict"] = "not testable"
         result["why"] = f"the untouched model answers {base['text']['accuracy']:.2f} of the text questions"
