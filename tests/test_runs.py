@@ -180,11 +180,12 @@ def test_cuda_on_a_cpu_only_torch_and_a_bad_dtype_are_one_sentence(tmp_path):
     assert result.returncode == 2 and "invalid choice: 'float8'" in result.stderr.strip().splitlines()[-1]
 
 
-def test_an_unknown_hub_id_is_looked_up_in_the_local_cache_only(tmp_path):
+@pytest.mark.parametrize("command", [("locate", "--model", "nobody/no-such-model", "--n", 1, "--size", 32),
+                                     ("vision-layers", "--encoder", "nobody/no-such-model", "--n", 1)])
+def test_an_unknown_hub_id_is_looked_up_in_the_local_cache_only(tmp_path, command):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "0",
            "HF_ENDPOINT": "http://127.0.0.1:9"}  # a closed local port: any network attempt would fail slowly
-    result = run_cli("locate", "--model", "nobody/no-such-model", "--n", 1, "--size", 32, "--out", tmp_path / "out",
-                     env=env)
+    result = run_cli(*command, "--out", tmp_path / "out", env=env)
     one_error_line(result, "not a hub id in the local cache (pass --download to fetch it)")
 
 

@@ -1,6 +1,11 @@
+import json
+
+import pytest
 import torch
 
-from vfl.vision_layers import group_layers, linear_cka, similarity_matrices
+from vfl.models.tiny import FAMILIES, build_tiny
+from vfl.probes.generate import make_pair
+from vfl.vision_layers import analyse, group_layers, layer_states, linear_cka, load_encoder, similarity_matrices
 
 
 def _kernel_cka(x, y):
@@ -47,3 +52,39 @@ def test_grouping_is_contiguous_covers_every_layer_and_finds_planted_blocks():
     groups = group_layers(matrix.tolist())
     assert [len(g) for g in groups] == list(sizes)
     assert sum(groups, []) == list(range(count))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_supported_family_s_vision_tower_is_analysed_from_its_checkpoint(tmp_path, family):
+    """The tower each family feeds its images through (pixels, an image-splitting processor's crops, a Qwen-VL
+    tower's flattened patches): all its layers, the same sampled tokens in each, grouped."""
+    model, processor = build_tiny(family, vision_layers=4)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    images = [image for i in range(2) for image in make_pair("count", i, 64, 0)[1:3]]
+    record = analyse(str(tmp_path / "model"), images, tmp_path / "out")
+    assert record["layers"] == [1, 2, 3, 4]
+    assert sum(record["groups"].values(), []) == [1, 2, 3, 4]
+    cka = torch.tensor(json.loads((tmp_path / "out" / "similarity.json").read_text())["cka"])
+    assert cka.shape == (4, 4) and torch.allclose(cka.diag(), torch.ones(4, dtype=cka.dtype))
+    # the tower read from the checkpoint is the model's own, trained weights and all (none left at a fresh init)
+    loaded = layer_states(*load_encoder(str(tmp_path / "model")), images)
+    own = layer_states(model.eval().get_encoder(modality="image"), processor.image_processor, images)
+    assert all(torch.equal(a, b) for a, b in zip(loaded, own, strict=True))
+
+
+def test_a_dual_encoder_is_analysed_on_its_image_side(tmp_path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path / "clip")
+    encoder, _ = load_encoder(str(tmp_path / "clip"))
+    assert type(encoder).__name__ == "CLIPVisionModel"  # the image side, not the text tower or the pair
+    record = analyse(str(tmp_path / "clip"), [make_pair("ocr", 0, 64, 0)[1]] * 2, tmp_path / "out")
+    assert record["layers"] == [1, 2, 3, 4, 5]

@@ -47,6 +47,9 @@ def _index_list(text: str) -> list[int]:
     return sorted(set(values))
 
 
+DOWNLOAD_HELP = "fetch a hub id missing from the local cache (otherwise local files only)"
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="nano",
                         help="nano (vfl's offline reference model; nano:DIR with a `vfl nano train` run's "
@@ -56,8 +59,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                                                                                 "checkpoint's dtype elsewhere")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto (multi-GPU)")
-    parser.add_argument("--download", action="store_true",
-                        help="fetch a hub id missing from the local cache (otherwise local files only)")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
 
 
 EVAL_BATCH_HELP = ("items answered together by the model's generate over left-padded batches (1: the swap engine's "
@@ -276,11 +278,13 @@ def _vision_layers_command(commands) -> None:
     """`vfl vision-layers`."""
     layers = _command(commands, "vision-layers", "layer-by-layer similarity of a vision encoder, grouped")
     layers.add_argument("--encoder", default="nano", help="nano, a vision model (CLIP, SigLIP, DINOv2) or a "
-                                                         "supported MLLM (its vision tower)")
+                                                         "supported MLLM (its vision tower), by hub id or local "
+                                                         "directory; tiny:<family> (random, for tests)")
     source = layers.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, help="a folder of images (png, jpg)")
     source.add_argument("--probes", action="store_true", help="built-in probe images (the default)")
     layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
+    layers.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     layers.add_argument("--out", type=Path, required=True, help="folder for similarity.json, groups.json, heatmap.png")
 
 
@@ -553,7 +557,7 @@ def _vision_layers(args) -> None:
         from vfl.probes.schema import FUNCTIONS
 
         images = [img for f in FUNCTIONS for i in range(args.n) for img in make_pair(f, i, 224, 0)[1:3]]
-    record = analyse(args.encoder, images, args.out)
+    record = analyse(args.encoder, images, args.out, args.download)
     for name, members in record["groups"].items():
         print(f"{name:8s} layers {members[0]}-{members[-1]} (representative {record['representatives'][name]})")
     print(f"wrote {args.out / 'heatmap.png'}, {args.out / 'groups.json'}, {args.out / 'similarity.json'}")

@@ -13,6 +13,7 @@ search over all splits, so the result is the optimum, not a heuristic).
 from __future__ import annotations
 
 import json
+import os
 from itertools import combinations
 from pathlib import Path
 
@@ -68,9 +69,13 @@ def group_layers(similarity: list[list[float]], groups: int = 3) -> list[list[in
     return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
 
 
-def load_encoder(spec: str):
-    """(encoder, image processor) for ``nano`` (its DINOv2), a vision model, or a supported MLLM's tower."""
-    if spec == "nano":
+def load_encoder(spec: str, download: bool = False):
+    """(encoder, image processor) for ``nano`` or ``nano:DIR`` (its DINOv2), a vision model (CLIP, SigLIP, DINOv2;
+    the image side of a dual encoder) or a supported MLLM (its vision tower, found by transformers'
+    ``get_encoder(modality="image")``). A hub id is read from the local cache only, unless ``download``."""
+    from vfl.models import SUPPORTED, checkpoint_config, load, nano_weights
+
+    if nano_weights(spec) is not None:  # nano or nano:DIR: every nano reads the same frozen, packaged DINOv2
         from transformers import CLIPImageProcessorPil
 
         from vfl.nano.config import IMAGE_SIZE
@@ -80,21 +85,32 @@ def load_encoder(spec: str):
         processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,
                                           image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
         return dinov2(), processor
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+    if spec.startswith("tiny:") or \
+            set(checkpoint_config(spec, download).architectures or []) & set(SUPPORTED):
+        adapter = load(spec, download=download)
+        return adapter.model.get_encoder(modality="image"), adapter.processor.image_processor
+    from transformers import AutoImageProcessor, AutoModel
 
+    local_only = not (download or os.path.isdir(spec))
     try:
-        config = AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as err:
-        raise VflError(f"cannot load encoder {spec!r} ({str(err).splitlines()[0]})") from None
-    if hasattr(config, "vision_config") and getattr(config, "text_config", None) is not None and \
-            config.architectures and "ForConditionalGeneration" in config.architectures[0]:
-        from vfl.models import load
+        model = AutoModel.from_pretrained(spec, local_files_only=local_only).eval()
+        processor = AutoImageProcessor.from_pretrained(spec, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as err:  # weights or preprocessor_config.json missing, not a vision model
+        raise VflError(f"cannot load encoder {spec!r}: {str(err).strip().splitlines()[0][:300]}") from None
+    return model.get_encoder(modality="image"), processor
 
-        adapter = load(spec)
-        return adapter.model.model.vision_tower, adapter.processor.image_processor
-    model = AutoModel.from_pretrained(spec).eval()
-    model = getattr(model, "vision_model", model)  # CLIP / SigLIP dual encoders: the image side
-    return model, AutoImageProcessor.from_pretrained(spec)
+
+def encoder_inputs(processor, images: list[Image.Image]) -> dict:
+    """The encoder's keyword inputs for ``images``: pixels (an image-splitting processor's crops each count as an
+    image, its all-zero padding crops dropped), or a Qwen-VL tower's flattened patches and their grids."""
+    batch = processor(images, return_tensors="pt")
+    pixels = batch["pixel_values"]
+    if "image_grid_thw" in batch:
+        return {"hidden_states": pixels, "grid_thw": batch["image_grid_thw"]}
+    if pixels.dim() == 5:
+        pixels = pixels.flatten(0, 1)
+        pixels = pixels[pixels.flatten(1).any(1)]
+    return {"pixel_values": pixels}
 
 
 @torch.inference_mode()
@@ -102,12 +118,12 @@ def layer_states(encoder, processor, images: list[Image.Image], max_rows: int = 
     """Per layer (1..L), a (rows, features) matrix of patch tokens, the same sampled tokens in every layer."""
     collected = None
     for start in range(0, len(images), 16):
-        pixels = processor(images[start:start + 16], return_tensors="pt")["pixel_values"]
-        hidden = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[1:]
-        tokens = hidden[0].shape[1]
-        grid = int(tokens ** 0.5)
-        skip = tokens - grid * grid  # CLS / register tokens come first
-        flat = [h[:, skip:].reshape(-1, h.shape[-1]) for h in hidden]
+        hidden = encoder(**encoder_inputs(processor, images[start:start + 16]),
+                         output_hidden_states=True).hidden_states[1:]
+        if hidden[0].dim() == 3:  # (images, tokens, features); CLS / register tokens come before the square grid
+            tokens = hidden[0].shape[1]
+            hidden = [h[:, tokens - int(tokens ** 0.5) ** 2:] for h in hidden]
+        flat = [h.reshape(-1, h.shape[-1]) for h in hidden]  # a Qwen-VL tower's (patches, features) as they are
         collected = flat if collected is None else [torch.cat([a, b]) for a, b in zip(collected, flat)]
     rows = collected[0].shape[0]
     if rows > max_rows:
@@ -116,13 +132,13 @@ def layer_states(encoder, processor, images: list[Image.Image], max_rows: int = 
     return collected
 
 
-def analyse(spec: str, images: list[Image.Image], out: Path) -> dict:
+def analyse(spec: str, images: list[Image.Image], out: Path, download: bool = False) -> dict:
     """Write similarity.json, groups.json and heatmap.png into ``out``; return the groups record."""
     if not images:
         raise VflError("no images to analyse")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    encoder, processor = load_encoder(spec)
+    encoder, processor = load_encoder(spec, download)
     states = layer_states(encoder, processor, images)
     cosine, cka = similarity_matrices(states)
     blocks = group_layers(cka)

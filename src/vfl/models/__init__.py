@@ -26,7 +26,8 @@ ADAPTERS = (LlavaAdapter, Qwen2VLAdapter, Qwen3VLAdapter, Idefics3Adapter, Inter
 SUPPORTED = tuple(name for adapter in ADAPTERS for name in adapter.model_classes)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
-__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load", "decoder_shape", "check_device"]
+__all__ = ["Adapter", "Prompt", "ADAPTERS", "SUPPORTED", "adapter_for", "load", "checkpoint_config", "decoder_shape",
+           "check_device"]
 
 
 def adapter_for(model, processor) -> Adapter:
@@ -70,7 +71,7 @@ def torch_dtype(dtype: str, device: str, device_map: str | None = None):
     return DTYPES[dtype]
 
 
-def _config(spec: str, download: bool = False):
+def checkpoint_config(spec: str, download: bool = False):
     """The checkpoint's config, from a local directory or the local hub cache (``download``: the hub too)."""
     from transformers import AutoConfig
 
@@ -130,7 +131,7 @@ def decoder_shape(spec: str, download: bool = False) -> tuple[int, int]:
 
 
 def _supported_config(spec: str, download: bool):
-    config = _config(spec, download)
+    config = checkpoint_config(spec, download)
     architectures = config.architectures or []
     if not set(architectures) & set(SUPPORTED):
         raise VflError(f"{spec!r} is a {', '.join(architectures) or config.model_type} model, which is not supported; "
