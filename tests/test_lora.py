@@ -8,7 +8,7 @@ import torch
 from vfl.errors import VflError
 from vfl.lora import add_vfl_lora, choose_layers, trainable_share, vfl_layers
 from vfl.models import adapter_for
-from vfl.models.tiny import build_tiny
+from vfl.models.tiny import FAMILIES, build_tiny
 from vfl.probes.generate import make_pair
 
 
@@ -145,13 +145,14 @@ def test_two_processes_train_data_parallel(tiny_llava_dir, tmp_path):
     assert json.loads((tmp_path / "dp" / "progress.json").read_text())["step"] == 12
 
 
-def test_batched_examples_give_each_examples_own_loss(adapters):
-    """Right padding and concatenated images change nothing: batched losses equal one-by-one losses,
-    text-only samples included (they go to a batch of their own)."""
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_examples_give_each_examples_own_loss(adapters, family):
+    """Right padding and concatenated images (a Qwen-VL's patches and grids, an image-splitting processor's crops)
+    change nothing: batched losses equal one-by-one losses, text-only samples included (a batch of their own)."""
     from vfl.lora import answer_loss, collate, encode
     from vfl.nano.suite_v1 import make_sample
 
-    adapter = adapters("llava")
+    adapter = adapters(family)
     examples = []
     for i, function in enumerate(("count", "ground", "ocr")):
         sample = make_sample(function, i, 0, size=32)

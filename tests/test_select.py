@@ -1,4 +1,4 @@
-"""VFL-select on a tiny LLaVA: profiles are deterministic, the drops hit exactly the VFL's layers, the
+"""VFL-select on tiny models (every family for the intact row): profiles are deterministic, the drops hit exactly the VFL's layers, the
 intact row is the plain model's loss; selection rules; the command end to end (outputs, resume, bad input)."""
 
 import json
@@ -11,6 +11,7 @@ from vfl.interventions import _PLAN
 from vfl.lora import answer_loss, encode, load_conversations, open_image
 from vfl.nano.suite_v1 import make_sample
 from vfl.errors import VflError
+from vfl.models.tiny import FAMILIES
 from vfl.select import ablations, answer_losses, check_choice, choose, measure, profiles
 
 VFLS = {"count": [1, 2], "ground": [3]}
@@ -33,8 +34,9 @@ def write_pool(folder, n=4, text_only=True):
     return path
 
 
-def test_the_intact_row_is_the_plain_loss_and_profiles_are_deterministic(adapters, tmp_path):
-    adapter = adapters("llava")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_intact_row_is_the_plain_loss_and_profiles_are_deterministic(adapters, tmp_path, family):
+    adapter = adapters(family)
     samples = load_conversations(write_pool(tmp_path))
     for sample in samples:
         losses = answer_losses(adapter, sample, ablations(VFLS))
