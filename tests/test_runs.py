@@ -174,6 +174,8 @@ def test_cuda_on_a_cpu_only_torch_and_a_bad_dtype_are_one_sentence(tmp_path):
                          "--out", tmp_path / "out")
         one_error_line(result, "--device cuda needs a CUDA GPU")
         assert not (tmp_path / "out").exists()
+        result = run_cli("vision-layers", "--encoder", "tiny:llava", "--device", "cuda", "--out", tmp_path / "vl")
+        one_error_line(result, "--device cuda needs a CUDA GPU")
     with pytest.raises(VflError, match="unknown --dtype 'float8'"):
         load("nano", dtype="float8")
     result = run_cli("nano", "eval", "--dtype", "float8")

@@ -84,7 +84,13 @@ def test_a_dual_encoder_is_analysed_on_its_image_side(tmp_path):
     CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)).save_pretrained(tmp_path / "clip")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         tmp_path / "clip")
-    encoder, _ = load_encoder(str(tmp_path / "clip"))
+    encoder, processor = load_encoder(str(tmp_path / "clip"))
     assert type(encoder).__name__ == "CLIPVisionModel"  # the image side, not the text tower or the pair
-    record = analyse(str(tmp_path / "clip"), [make_pair("ocr", 0, 64, 0)[1]] * 2, tmp_path / "out")
+    images = [make_pair("ocr", i, 64, 0)[1] for i in range(2)]
+    record = analyse(str(tmp_path / "clip"), images, tmp_path / "out")
     assert record["layers"] == [1, 2, 3, 4, 5]
+    # in bfloat16 (--dtype): the pixels follow the encoder's dtype, the states come back in float32, close
+    half, _ = load_encoder(str(tmp_path / "clip"), dtype="bfloat16")
+    assert next(half.parameters()).dtype == torch.bfloat16
+    for full, low in zip(layer_states(encoder, processor, images), layer_states(half, processor, images), strict=True):
+        assert low.dtype == torch.float32 and torch.allclose(low, full, atol=0.1, rtol=0.05)

@@ -48,6 +48,8 @@ def _index_list(text: str) -> list[int]:
 
 
 DOWNLOAD_HELP = "fetch a hub id missing from the local cache (otherwise local files only)"
+DTYPE_HELP = "auto: float32 on CPU, the checkpoint's dtype elsewhere"
+DEVICE_HELP = "cpu, cuda, cuda:1, mps ..."
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +57,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="nano (vfl's offline reference model; nano:DIR with a `vfl nano train` run's "
                              "weights), a hub id or local directory of a supported MLLM, or tiny:<family> "
                              "(random, for tests)")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: float32 on CPU, the "
-                                                                                "checkpoint's dtype elsewhere")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    parser.add_argument("--device", default="cpu", help=DEVICE_HELP)
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto (multi-GPU)")
     parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
 
@@ -284,6 +285,8 @@ def _vision_layers_command(commands) -> None:
     source.add_argument("--images", type=Path, help="a folder of images (png, jpg)")
     source.add_argument("--probes", action="store_true", help="built-in probe images (the default)")
     layers.add_argument("--n", type=int, default=8, help="built-in pairs per function")
+    layers.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    layers.add_argument("--device", default="cpu", help=DEVICE_HELP)
     layers.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     layers.add_argument("--out", type=Path, required=True, help="folder for similarity.json, groups.json, heatmap.png")
 
@@ -557,7 +560,7 @@ def _vision_layers(args) -> None:
         from vfl.probes.schema import FUNCTIONS
 
         images = [img for f in FUNCTIONS for i in range(args.n) for img in make_pair(f, i, 224, 0)[1:3]]
-    record = analyse(args.encoder, images, args.out, args.download)
+    record = analyse(args.encoder, images, args.out, args.download, args.dtype, args.device)
     for name, members in record["groups"].items():
         print(f"{name:8s} layers {members[0]}-{members[-1]} (representative {record['representatives'][name]})")
     print(f"wrote {args.out / 'heatmap.png'}, {args.out / 'groups.json'}, {args.out / 'similarity.json'}")

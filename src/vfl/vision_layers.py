@@ -69,11 +69,14 @@ def group_layers(similarity: list[list[float]], groups: int = 3) -> list[list[in
     return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
 
 
-def load_encoder(spec: str, download: bool = False):
+def load_encoder(spec: str, download: bool = False, dtype: str = "auto", device: str = "cpu"):
     """(encoder, image processor) for ``nano`` or ``nano:DIR`` (its DINOv2), a vision model (CLIP, SigLIP, DINOv2;
     the image side of a dual encoder) or a supported MLLM (its vision tower, found by transformers'
     ``get_encoder(modality="image")``). A hub id is read from the local cache only, unless ``download``."""
-    from vfl.models import SUPPORTED, checkpoint_config, load, nano_weights
+    from vfl.models import SUPPORTED, check_device, checkpoint_config, load, nano_weights, torch_dtype
+
+    check_device(device)
+    resolved = torch_dtype(dtype, device)
 
     if nano_weights(spec) is not None:  # nano or nano:DIR: every nano reads the same frozen, packaged DINOv2
         from transformers import CLIPImageProcessorPil
@@ -84,16 +87,16 @@ def load_encoder(spec: str, download: bool = False):
 
         processor = CLIPImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False,
                                           image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
-        return dinov2(), processor
+        return dinov2().to(device, torch.float32 if resolved == "auto" else resolved), processor
     if spec.startswith("tiny:") or \
             set(checkpoint_config(spec, download).architectures or []) & set(SUPPORTED):
-        adapter = load(spec, download=download)
+        adapter = load(spec, dtype, device, download=download)
         return adapter.model.get_encoder(modality="image"), adapter.processor.image_processor
     from transformers import AutoImageProcessor, AutoModel
 
     local_only = not (download or os.path.isdir(spec))
     try:
-        model = AutoModel.from_pretrained(spec, local_files_only=local_only).eval()
+        model = AutoModel.from_pretrained(spec, dtype=resolved, local_files_only=local_only).to(device).eval()
         processor = AutoImageProcessor.from_pretrained(spec, local_files_only=local_only)
     except (OSError, ValueError, KeyError) as err:  # weights or preprocessor_config.json missing, not a vision model
         raise VflError(f"cannot load encoder {spec!r}: {str(err).strip().splitlines()[0][:300]}") from None
@@ -118,8 +121,10 @@ def layer_states(encoder, processor, images: list[Image.Image], max_rows: int = 
     """Per layer (1..L), a (rows, features) matrix of patch tokens, the same sampled tokens in every layer."""
     collected = None
     for start in range(0, len(images), 16):
-        hidden = encoder(**encoder_inputs(processor, images[start:start + 16]),
-                         output_hidden_states=True).hidden_states[1:]
+        inputs = encoder_inputs(processor, images[start:start + 16])
+        first = next(encoder.parameters())  # its device and dtype: pixels follow both, grids the device only
+        inputs = {k: v.to(first.device, first.dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+        hidden = [h.float().cpu() for h in encoder(**inputs, output_hidden_states=True).hidden_states[1:]]
         if hidden[0].dim() == 3:  # (images, tokens, features); CLS / register tokens come before the square grid
             tokens = hidden[0].shape[1]
             hidden = [h[:, tokens - int(tokens ** 0.5) ** 2:] for h in hidden]
@@ -132,13 +137,14 @@ def layer_states(encoder, processor, images: list[Image.Image], max_rows: int = 
     return collected
 
 
-def analyse(spec: str, images: list[Image.Image], out: Path, download: bool = False) -> dict:
+def analyse(spec: str, images: list[Image.Image], out: Path, download: bool = False, dtype: str = "auto",
+            device: str = "cpu") -> dict:
     """Write similarity.json, groups.json and heatmap.png into ``out``; return the groups record."""
     if not images:
         raise VflError("no images to analyse")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    encoder, processor = load_encoder(spec, download)
+    encoder, processor = load_encoder(spec, download, dtype, device)
     states = layer_states(encoder, processor, images)
     cosine, cka = similarity_matrices(states)
     blocks = group_layers(cka)
