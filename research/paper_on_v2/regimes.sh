@@ -6,7 +6,8 @@
 # the whole language model from 10%. Then each is scored (v1 and v2 held out, n 100 a function), located
 # (`vfl locate`, 40 probes a function, windows of 3) and the bands compared (`vfl compare`, OUT/regimes/compare).
 # 600 steps of 16 is where nano v2's first stage read grounding 0.565 and counting 0.505 (9,600 samples); on 2
-# CPU cores (fp32) about 1-2.5 h a regime, then about 15 min of locate each. Resumable: run it again with the
+# CPU cores (fp32) about 2-3 h a regime (steps of 16 took a median 11.1 s in nano v2's run d, 14-16 s in the
+# encoder study through a frozen LoRA), then about 15 min of locate each. Resumable: run it again with the
 # same OUT; scored rows go to OUT/regimes/results.jsonl and are copied to bench/results/regimes_v2_cpu.jsonl;
 # regime_verdicts.py then sets each regime's bands and read profiles against projector-only (regimes_v2_cpu_verdicts.json,
 # docs/regimes-v2.png).
