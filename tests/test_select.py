@@ -1,5 +1,5 @@
-"""VFL-select on tiny models (every family for the intact row): profiles are deterministic, the drops hit exactly the VFL's layers, the
-intact row is the plain model's loss; selection rules; the command end to end (outputs, resume, bad input)."""
+"""VFL-select on tiny models: profiles are deterministic, the drops hit exactly the VFL's layers, the intact row is
+the plain model's loss (on every family); selection rules; the command end to end (outputs, resume, bad input)."""
 
 import json
 

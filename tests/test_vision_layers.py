@@ -67,7 +67,7 @@ def test_every_supported_family_s_vision_tower_is_analysed_from_its_checkpoint(t
     assert sum(record["groups"].values(), []) == [1, 2, 3, 4]
     cka = torch.tensor(json.loads((tmp_path / "out" / "similarity.json").read_text())["cka"])
     assert cka.shape == (4, 4) and torch.allclose(cka.diag(), torch.ones(4, dtype=cka.dtype))
-    # the tower read from the checkpoint is the model's own, trained weights and all (none left at a fresh init)
+    # the tower read from the checkpoint is the saved model's own: every weight loaded, none left at a fresh init
     loaded = layer_states(*load_encoder(str(tmp_path / "model")), images)
     own = layer_states(model.eval().get_encoder(modality="image"), processor.image_processor, images)
     assert all(torch.equal(a, b) for a, b in zip(loaded, own, strict=True))

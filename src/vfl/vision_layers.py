@@ -77,7 +77,6 @@ def load_encoder(spec: str, download: bool = False, dtype: str = "auto", device:
 
     check_device(device)
     resolved = torch_dtype(dtype, device)
-
     if nano_weights(spec) is not None:  # nano or nano:DIR: every nano reads the same frozen, packaged DINOv2
         from transformers import CLIPImageProcessorPil
 
