@@ -35,6 +35,10 @@ def test_vfl_layers_from_a_summary(tmp_path):
     assert vfl_layers(path, "count", margin=1) == [3, 4, 5, 6]
     with pytest.raises(VflError, match="no VFL for 'ocr'"):
         vfl_layers(path, "ocr")
+    assert vfl_layers(tmp_path, "count") == [4, 5]  # the run folder that holds it
+    path.write_text(json.dumps({"functions": {}}))
+    with pytest.raises(VflError, match="is not a vfl locate summary"):
+        vfl_layers(path, "count")
 
 
 def test_only_the_chosen_layers_carry_lora_and_receive_gradients():

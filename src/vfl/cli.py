@@ -239,7 +239,7 @@ def _lora_command(commands) -> None:
     lora.add_argument("--image-folder", type=Path, help="where the data's image paths start (None: its folder)")
     lora.add_argument("--layers", default=None, help="all, vfl, reversed, random, or layer numbers (None: vfl "
                                                      "with --vfl, else all)")
-    lora.add_argument("--vfl", type=Path, help="a vfl locate summary.json")
+    lora.add_argument("--vfl", type=Path, help="a vfl locate run folder or its summary.json")
     lora.add_argument("--function", help="whose VFL to use: recog, count, ground, ocr")
     lora.add_argument("--margin", type=int, default=0, help="widen the VFL by this many layers on each side")
     lora.add_argument("--rank", type=int, default=64, help="LoRA rank")
@@ -261,7 +261,8 @@ def _select_command(commands) -> None:
     select = _command(commands, "select", "label a training pool by function through VFL ablation and "
                                           "choose a budget (VFL-select; resumes from --out)")
     _model_options(select)
-    select.add_argument("--vfl", type=Path, required=True, help="a vfl locate summary.json: the functions' VFLs")
+    select.add_argument("--vfl", type=Path, required=True,
+                        help="a vfl locate run folder or its summary.json: the functions' VFLs")
     select.add_argument("--data", type=Path, required=True, help="the pool: LLaVA conversation JSON/JSONL")
     select.add_argument("--image-folder", type=Path, help="where the data's image paths start (None: its folder)")
     select.add_argument("--budget", type=float, default=0.2, help="share of the pool (or a number of samples > 1)")

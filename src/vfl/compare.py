@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from vfl.errors import VflError
-from vfl.jsonl import read_json
 from vfl.probes.schema import FUNCTIONS
-from vfl.decision import NAMES, span_text
+from vfl.decision import NAMES, load_summary, span_text
 from vfl.plots import finish, new_figure
 
 PAPER_ORDER = FUNCTIONS  # recog < count < ground < ocr (Shi, Yu, Yang 2025, Qwen2.5-VL-7B and others)
@@ -24,16 +23,6 @@ PAPER_QWEN25_7B = {"model": "Qwen2.5-VL-7B", "num_layers": 28, "window": "–",
                    "functions": {"recog": {"vfl": list(range(11))}, "count": {"vfl": [12]}, "ground": {"vfl": [18]},
                                  "ocr": {"vfl": [22]}}}
 PAPER_NAME = "Qwen2.5-VL-7B (paper, reported)"
-
-
-def load_summary(path: Path) -> dict:
-    """A locate summary from a run folder or a summary.json path."""
-    path = Path(path)
-    file = path / "summary.json" if path.is_dir() else path
-    summary = read_json(file, "locate summary")
-    if not isinstance(summary, dict) or not {"num_layers", "functions", "window"} <= set(summary):
-        raise VflError(f"{file} is not a vfl locate summary (it lacks num_layers, window or functions)")
-    return summary
 
 
 def _centre_and_spread(means: np.ndarray, middles: np.ndarray) -> np.ndarray:
@@ -129,7 +118,7 @@ def compare(runs: list[Path], names: list[str] | None = None, paper: bool = Fals
         raise VflError(f"--names gives {len(names)} names for {len(runs)} runs")
     rows = [_row(PAPER_NAME, None, PAPER_QWEN25_7B) | {"reported": True}] if paper else []
     for index, run in enumerate(runs):
-        summary = load_summary(run)
+        summary = load_summary(run, needs=("num_layers", "functions", "window"))
         label = names[index] if names else f"{summary.get('model', run)} (w{summary['window']})"
         row = _row(label, str(run), summary)
         if Path(run).is_dir():

@@ -4,13 +4,13 @@ test against the no-swap control with Holm's correction, the VFL band, each func
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from vfl.errors import VflError
+from vfl.jsonl import read_json
 from vfl.metrics import holm, paired_p_value, vfl_band, wilson, yes_no_stats
 from vfl.probes.schema import FUNCTIONS
 
@@ -171,14 +171,21 @@ def verdict(data: dict, sweep: str, window: int, num_layers: int, min_accuracy: 
     return f"read: swapping layers 0..k transfers from k = {min(passing)} on; layers before it alone do not carry it"
 
 
+def load_summary(path: Path, needs: tuple[str, ...] = ("num_layers", "functions")) -> dict:
+    """A `vfl locate` summary from a run folder or its summary.json path, holding at least the keys ``needs``."""
+    path = Path(path)
+    file = path / "summary.json" if path.is_dir() else path
+    summary = read_json(file, "locate summary")
+    if not isinstance(summary, dict) or not set(needs) <= set(summary):
+        raise VflError(f"{file} is not a vfl locate summary (it lacks {' or '.join(needs)})")
+    return summary
+
+
 def load_vfls(summary_path: Path, margin: int = 0) -> dict[str, list[int]]:
-    """Every function's VFL in a `vfl locate` summary.json (functions without one are left out), each
+    """Every function's VFL in a `vfl locate` run's summary (functions without one are left out), each
     widened by ``margin`` layers on both sides."""
-    try:
-        summary = json.loads(Path(summary_path).read_text())
-        functions, num_layers = summary["functions"], summary["num_layers"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise VflError(f"cannot read the locate summary {summary_path} ({err})") from None
+    summary = load_summary(summary_path)
+    functions, num_layers = summary["functions"], summary["num_layers"]
     vfls = {}
     for function, data in functions.items():
         if data.get("vfl"):
