@@ -470,7 +470,8 @@ def test_lora_verdicts_judge_each_claim_seed_by_seed(tmp_path, monkeypatch, caps
     for seed, (vfl, full, reversed_, random_) in enumerate([(0.30, 0.28, 0.35, 0.29), (0.31, 0.33, 0.37, 0.33),
                                                             (0.29, 0.27, 0.36, 0.30)]):
         ground += [row("vfl", seed, vfl, 0.70, 0.016), row("all", seed, full, 0.56, 0.109),
-                   row("reversed", seed, reversed_, 0.66, 0.016), row("random", seed, random_, {"recog": 0.68, "rest": 0.70}, 0.016)]
+                   row("reversed", seed, reversed_, 0.66, 0.016),
+                   row("random", seed, random_, {"recog": 0.68, "rest": 0.70}, 0.016)]
     recog = [row("none", 0, 0.78, 0.76, 0.0, text=0.5), row("vfl", 0, 0.74, 0.76, 0.02, text=0.5)]
     for skill, rows in (("ground-among", ground), ("recog-crowd", recog)):
         (tmp_path / f"vfl_lora_v2_cpu_{skill}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -126,7 +126,8 @@ def numbers(entry: dict) -> str:
     gaps = ", ".join(f"{g + 0.0:+.3f}" for g in entry["gaps"])
     low, high = entry["pooled_ci"]
     return (f"{LABEL[entry['measure']]} {a:.3f} ± {sa:.3f} vs {b:.3f} ± {sb:.3f}; per seed "
-            f"({', '.join(map(str, entry['seeds']))}) VFL-LoRA ahead by {gaps}; pooled 95% CI {low:+.3f} to {high:+.3f}")
+            f"({', '.join(map(str, entry['seeds']))}) VFL-LoRA ahead by {gaps}; "
+            f"pooled 95% CI {low:+.3f} to {high:+.3f}")
 
 
 def markdown(result: dict) -> str:
