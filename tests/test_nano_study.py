@@ -24,12 +24,50 @@ def test_a_file_that_is_not_a_groups_json_is_one_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_eval_batch_below_one_is_refused_before_any_variant_trains(tmp_path):
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"representatives": {"shallow": 2, "deep": 12}}))
+    result = run_cli("nano", "study", "--groups", groups, "--out", tmp_path / "study", "--eval-batch", 0)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "vfl: error: --eval-batch must be at least 1, got 0"
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_study_recorded_before_eval_batch_existed_resumes_scored_one_item_at_a_time(tmp_path):
+    """A long study begun before --eval-batch must resume, not be refused as another study: its settings hold
+    no eval_batch, which is read as the one-at-a-time scoring it used; a batched rerun is another study."""
+    from dataclasses import asdict
+
+    from dataclasses import replace
+
+    from vfl.errors import VflError
+    from vfl.nano.config import TrainConfig
+    from vfl.nano.study import StudyConfig, run_study
+
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"representatives": {"shallow": 2, "deep": 12}}))
+    out = tmp_path / "study"
+    config = StudyConfig.following(TrainConfig(), steps=None, n_eval=1)  # a recipe's study: no feature cache
+    old = {"groups": {"shallow": 2, "deep": 12}, **asdict(config)}
+    del old["eval_batch"]
+    out.mkdir()
+    (out / "study-settings.json").write_text(json.dumps(old))
+    scores = {f: {"n": 1, "accuracy": 1.0, "ci": [0.21, 1.0]} for f in ("recog", "count", "ground", "ocr")}
+    for name, layers in variants(old["groups"]).items():  # every variant finished: nothing is trained
+        (out / name).mkdir()
+        (out / name / "eval.json").write_text(json.dumps({"layers": layers, "functions": scores}))
+    study = run_study(groups, out, config)
+    assert study["settings"]["eval_batch"] == 1 and list(study["variants"]) == ["shallow-2", "deep-12", "fusion-2-12"]
+    with pytest.raises(VflError, match=r"other settings \(eval_batch\)"):
+        run_study(groups, out, replace(config, eval_batch=16))
+
+
 @pytest.mark.slow
 def test_a_study_writes_its_table_and_skips_finished_variants_when_run_again(tmp_path):
     groups = tmp_path / "groups.json"
     groups.write_text(json.dumps({"representatives": {"shallow": 2, "deep": 12}}))
     args = ["nano", "study", "--groups", groups, "--out", tmp_path / "study", "--steps", 2, "--per-function", 2,
-            "--n", 1]
+            "--eval-batch", 3, "--n", 1]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     study = json.loads((tmp_path / "study" / "study.json").read_text())

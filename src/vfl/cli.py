@@ -218,6 +218,7 @@ def _nano_command(commands) -> None:
                        help="every variant reads through this trained run's language model (its LoRA; e.g. "
                             "src/vfl/nano/weights), frozen, and trains only a fresh projector: the variants differ "
                             "in the encoder layers alone")
+    study.add_argument("--eval-batch", type=int, default=1, help=EVAL_BATCH_HELP)
 
 
 def _eval_command(commands) -> None:
@@ -472,16 +473,19 @@ def _study_config(args):
 
     if args.lm_from is not None and args.lora_rank is not None:
         raise VflError("--lm-from takes the LoRA of the run it names; drop --lora-rank")
+    if args.eval_batch < 1:  # before any variant trains, not after its first hour
+        raise VflError(f"--eval-batch must be at least 1, got {args.eval_batch}")
     if args.recipe is None:
         return StudyConfig(steps=args.steps or 80, per_function=args.per_function or 320, n_eval=args.n,
-                           lora_rank=args.lora_rank or 0, seed=args.seed or 0, lm_from=args.lm_from)
+                           lora_rank=args.lora_rank or 0, seed=args.seed or 0, lm_from=args.lm_from,
+                           eval_batch=args.eval_batch)
     given = [f"--{n.replace('_', '-')}" for n in ("per_function", "lora_rank", "seed") if getattr(args, n) is not None]
     if given:
         raise VflError(f"--recipe sets the training data and model; drop {', '.join(given)}")
     path = args.recipe / "train.json" if args.recipe.is_dir() else args.recipe
     if not path.is_file():
         raise VflError(f"--recipe {args.recipe}: no train.json there (give a `vfl nano train` run or its train.json)")
-    return StudyConfig.following(recorded_config(path), args.steps, args.n, args.lm_from)
+    return StudyConfig.following(recorded_config(path), args.steps, args.n, args.lm_from, args.eval_batch)
 
 
 def _lora(args) -> None:

@@ -43,6 +43,7 @@ class StudyConfig:
     eval_seed: int = HELD_OUT_SEED
     recipe: dict | None = None  # a run's TrainConfig (asdict): each variant trains so, but for its layers and steps
     lm_from: str | None = None  # a trained run whose language model every variant reads through, frozen
+    eval_batch: int = 1  # held-out items answered together (1: one at a time, as every study before the option)
 
     def variant(self, layers: list[int]) -> TrainConfig:
         """How the variant fed from ``layers`` trains."""
@@ -60,13 +61,14 @@ class StudyConfig:
                        spec=replace(config.spec, lora_rank=trained.lora_rank, lora_alpha=trained.lora_alpha))
 
     @classmethod
-    def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int, lm_from: str | None = None) -> StudyConfig:
+    def following(cls, recipe: TrainConfig, steps: int | None, n_eval: int, lm_from: str | None = None,
+                  eval_batch: int = 1) -> StudyConfig:
         """A study whose variants train as ``recipe`` does (for ``steps``, or the recipe's own), each from fresh
         weights: a variant reads other encoder layers, so no run's projector (``--init``) fits it."""
         recipe = replace(recipe, init=None, lm_from=None)
         return cls(steps=steps or recipe.steps, per_function=recipe.per_function, n_eval=n_eval,
                    batch_size=recipe.batch_size, lora_rank=recipe.spec.lora_rank, seed=recipe.seed,
-                   recipe=json.loads(json.dumps(asdict(recipe))), lm_from=lm_from)
+                   recipe=json.loads(json.dumps(asdict(recipe))), lm_from=lm_from, eval_batch=eval_batch)
 
 
 def read_groups(path: Path) -> dict[str, int]:
@@ -102,12 +104,12 @@ def _training_data(out: Path, config: StudyConfig, layers: list[int]) -> dict:
     return cached(out / "features.pt", build)
 
 
-def _evaluate(spec: NanoSpec, weights: Path, items) -> tuple[dict, list[dict]]:
+def _evaluate(spec: NanoSpec, weights: Path, items, batch_size: int) -> tuple[dict, list[dict]]:
     from vfl.evaluate import evaluate
     from vfl.models import adapter_for
 
     model, processor = build_untrained(spec)
-    return evaluate(adapter_for(apply_trained(model, spec, weights), processor), items, 32)
+    return evaluate(adapter_for(apply_trained(model, spec, weights), processor), items, 32, batch_size)
 
 
 def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
@@ -120,6 +122,7 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
         previous = read_settings(saved)
         if previous.get("recipe"):  # recorded before a training setting existed: at its default
             previous["recipe"] = current_settings(previous["recipe"])
+        previous.setdefault("eval_batch", 1)  # recorded before --eval-batch: scored one item at a time
         refuse_other_settings(out, previous, settings, "study")
     saved.write_text(json.dumps(settings, indent=2) + "\n")
     chosen = variants(settings["groups"])
@@ -139,7 +142,7 @@ def run_study(groups: Path, out: Path, config: StudyConfig) -> dict:
                             "features": torch.cat([data["layers"][k] for k in layers], dim=-1)} if shared else None
             print(f"training variant {name}: encoder layers {layers}")
             weights = train(folder, train_config, variant_data)
-            summary, records = _evaluate(train_config.spec, weights, items)
+            summary, records = _evaluate(train_config.spec, weights, items, config.eval_batch)
             with (folder / "eval.records.jsonl").open("w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
             result_file.write_text(json.dumps({"layers": layers, "functions": summary}, indent=2) + "\n")
