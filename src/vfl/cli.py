@@ -458,7 +458,7 @@ def _nano(args) -> None:
     elif args.action == "study":
         from vfl.nano.study import run_study, study_table
 
-        for name in ("steps", "per_function", "n"):
+        for name in ("steps", "per_function", "n", "eval_batch"):  # before any variant trains
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise VflError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
         config = _study_config(args)
@@ -473,8 +473,6 @@ def _study_config(args):
 
     if args.lm_from is not None and args.lora_rank is not None:
         raise VflError("--lm-from takes the LoRA of the run it names; drop --lora-rank")
-    if args.eval_batch < 1:  # before any variant trains, not after its first hour
-        raise VflError(f"--eval-batch must be at least 1, got {args.eval_batch}")
     if args.recipe is None:
         return StudyConfig(steps=args.steps or 80, per_function=args.per_function or 320, n_eval=args.n,
                            lora_rank=args.lora_rank or 0, seed=args.seed or 0, lm_from=args.lm_from,
