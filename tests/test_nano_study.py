@@ -36,9 +36,7 @@ def test_eval_batch_below_one_is_refused_before_any_variant_trains(tmp_path):
 def test_a_study_recorded_before_eval_batch_existed_resumes_scored_one_item_at_a_time(tmp_path):
     """A long study begun before --eval-batch must resume, not be refused as another study: its settings hold
     no eval_batch, which is read as the one-at-a-time scoring it used; a batched rerun is another study."""
-    from dataclasses import asdict
-
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from vfl.errors import VflError
     from vfl.nano.config import TrainConfig
