@@ -68,6 +68,17 @@ def test_the_recipe_benchmark_trains_scores_both_suites_and_resumes(tmp_path):
     again = run_python(*command)
     assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 2
     assert "| projector | v1 |" in again.stdout
+    # one recipe more (as research/paper_on_v2/regimes.sh's second stage): only the new one trains, scores and locates
+    projector = (tmp_path / "projector" / "weights" / "projector.safetensors").read_bytes()
+    located = (tmp_path / "projector" / "locate" / "summary.json").read_text()
+    more = run_python(*[c if c != "projector" else "projector,lora" for c in command])
+    assert more.returncode == 0, more.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["recipe"], r["suite"]) for r in rows[2:]] == [("lora", "v2"), ("lora", "v1")]
+    assert (tmp_path / "projector" / "weights" / "projector.safetensors").read_bytes() == projector
+    assert (tmp_path / "projector" / "locate" / "summary.json").read_text() == located
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())["runs"]
+    assert [r["name"] for r in compared][1:] == ["projector", "lora"]
 
 
 def test_the_letters14_recipe_is_lora_on_256_tokens_of_14_px_with_letters_aligned():
