@@ -7,7 +7,7 @@
 # lr 1e-3) for 300 steps of 16; so the variants differ in the encoder layers alone. Training all of nano per
 # variant (nano v2's 3,400 steps, about 11 h each on 2 cores) is out of reach here. A pilot from the last layer
 # (80 steps, 1,280 samples; n 30) read grounding 0.97, counting 0.30, recognition 0.47, OCR 0.03.
-# About 10.5 s a step on 2 cores (AMD EPYC, fp32): about 55 min a variant with its evaluation, 5 variants.
+# Measured on 2 cores (AMD EPYC, fp32): 12.6-15.5 s a step, 63-80 min a variant and 8-13 min to score it, 5 variants.
 # Resumable: run it again with the same OUT; the study table is copied to bench/results/encoder_layers_v2_cpu.json,
 # the paired outcomes and the verdicts on the paper's findings to encoder_layers_v2_cpu_{outcomes.jsonl,verdicts.json}.
 #   nice bash research/paper_on_v2/encoder_layers.sh [OUT]      (OUT defaults to $HOME/vfl-runs)
